@@ -1,0 +1,256 @@
+"""`leukowatch …`: parse arguments, call the library, render. Nothing clinical happens here.
+
+Heavy libraries (duckdb, pandas, pyspark, fastapi, matplotlib) are imported inside the command that
+needs them, so `leukowatch assess` starts fast. Bad input exits with code 2 and one line naming the
+field and the problem; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .model import InputError
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+#: Count flags of `assess` -> analyte (values in --unit, default 10^9/L).
+_COUNT_FLAGS = {
+    "wbc": "wbc", "neutrophils": "neutrophils", "anc": "neutrophils", "bands": "bands",
+    "lymphocytes": "lymphocytes", "monocytes": "monocytes", "eosinophils": "eosinophils",
+    "basophils": "basophils", "platelets": "platelets",
+}
+_PERCENT_FLAGS = ("neutrophils", "bands", "lymphocytes", "monocytes", "eosinophils", "basophils")
+
+
+class UsageError(Exception):
+    """Bad command line (not bad clinical input): argparse style, exit 2."""
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason})") from None
+
+
+def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON request the `assess` flags describe (the same shape a file would hold)."""
+    observations: list[dict[str, Any]] = []
+    for flag, analyte in _COUNT_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            observations.append({"analyte": analyte, "value": value, "unit": args.unit})
+    for analyte in _PERCENT_FLAGS:
+        value = getattr(args, f"{analyte}_pct", None)
+        if value is not None:
+            observations.append({"analyte": analyte, "value": value, "unit": "%"})
+    if args.hemoglobin is not None:
+        observations.append({"analyte": "hemoglobin", "value": args.hemoglobin, "unit": args.hb_unit})
+    if not observations:
+        raise InputError("observations", "give a FILE (or - for stdin) or at least one count flag such as --wbc")
+    request: dict[str, Any] = {
+        "patient": {"sex": args.sex or "unknown", "duffy_null": args.duffy_null},
+        "observations": observations,
+        "medications": args.med or [],
+        "conditions": args.condition or [],
+        "symptoms": args.symptom or [],
+    }
+    if args.age is not None:
+        request["patient"]["age_years"] = args.age
+    if args.temp is not None:
+        request["temperature_c"] = args.temp
+    if args.chemo or args.chemo_last_dose:
+        request["chemotherapy"] = {"active": True, "last_dose": args.chemo_last_dose, "regimen": args.regimen}
+    if args.recurrent_infections:
+        request["recurrent_infections"] = True
+    return request
+
+
+def load_request_text(text: str, fmt: str, source: str) -> dict[str, Any]:
+    """A request dict from a file's text: the project JSON, FHIR JSON or an HL7 v2 message."""
+    stripped = text.lstrip("\ufeff\x0b \r\n\t")
+    if fmt == "auto":
+        if stripped.startswith("MSH") or stripped.startswith("\x0bMSH"):
+            fmt = "hl7"
+        elif stripped.startswith("{") or stripped.startswith("["):
+            fmt = "json"
+        else:
+            raise InputError(source, "unrecognised input: expected a JSON request, FHIR JSON or an HL7 v2 message")
+    if fmt == "json":
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InputError(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        if isinstance(data, dict) and "resourceType" in data and "observations" not in data:
+            fmt = "fhir"
+        else:
+            return data
+    if fmt in ("fhir", "hl7"):
+        from .io import request_from_text  # imported only for these formats
+
+        return request_from_text(stripped, fmt, source)
+    raise InputError("--format", f"unknown format {fmt!r}")
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from .assess import assess
+
+    if args.file is not None:
+        request = load_request_text(_read_text(args.file), args.format, args.file)
+    else:
+        request = request_from_flags(args)
+    if isinstance(request, dict):
+        if args.profile:
+            request["profile"] = args.profile
+        if args.criteria:
+            request["criteria"] = args.criteria
+    assessment = assess(request)
+    if args.json:
+        from .render.json import dumps
+
+        print(dumps(assessment))
+    else:
+        from rich.console import Console
+
+        from .render.text import print_assessment
+
+        print_assessment(assessment, Console(no_color=args.no_color, highlight=False))
+    return EXIT_OK
+
+
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    from .knowledge import knowledge_version, load_table
+
+    profiles = load_table("profiles")["profiles"]
+    criteria = load_table("criteria")["versions"]
+    drugs = load_table("drugs")
+    conditions = load_table("conditions")["conditions"]
+    if args.json:
+        print(json.dumps({
+            "knowledge_version": knowledge_version(),
+            "profiles": {k: {"label": v["label"], "description": v["description"]} for k, v in profiles.items()},
+            "criteria": criteria,
+            "drug_classes": drugs["classes"],
+            "drugs": drugs["drugs"],
+            "conditions": conditions,
+        }, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"[bold]leukowatch knowledge[/] {knowledge_version()}")
+    t = Table(title="Profiles", title_justify="left")
+    t.add_column("name")
+    t.add_column("description", overflow="fold")
+    for name, spec in profiles.items():
+        t.add_row(name, spec["description"])
+    console.print(t)
+    t = Table(title="Criteria", title_justify="left")
+    t.add_column("name")
+    t.add_column("source", overflow="fold")
+    for name, spec in criteria.items():
+        t.add_row(f"{name} ({spec['label']})", spec["source"])
+    console.print(t)
+    if args.section in (None, "drugs"):
+        t = Table(title="Medicines linked to low white cells", title_justify="left")
+        for col in ("generic", "brands", "classes", "risk", "source"):
+            t.add_column(col, overflow="fold")
+        for d in drugs["drugs"]:
+            t.add_row(d["generic"], ", ".join(d.get("brands", [])), ", ".join(d["classes"]), d.get("risk", ""),
+                      d["source"])
+        console.print(t)
+    if args.section in (None, "conditions"):
+        t = Table(title="Conditions linked to leukopenia", title_justify="left")
+        for col in ("condition", "synonyms", "category", "course", "source"):
+            t.add_column(col, overflow="fold")
+        for c in conditions:
+            t.add_row(c["name"], ", ".join(c.get("synonyms", [])), c["category"], c["course"], c["source"])
+        console.print(t)
+    return EXIT_OK
+
+
+def _add_assess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("assess", help="assess one blood count (JSON request, FHIR, HL7 v2, or flags)",
+                       description="Assess one person's blood count. Give a FILE (- for stdin) or count flags.")
+    p.add_argument("file", nargs="?", help="JSON request, FHIR JSON or HL7 v2 message; - reads stdin")
+    p.add_argument("--format", default="auto", choices=("auto", "json", "fhir", "hl7"))
+    p.add_argument("--json", action="store_true", help="print the Assessment as JSON")
+    p.add_argument("--profile", help="reference-range profile (standard, article, duffy_null)")
+    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
+    p.add_argument("--no-color", action="store_true")
+    g = p.add_argument_group("counts (instead of a FILE)")
+    g.add_argument("--unit", default="10*9/L", help="unit of the count flags (default 10*9/L; e.g. K/uL, /uL)")
+    for flag in _COUNT_FLAGS:
+        g.add_argument(f"--{flag}", type=float, metavar="N")
+    for analyte in _PERCENT_FLAGS:
+        g.add_argument(f"--{analyte}-pct", dest=f"{analyte}_pct", type=float, metavar="PCT",
+                       help=f"{analyte} as % of WBC")
+    g.add_argument("--hemoglobin", "--hb", type=float, metavar="N")
+    g.add_argument("--hb-unit", default="g/dL")
+    c = p.add_argument_group("person and context")
+    c.add_argument("--sex", choices=("male", "female", "unknown"))
+    c.add_argument("--age", type=float, metavar="YEARS")
+    c.add_argument("--duffy-null", action="store_true", help="Duffy-null (Fy(a-b-)) person: DANC ranges")
+    c.add_argument("--med", action="append", metavar="NAME", help="a medicine (repeat)")
+    c.add_argument("--condition", action="append", metavar="NAME", help="a diagnosis (repeat)")
+    c.add_argument("--symptom", action="append", metavar="TEXT", help="a symptom (repeat)")
+    c.add_argument("--temp", type=float, metavar="°C", help="temperature in °C")
+    c.add_argument("--chemo", action="store_true", help="on active chemotherapy")
+    c.add_argument("--chemo-last-dose", metavar="DATE")
+    c.add_argument("--regimen", help="chemotherapy regimen (for hold thresholds)")
+    c.add_argument("--recurrent-infections", action="store_true")
+    p.set_defaults(func=cmd_assess)
+
+
+def _add_knowledge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("knowledge", help="list profiles, criteria, medicines and conditions with sources")
+    p.add_argument("section", nargs="?", choices=("drugs", "conditions"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_knowledge)
+
+
+#: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_assess, _add_knowledge]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="leukowatch", description="Sourced verdicts on leukopenia from white-blood-cell counts.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or EXIT_OK)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except InputError as exc:
+        print(f"error: {exc.field}: {exc.problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

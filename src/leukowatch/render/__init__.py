@@ -1,0 +1,1 @@
+"""Renderers: one Assessment, many forms (text, JSON, FHIR, HTML/PDF report, CDS card)."""

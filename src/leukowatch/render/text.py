@@ -1,0 +1,112 @@
+"""The Assessment as a readable terminal report (rich): verdict first, alerts in colour on top.
+
+Order follows what a reader needs first: is it an emergency, what is low, the numbers with both
+units (10^9/L for clinicians, cells/uL as the article speaks), why, what may cause it, what to do.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..model import Assessment, Count
+
+_LEVEL_STYLE = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold white on blue"}
+_FLAG_STYLE = {"low": "bold red", "high": "bold magenta", "normal": "green"}
+_ORDER = ("wbc", "neutrophils", "bands", "lymphocytes", "monocytes", "eosinophils", "basophils",
+          "hemoglobin", "platelets", "rbc", "hematocrit")
+_LABEL = {"wbc": "WBC", "neutrophils": "Neutrophils (ANC)", "bands": "Bands", "lymphocytes": "Lymphocytes",
+          "monocytes": "Monocytes", "eosinophils": "Eosinophils", "basophils": "Basophils",
+          "hemoglobin": "Hemoglobin", "platelets": "Platelets", "rbc": "RBC", "hematocrit": "Hematocrit"}
+
+
+def _range_text(c: Count) -> str:
+    rr = c.reference_range
+    if rr is None or (rr.low is None and rr.high is None):
+        return "-"
+    low = "" if rr.low is None else f"{rr.low:g}"
+    high = "" if rr.high is None else f"{rr.high:g}"
+    return f"{low}–{high}" if low and high else (f">= {low}" if low else f"<= {high}")
+
+
+def counts_table(a: Assessment) -> Table:
+    table = Table(title="Counts", title_justify="left", expand=False)
+    for col in ("analyte", "value", "unit", "cells/µL", "%", "flag", "range", "range from"):
+        table.add_column(col)
+    for analyte in _ORDER:
+        c = a.counts.get(analyte)
+        if c is None:
+            continue
+        value = f"{c.comparator or ''}{c.value:.3g}" + (" *" if c.derived else "")
+        table.add_row(
+            _LABEL[analyte], value, c.unit, "" if c.per_uL is None else f"{c.per_uL:,}",
+            "" if c.percent is None else f"{c.percent:g}", Text(c.flag.upper() if c.flag != "normal" else "ok",
+                                                                 style=_FLAG_STYLE[c.flag]),
+            _range_text(c), c.range_source,
+        )
+    return table
+
+
+def render(a: Assessment) -> Group:
+    parts: list = []
+    verdict_style = "bold red" if any(f.code in ("leukopenia", "neutropenia") for f in a.findings) else "bold green"
+    if a.alert("febrile_neutropenia"):
+        verdict_style = "bold white on red"
+    parts.append(Text(a.verdict, style=verdict_style))
+    for al in a.alerts:
+        parts.append(Text.assemble((f" {al.level.upper()} ", _LEVEL_STYLE[al.level]), " ", al.message))
+    parts.append(counts_table(a))
+    if any(c.derived for c in a.counts.values()):
+        parts.append(Text("* derived from the differential: " + "; ".join(
+            c.derivation for c in a.counts.values() if c.derived and c.derivation), style="dim"))
+    if a.findings:
+        parts.append(Text("Findings", style="bold underline"))
+        for f in a.findings:
+            grade = "not graded" if f.grade is None else f"{f.criteria} grade {f.grade}"
+            amount = f"{f.value:g} {f.unit}" + (f" ({f.value * 1000:,.0f}/µL)" if f.unit == "10^9/L" else "")
+            parts.append(Text.assemble((f"  {f.code}", "bold"), f" — {amount} — {grade}",
+                                       f", {f.severity}" if f.severity else ""))
+            parts.append(Text(f"      threshold: {f.threshold}", style="dim"))
+            parts.append(Text(f"      rule: {f.rule}", style="dim"))
+            parts.append(Text(f"      source: {f.source}", style="dim"))
+            for note in f.notes:
+                parts.append(Text(f"      note: {note}", style="yellow"))
+    parts.append(Text(f"Chronicity: {a.chronicity.status}"
+                      + (f" ({a.chronicity.analyte})" if a.chronicity.analyte else ""), style="bold"))
+    for ev in a.chronicity.evidence:
+        parts.append(Text(f"  {ev}", style="dim"))
+    meds = a.possible_causes.get("medications", [])
+    conds = a.possible_causes.get("conditions", [])
+    if meds or conds:
+        parts.append(Text("Possible causes", style="bold underline"))
+        for m in meds:
+            parts.append(Text(f"  • {m.input} → {m.generic} ({m.drug_class}): {m.why} [{m.source}]"))
+        for c in conds:
+            parts.append(Text(f"  • {c.input} → {c.name} ({c.category}, {c.course}): {c.article_wording} "
+                              f"[{c.source}]"))
+    unlinked = a.possible_causes.get("unlinked_medications", [])
+    if unlinked:
+        parts.append(Text(f"  No known link to low white cells in leukowatch's tables: {', '.join(unlinked)}",
+                          style="dim"))
+    for s in a.scores:
+        parts.append(Text(f"{s.name}: {s.interpretation}" + (f" Missing: {', '.join(s.missing)}." if s.missing
+                                                            else ""), style="bold"))
+    parts.append(Text("In plain words", style="bold underline"))
+    for line in a.patient_summary:
+        parts.append(Text(f"  {line}"))
+    for title, items in (("Treatment options", a.advice.treatment), ("Home care", a.advice.home_care),
+                         ("Contact a doctor", a.advice.contact_doctor)):
+        if items:
+            parts.append(Text(title, style="bold underline"))
+            parts.extend(Text(f"  • {item}") for item in items)
+    for w in a.warnings:
+        parts.append(Text(f"warning: {w}", style="yellow"))
+    parts.append(Panel(Text(a.disclaimer), title="Decision support, not a diagnosis", border_style="dim"))
+    parts.append(Text(f"profile {a.profile} · {a.criteria} · knowledge {a.knowledge_version}", style="dim"))
+    return Group(*parts)
+
+
+def print_assessment(a: Assessment, console: Console | None = None) -> None:
+    (console or Console()).print(render(a))

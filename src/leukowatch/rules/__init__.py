@@ -1,0 +1,1 @@
+"""Pure clinical rules over observations: ranges, grading, differential, infection, causes, timeline."""

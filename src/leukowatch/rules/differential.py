@@ -1,0 +1,119 @@
+"""Absolute counts from a differential, and the checks a lab applies to one.
+
+Labs often send only percentages; the absolute count is what the rules need (ANC, not % neutrophils),
+so it is derived as WBC x % / 100 and marked `derived`. When both forms are sent the absolute
+count wins (it is what the analyser measured) and a disagreement of more than the plausibility
+tolerance is reported, not silently resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import DIFFERENTIAL_ANALYTES, Observation
+from ..units import plausibility
+
+#: The five-part differential whose percentages should add up to about 100.
+FIVE_PART: tuple[str, ...] = ("neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils")
+
+
+@dataclass
+class DrawValue:
+    """One analyte at one blood draw, absolute where it can be."""
+
+    analyte: str
+    value: float
+    unit: str
+    percent: float | None = None
+    derived: bool = False
+    derivation: str | None = None
+    observation: Observation | None = None  # the measured observation (lab range, comparator)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _latest_by_analyte(observations: list[Observation]) -> tuple[dict[str, Observation],
+                                                                  dict[str, Observation], list[str]]:
+    absolute: dict[str, Observation] = {}
+    percent: dict[str, Observation] = {}
+    warnings: list[str] = []
+    for obs in observations:
+        target = percent if obs.percent else absolute
+        if obs.analyte in target and target[obs.analyte].value != obs.value:
+            kind = "percentage" if obs.percent else "value"
+            warnings.append(f"{obs.analyte}: two different {kind}s in one draw "
+                            f"({_fmt(target[obs.analyte].value)} and {_fmt(obs.value)}); the later one is used")
+        target[obs.analyte] = obs
+    return absolute, percent, warnings
+
+
+def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], list[str]]:
+    """Absolute values for every analyte one draw supports, plus the differential's warnings."""
+    absolute, percent, warnings = _latest_by_analyte(observations)
+    limits = plausibility()
+    values: dict[str, DrawValue] = {}
+    for analyte, obs in absolute.items():
+        if analyte != "segmented_neutrophils":
+            values[analyte] = DrawValue(analyte, obs.value, obs.unit, observation=obs)
+
+    wbc = absolute.get("wbc")
+    if "neutrophils" not in values:
+        _derive_anc(absolute, percent, wbc, values)
+    for analyte in DIFFERENTIAL_ANALYTES:
+        if analyte == "segmented_neutrophils" or analyte not in percent:
+            continue
+        pct = percent[analyte].value
+        if analyte in values:
+            values[analyte].percent = values[analyte].percent or pct
+            if wbc is not None and not values[analyte].derived:
+                expected = wbc.value * pct / 100.0
+                measured = values[analyte].value
+                scale = max(expected, measured)
+                if scale > 0 and abs(expected - measured) / scale > limits["absolute_vs_percent_tolerance"]:
+                    warnings.append(
+                        f"{analyte}: absolute count {_fmt(measured)} x10^9/L disagrees with WBC x % "
+                        f"= {_fmt(wbc.value)} x {pct:g}% = {_fmt(expected)} by more than "
+                        f"{limits['absolute_vs_percent_tolerance']:.0%}; the absolute count is used")
+        elif wbc is not None:
+            values[analyte] = DrawValue(
+                analyte, wbc.value * pct / 100.0, "10^9/L", percent=pct, derived=True,
+                derivation=f"WBC {_fmt(wbc.value)} x {pct:g}% / 100", observation=percent[analyte])
+        else:
+            warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")
+
+    present = [a for a in FIVE_PART if a in percent or (a == "neutrophils" and "segmented_neutrophils" in percent)]
+    if len(present) == len(FIVE_PART):
+        neut_pct = percent["neutrophils"].value if "neutrophils" in percent else (
+            percent["segmented_neutrophils"].value + (percent["bands"].value if "bands" in percent else 0.0))
+        total = neut_pct + sum(percent[a].value for a in FIVE_PART[1:])
+        if not limits["differential_sum_low"] <= total <= limits["differential_sum_high"]:
+            warnings.append(f"differential percentages add up to {total:g}% (expected "
+                            f"{limits['differential_sum_low']:g}-{limits['differential_sum_high']:g}%); "
+                            "check the differential")
+    return values, warnings
+
+
+def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation],
+                wbc: Observation | None, values: dict[str, DrawValue]) -> None:
+    """ANC = segmented + bands (MDCalc ANC; UpToDate), from absolute counts or from WBC x %."""
+    segs, bands = absolute.get("segmented_neutrophils"), absolute.get("bands")
+    if segs is not None:
+        total = segs.value + (bands.value if bands is not None else 0.0)
+        how = f"segmented {_fmt(segs.value)}" + (f" + bands {_fmt(bands.value)}" if bands is not None else "")
+        values["neutrophils"] = DrawValue("neutrophils", total, "10^9/L", derived=True,
+                                          derivation=f"ANC = {how}", observation=segs)
+        return
+    if wbc is None:
+        return
+    if "neutrophils" in percent:
+        return  # derived with the other percentages
+    if "segmented_neutrophils" in percent:
+        seg_pct = percent["segmented_neutrophils"].value
+        band_pct = percent["bands"].value if "bands" in percent else 0.0
+        values["neutrophils"] = DrawValue(
+            "neutrophils", wbc.value * (seg_pct + band_pct) / 100.0, "10^9/L", percent=seg_pct + band_pct,
+            derived=True,
+            derivation=f"ANC = WBC {_fmt(wbc.value)} x (segmented {seg_pct:g}% + bands {band_pct:g}%) / 100",
+            observation=percent["segmented_neutrophils"])

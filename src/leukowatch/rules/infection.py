@@ -1,0 +1,143 @@
+"""Fever and infection: febrile neutropenia (an emergency), severe neutropenia, MASCC and CISNE.
+
+A temperature is never assumed. Without one, a neutropenic count gets the note "would meet febrile
+neutropenia if febrile" and no alert, because an alarm built on a guessed fever is worse than none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..knowledge import load_table
+from ..model import Alert, Score
+
+
+def _rules() -> dict[str, Any]:
+    return load_table("infection")
+
+
+def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustained_1h: bool,
+                        anc_expected_to_fall: bool) -> tuple[Alert | None, str | None]:
+    """The febrile-neutropenia alert (IDSA/NCCN), or a note saying what would make it one."""
+    if anc is None:
+        return None, None
+    fn = _rules()["febrile_neutropenia"]
+    anc_qualifies = anc < fn["anc_below"] or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])
+    if not anc_qualifies:
+        return None, None
+    anc_text = f"ANC {anc:g} x10^9/L ({anc * 1000:,.0f}/uL)"
+    if temperature_c is None:
+        return None, (f"{anc_text} would meet febrile neutropenia if febrile (oral temperature >= "
+                      f"{fn['single_temp_c']:g} °C once, or >= {fn['sustained_temp_c']:g} °C sustained over 1 h); "
+                      "no temperature was given")
+    febrile = temperature_c >= fn["single_temp_c"] or (sustained_1h and temperature_c >= fn["sustained_temp_c"])
+    if not febrile:
+        return None, (f"temperature {temperature_c:.1f} °C is below the febrile-neutropenia threshold "
+                      f"({fn['single_temp_c']:g} °C once or {fn['sustained_temp_c']:g} °C sustained 1 h); "
+                      "recheck if it rises")
+    how = "expected to fall below 0.5" if anc >= fn["anc_below"] else f"below {fn['anc_below']:g}"
+    return Alert(
+        code="febrile_neutropenia", level="critical",
+        message=(f"Febrile neutropenia: temperature {temperature_c:.1f} °C with {anc_text} ({how}). "
+                 "This is a medical emergency: urgent assessment and empirical antibiotics per local protocol."),
+        rule=(f"temperature >= {fn['single_temp_c']:g} °C (or >= {fn['sustained_temp_c']:g} °C over 1 h) and "
+              f"ANC < {fn['anc_below']:g} (or < {fn['anc_below_if_falling']:g} and expected to fall)"),
+        source=fn["source"],
+    ), None
+
+
+def severe_neutropenia(anc: float | None) -> Alert | None:
+    rule = _rules()["severe_neutropenia"]
+    if anc is None or not anc < rule["anc_below"]:
+        return None
+    return Alert(
+        code="severe_neutropenia", level="warning",
+        message=(f"Severe neutropenia: ANC {anc:g} x10^9/L ({anc * 1000:,.0f}/uL), below "
+                 f"{rule['anc_below']:g}. High infection risk: check for fever and signs of infection now."),
+        rule=f"ANC < {rule['anc_below']:g} x10^9/L", source=rule["source"],
+    )
+
+
+def _answer(inputs: dict[str, Any], item: dict[str, Any]) -> tuple[bool, bool]:
+    """(given, earns_points) for one score item."""
+    value = inputs.get(item["input"])
+    if value is None:
+        return False, False
+    if "at_least" in item:
+        return True, float(value) >= item["at_least"]
+    if "below" in item:
+        return True, float(value) < item["below"]
+    favourable = item["favourable"]
+    if isinstance(value, str):
+        value = value.strip().lower()
+    return True, value in favourable
+
+
+def mascc(inputs: dict[str, Any], age_years: float | None) -> Score:
+    """MASCC risk index; items not given are listed as missing and earn nothing (never assumed)."""
+    spec = _rules()["mascc"]
+    derived = dict(inputs)
+    tumour = str(inputs.get("tumour", "")).lower() or None
+    fungal = inputs.get("prior_fungal_infection")
+    if tumour == "solid":
+        derived["tumour_or_fungal"] = True
+    elif tumour in ("hematologic", "haematological", "hematological") and fungal is not None:
+        derived["tumour_or_fungal"] = not bool(fungal)
+    for item in spec["items"]:
+        if item["input"] == "age_under_60" and age_years is not None:
+            derived["age_under_60"] = age_years < item["age_below"]
+    items: dict[str, int] = {}
+    missing: list[str] = []
+    given_inputs: set[str] = set()
+    for item in spec["items"]:
+        given, earns = _answer(derived, item)
+        if given:
+            given_inputs.add(item["input"])
+            items[item["key"]] = item["points"] if earns else 0
+    for inp in dict.fromkeys(i["input"] for i in spec["items"]):
+        if inp not in given_inputs:
+            labels = [i["label"] for i in spec["items"] if i["input"] == inp]
+            missing.append("Burden of illness" if inp == "burden_of_illness" else labels[0])
+    points = sum(items.values())
+    complete = not missing
+    missing_max = sum(max(i["points"] for i in spec["items"] if i["input"] == inp)
+                      for inp in {i["input"] for i in spec["items"]} if inp not in given_inputs)
+    threshold = spec["low_risk_at_least"]
+    if points >= threshold:
+        risk = "low"
+    elif points + missing_max < threshold:
+        risk = "high"
+    else:
+        risk = None
+    interp = (f"{points}/{spec['max_points']}: " + (
+        f"{risk} risk (>= {threshold} is low risk)" if risk else
+        f"incomplete: missing items could still reach {threshold}"))
+    return Score(spec["name"], points, spec["max_points"], complete, risk, items, missing,
+                 interp + f". Applies to: {spec['applies_to']}.", spec["source"])
+
+
+def cisne(inputs: dict[str, Any], monocytes: float | None) -> Score:
+    """CISNE score; the monocyte item is filled from the counts, the others only when given."""
+    spec = _rules()["cisne"]
+    derived = dict(inputs)
+    if monocytes is not None:
+        derived["monocytes"] = monocytes
+    items: dict[str, int] = {}
+    missing: list[str] = []
+    for item in spec["items"]:
+        given, earns = _answer(derived, item)
+        if not given:
+            missing.append(item["label"])
+            continue
+        items[item["key"]] = item["points"] if earns else 0
+    points = sum(items.values())
+    max_points = sum(i["points"] for i in spec["items"])
+    bands = spec["bands"]
+    risk_now = next(b["risk"] for b in bands if points <= b["max_points"])
+    worst = points + sum(i["points"] for i in spec["items"] if i["label"] in missing)
+    risk_worst = next(b["risk"] for b in bands if worst <= b["max_points"])
+    risk = risk_now if risk_now == risk_worst else None
+    interp = (f"{points}/{max_points}: " + (f"{risk} risk" if risk else
+                                           f"at least {risk_now} risk; missing items could raise it"))
+    return Score(spec["name"], points, max_points, not missing, risk, items, missing,
+                 interp + f". Applies to: {spec['applies_to']}.", spec["source"])

@@ -1,0 +1,69 @@
+"""Treatment context: whether counts allow the next chemotherapy cycle, and label drug monitoring.
+
+Clinician-facing only. The words follow the label ("Label: interrupt clozapine") and the decision
+stays with the prescriber; patient-facing text never tells anyone to stop a medicine.
+"""
+
+from __future__ import annotations
+
+from ..knowledge import load_table
+from ..model import Alert, Chemotherapy, Count, MedicationMatch
+
+
+def hold_thresholds(chemo: Chemotherapy) -> tuple[dict[str, float], str]:
+    """Regimen-specific thresholds when known, else the common defaults; request overrides win."""
+    table = load_table("treatment")["chemotherapy_hold"]
+    thresholds = dict(table["default"])
+    source = table["source"]
+    regimen = (chemo.regimen or "").strip().lower()
+    if regimen in table.get("regimens", {}):
+        spec = table["regimens"][regimen]
+        thresholds.update({k: v for k, v in spec.items() if k != "source"})
+        source = spec["source"]
+    if chemo.hold_thresholds:
+        thresholds.update(chemo.hold_thresholds)
+        source = "thresholds given with the request (regimen-specific)"
+    return thresholds, source
+
+
+def chemotherapy_hold(chemo: Chemotherapy, counts: dict[str, Count]) -> Alert | None:
+    if not chemo.active:
+        return None
+    thresholds, source = hold_thresholds(chemo)
+    below = [f"{a} {counts[a].value:g} < {limit:g} x10^9/L" for a, limit in thresholds.items()
+             if a in counts and counts[a].value < limit]
+    if not below:
+        return None
+    return Alert(
+        code="chemotherapy_hold", level="warning",
+        message=f"{load_table('treatment')['chemotherapy_hold']['message']} ({'; '.join(below)})",
+        rule="proceed only with " + " and ".join(f"{a} >= {v:g}" for a, v in thresholds.items()),
+        source=source,
+    )
+
+
+def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_null: bool) -> list[Alert]:
+    """Label ANC bands for drugs with monitoring tables (clozapine, deferiprone)."""
+    if anc is None:
+        return []
+    alerts: list[Alert] = []
+    seen: set[str] = set()
+    for match in matches:
+        key = match.monitoring
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        spec = load_table("treatment")["monitoring"][key]
+        table_name = "duffy_null" if duffy_null and "duffy_null" in spec else "general"
+        for band in spec[table_name]:
+            limit = float("inf") if band["below"] == "inf" else float(band["below"])
+            if anc < limit:
+                which = "Duffy-null/BEN table" if table_name == "duffy_null" else "general-population table"
+                alerts.append(Alert(
+                    code="drug_monitoring", level=band["level"],
+                    message=(f"{spec['drug'].capitalize()} ({match.input}): ANC {anc:g} x10^9/L is "
+                             f"{band['band']} ({which}). {band['action']} {spec['confirm']}"),
+                    rule=f"{spec['drug']} label ANC bands, {which}", source=spec["source"],
+                ))
+                break
+    return alerts

@@ -1,0 +1,143 @@
+"""Count units -> canonical units, and LOINC codes -> analytes.
+
+Labs spell the same unit a dozen ways (10*3/uL, K/uL, thou/mm3, x10E3/uL, G/L); UCUM covers only
+some of them, so the spellings live in `knowledge/units.toml` as an alias table, normalised the
+same way on both sides. A unit that does not fit the analyte (g/dL for a WBC) is an error naming
+both, never a guess: a factor-of-1000 mistake would turn a normal count into agranulocytosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from .knowledge import load_table
+from .model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, InputError
+
+#: Which unit dimension each analyte accepts as an absolute value.
+_DIMENSION_OF: dict[str, str] = {
+    **{a: "count" for a in ("wbc", "neutrophils", "bands", "segmented_neutrophils", "lymphocytes",
+                            "monocytes", "eosinophils", "basophils")},
+    "platelets": "platelets",
+    "hemoglobin": "hemoglobin",
+    "rbc": "rbc",
+    "hematocrit": "hematocrit",
+}
+
+
+def normalise_unit(text: str) -> str:
+    """Fold the cosmetic differences labs introduce: case, spaces, micro signs, ^ vs *, 'x' prefix."""
+    u = text.strip().replace("µ", "u").replace("μ", "u").replace("^", "*").replace(" ", "")
+    u = u.lower()
+    if u.startswith("x") and len(u) > 1 and (u[1].isdigit() or u[1] == "*"):
+        u = u[1:]
+    return u.replace("10e", "10*").replace("10.e", "10*").replace("×", "")
+
+
+@cache
+def _unit_tables() -> dict[str, dict[str, float]]:
+    raw = load_table("units")
+    tables: dict[str, dict[str, float]] = {}
+    for dimension, entries in raw.items():
+        if dimension == "plausibility":
+            continue
+        table: dict[str, float] = {}
+        for entry in entries:
+            if "same_as" in entry:
+                continue
+            for spelling in entry["spellings"]:
+                table[normalise_unit(spelling)] = float(entry["factor"])
+        tables[dimension] = table
+    for dimension, entries in raw.items():
+        if dimension != "plausibility":
+            for entry in entries:
+                if "same_as" in entry:
+                    tables[dimension] = {**tables.get(dimension, {}), **tables[entry["same_as"]]}
+    return tables
+
+
+def plausibility() -> dict[str, float]:
+    return load_table("units")["plausibility"]
+
+
+@dataclass(frozen=True)
+class Converted:
+    value: float
+    unit: str
+    percent: bool
+    factor: float
+
+
+def convert(analyte: str, value: float, unit: str | None, field: str) -> Converted:
+    """Convert one value to the analyte's canonical unit, or raise InputError naming the field.
+
+    A differential analyte in '%' stays a percentage (the caller derives the absolute count from
+    the WBC); any other mismatch between unit and analyte is an error.
+    """
+    if analyte not in _DIMENSION_OF:
+        raise InputError(field, f"unknown analyte {analyte!r}")
+    if unit is None or not str(unit).strip():
+        raise InputError(field, f"missing unit for {analyte}")
+    tables = _unit_tables()
+    key = normalise_unit(str(unit))
+    if analyte in DIFFERENTIAL_ANALYTES and key in tables["percent"]:
+        return Converted(value * tables["percent"][key], "%", True, tables["percent"][key])
+    dimension = _DIMENSION_OF[analyte]
+    factor = tables[dimension].get(key)
+    if factor is None:
+        if any(key in t for t in tables.values()):
+            raise InputError(field, f"unit {unit!r} does not fit analyte {analyte!r} "
+                                    f"(expected a {dimension} unit such as {CANONICAL_UNIT[analyte]})")
+        raise InputError(field, f"unknown unit {unit!r} for analyte {analyte!r}")
+    return Converted(value * factor, CANONICAL_UNIT[analyte], False, factor)
+
+
+@dataclass(frozen=True)
+class LoincEntry:
+    analyte: str
+    percent: bool
+
+
+@cache
+def _loinc_codes() -> dict[str, LoincEntry]:
+    codes = load_table("loinc")["codes"]
+    return {code: LoincEntry(e["analyte"], e["kind"] == "percent") for code, e in codes.items()}
+
+
+def loinc_lookup(code: str) -> LoincEntry | None:
+    """The analyte a LOINC code measures, or None when leukowatch does not use that code."""
+    return _loinc_codes().get(code.strip())
+
+
+def loinc_codes_for(analyte: str, percent: bool = False) -> list[str]:
+    """Every LOINC code for an analyte (absolute or %), e.g. for a FHIR search or a screen filter."""
+    return [c for c, e in _loinc_codes().items() if e.analyte == analyte and e.percent == percent]
+
+
+def check_plausible(analyte: str, value: float, percent: bool, field: str) -> None:
+    """Refuse values no lab would release: negative counts, % outside 0-100, WBC beyond 1,000 x10^9/L."""
+    limits = plausibility()
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InputError(field, f"{analyte} value is not a finite number")
+    if value < limits["min_value"]:
+        raise InputError(field, f"{analyte} value {value:g} is negative")
+    if percent and value > limits["max_percent"]:
+        raise InputError(field, f"{analyte} percentage {value:g}% is above 100%")
+    if analyte == "wbc" and not percent and value > limits["max_wbc"]:
+        raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {limits['max_wbc']:g}); "
+                                "check the unit")
+
+
+@cache
+def _aliases() -> dict[str, str]:
+    return load_table("loinc")["analyte_aliases"]
+
+
+def canonical_analyte(name: str, field: str) -> str:
+    """Map an analyte name or accepted alias ('ANC', 'hgb') to the canonical analyte."""
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    if key in _DIMENSION_OF:
+        return key
+    if key in _aliases():
+        return _aliases()[key]
+    raise InputError(field, f"unknown analyte {name!r}; known: {', '.join(sorted(_DIMENSION_OF))}")
