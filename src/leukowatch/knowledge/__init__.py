@@ -3,14 +3,22 @@
 Both engines read these tables: the per-patient rules (pure Python) and the population engine
 (compiled to relational expressions). Nothing clinical is a literal in code, so a reviewer checks
 one place and a site changes one place.
+
+Parsing TOML costs tens of milliseconds per start, which `leukowatch assess` cannot afford, so the
+parsed tables are kept in a pickle in the user's cache directory, keyed by the tables' content hash:
+an edited table is simply a new key, never a stale read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
+import tempfile
 import tomllib
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 TABLES: tuple[str, ...] = (
@@ -24,18 +32,48 @@ def _read_bytes(name: str) -> bytes:
 
 
 @cache
-def load_table(name: str) -> dict[str, Any]:
-    """Parse one knowledge table (cached: the tables are read-only for the life of the process)."""
-    if name not in TABLES:
-        raise KeyError(f"unknown knowledge table {name!r}; known: {', '.join(TABLES)}")
-    return tomllib.loads(_read_bytes(name).decode("utf-8"))
+def _raw() -> dict[str, bytes]:
+    return {name: _read_bytes(name) for name in TABLES}
 
 
 @cache
 def knowledge_version() -> str:
     """A content hash of every table, so an output says exactly which knowledge produced it."""
     digest = hashlib.sha256()
-    for name in TABLES:
+    for name, data in _raw().items():
         digest.update(name.encode())
-        digest.update(_read_bytes(name))
+        digest.update(data)
     return f"lw-{digest.hexdigest()[:12]}"
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "leukowatch" / f"knowledge-{knowledge_version()}.pickle"
+
+
+@cache
+def _all_tables() -> dict[str, dict[str, Any]]:
+    path = _cache_file()
+    try:
+        with open(path, "rb") as fh:
+            tables = pickle.load(fh)
+        if set(tables) == set(TABLES):
+            return tables
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        pass
+    tables = {name: tomllib.loads(data.decode("utf-8")) for name, data in _raw().items()}
+    try:  # best effort: a read-only home still works, only slower
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as tmp:
+            pickle.dump(tables, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass
+    return tables
+
+
+def load_table(name: str) -> dict[str, Any]:
+    """One parsed knowledge table (read-only: callers must not mutate it)."""
+    if name not in TABLES:
+        raise KeyError(f"unknown knowledge table {name!r}; known: {', '.join(TABLES)}")
+    return _all_tables()[name]

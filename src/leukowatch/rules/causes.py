@@ -28,22 +28,11 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 # Apostrophes are deleted rather than split on, so "Crohn's" and "Crohns" become the same token.
 _APOSTROPHES = re.compile("['’‘`´ʼ]")
 # Words that, shortly before a symptom or condition, mean it is absent ("no fever", "denies chills",
-# "non-Hodgkin lymphoma"). Tokens are compared after `_stem`, hence "denie".
+# "non-Hodgkin lymphoma"). Tokens are compared after `_tokens` drops a plural "s", hence "denie".
 _NEGATION_BEFORE = frozenset({"no", "not", "non", "denie", "denied", "deny", "without", "nil", "never"})
 _NEGATION_AFTER = frozenset({"negative", "neg", "absent", "excluded"})
 _NEGATION_WINDOW = 3
 _NEGATION_BREAK = frozenset({"but", "however"})
-
-
-def _stem(token: str) -> str:
-    """Drop a plain plural "s" so "penicillins", "sulfa drugs" and "night sweats" need no extra names.
-
-    Applied identically to table names and to input, so an odd stem ("herpes" -> "herpe") still
-    matches itself; "-ss", "-us" and "-is" endings (abscess, lupus, tuberculosis) are left alone.
-    """
-    if len(token) > 4 and token[-1] == "s" and token[-2] not in "siu":
-        return token[:-1]
-    return token
 
 
 def _fold(text: str) -> str:
@@ -56,7 +45,13 @@ def _fold(text: str) -> str:
 
 
 def _tokens(text: str) -> tuple[str, ...]:
-    """Normalised tokens: folded, lower case, plural "s" dropped (`_stem`, inlined: this is the hot loop)."""
+    """Folded, lower-case tokens with a plain plural "s" dropped, so "penicillins", "sulfa drugs" and
+    "night sweats" need no extra names in the tables.
+
+    Table names and input go through the same function, so an odd stem ("herpes" -> "herpe") still
+    matches itself; "-ss", "-us" and "-is" endings (abscess, lupus, tuberculosis) and words of four
+    letters or fewer ("aids") are left alone.
+    """
     return tuple([
         t[:-1] if len(t) > 4 and t[-1] == "s" and t[-2] not in "siu" else t
         for t in _WORD.findall(_fold(text).lower())
@@ -131,14 +126,18 @@ class TokenIndex(Generic[T]):
         return toks, hits
 
     def names(self) -> Iterator[tuple[tuple[str, ...], T]]:
+        """Every indexed name, for callers that need the vocabulary itself (tests, bulk engines)."""
         for entries in self.by_first.values():
             for key, target, _ in entries:
                 yield key, target
 
 
 def _negated(toks: tuple[str, ...], hit: Hit[Any]) -> bool:
-    """A crude, deliberately local negation check: "no fever, chills" would drop both, which errs safe
-    only for the reader who then asks; inputs are usually one item per string."""
+    """Whether a mention is denied ("no fever", "HIV negative", "non-Hodgkin lymphoma").
+
+    Deliberately local (three words back, broken by "but"): inputs are usually one item per string,
+    and a wider window would let one "no" hide every later symptom in a sentence.
+    """
     for tok in reversed(toks[max(0, hit.start - _NEGATION_WINDOW) : hit.start]):
         if tok in _NEGATION_BREAK:
             break
@@ -197,7 +196,7 @@ def drug_entries() -> tuple[DrugEntry, ...]:
             classes=tuple(classes[k]["label"] for k in keys),
             class_keys=keys,
             why=_join_unique([drug.get("why", ""), *(classes[k]["why"] for k in keys)], " "),
-            source=_join_unique([drug["source"]], "; "),
+            source=drug["source"],
             risk=drug.get("risk", "listed"),
             chemotherapy=bool(drug.get("chemotherapy", False)),
             monitoring=drug.get("monitoring"),

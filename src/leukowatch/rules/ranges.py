@@ -8,7 +8,7 @@ from, because "medical practices can differ" (article) and a reader must be able
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..knowledge import load_table
@@ -72,9 +72,13 @@ def check_profile(profile: str, field: str = "profile") -> str:
     return profile
 
 
-def _row_matches(row: dict[str, Any], analyte: str, percent: bool, sex: str, age: float | None) -> bool:
-    if row["analyte"] != analyte or bool(row.get("percent", False)) != percent:
-        return False
+@cache
+def _rows_for(profile: str, analyte: str, percent: bool) -> tuple[dict[str, Any], ...]:
+    return tuple(r for r in _profile_rows(profile)
+                 if r["analyte"] == analyte and bool(r.get("percent", False)) == percent)
+
+
+def _row_matches(row: dict[str, Any], sex: str, age: float | None) -> bool:
     if "sex" in row and row["sex"] != sex:
         return False
     if "age_min" in row or "age_max" in row:
@@ -85,12 +89,13 @@ def _row_matches(row: dict[str, Any], analyte: str, percent: bool, sex: str, age
     return True
 
 
+@lru_cache(maxsize=16384)
 def profile_range(profile: str, analyte: str, sex: str, age: float | None, percent: bool = False
                   ) -> ResolvedRange:
-    """The profile's low and high bounds for one person, each with its source."""
+    """The profile's low and high bounds for one person, each with its source (cached: pure)."""
     low = high = None
-    for row in _profile_rows(profile):
-        if not _row_matches(row, analyte, percent, sex, age):
+    for row in _rows_for(profile, analyte, percent):
+        if not _row_matches(row, sex, age):
             continue
         if low is None and "low" in row:
             low = Bound(float(row["low"]), row["source"])

@@ -1,4 +1,4 @@
-"""Time-course rules over a person's draws: grouping results into draws, chronic vs acute.
+"""Time-course rules over a person's draws: draws, chronic vs acute, episodes, cyclic, chemo, drugs.
 
 Shared by the single-request assessment (a request may carry earlier observations) and by the
 history and population engines, so "chronic" means the same thing everywhere: low on at least
@@ -8,9 +8,10 @@ history and population engines, so "chronic" means the same thing everywhere: lo
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from ..knowledge import load_table
 from ..model import Chronicity, Observation
@@ -140,3 +141,361 @@ def _episode(analyte: str, run: list[Point], recovery: datetime | None) -> Episo
     grades = [q.grade for q in run if q.grade is not None]
     return Episode(analyte, run[0].time, run[-1].time, nadir.value, nadir.time,
                    max(grades) if grades else None, len(run), recovery)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cyclic neutropenia
+
+
+@dataclass(frozen=True)
+class PeriodogramPeak:
+    """The strongest rhythm of a series: its period, power (0-1) and false-alarm probability."""
+
+    period_days: float
+    power: float
+    false_alarm_probability: float
+
+
+def lomb_scargle(days: list[float], values: list[float], periods: list[float]) -> list[float]:
+    """Lomb-Scargle power (standard normalisation, 0-1) of `values` sampled at `days`, per period.
+
+    Written out (Scargle 1982, with the time offset tau that makes the fit independent of where the
+    series starts) rather than imported, so that `rules/` stays free of numpy/scipy and the
+    single-request path starts fast; a test checks it against `scipy.signal.lombscargle`.
+    The power is the fraction of the variance a sinusoid of that period explains.
+    """
+    n = len(values)
+    mean = sum(values) / n
+    y = [v - mean for v in values]
+    total = sum(v * v for v in y)
+    if total == 0:
+        return [0.0 for _ in periods]
+    out: list[float] = []
+    for period in periods:
+        w = 2 * math.pi / period
+        tau = math.atan2(sum(math.sin(2 * w * t) for t in days), sum(math.cos(2 * w * t) for t in days)) / (2 * w)
+        c = [math.cos(w * (t - tau)) for t in days]
+        s = [math.sin(w * (t - tau)) for t in days]
+        cc, ss = sum(x * x for x in c), sum(x * x for x in s)
+        yc, ys = sum(a * b for a, b in zip(y, c, strict=True)), sum(a * b for a, b in zip(y, s, strict=True))
+        power = (yc * yc / cc if cc else 0.0) + (ys * ys / ss if ss else 0.0)
+        out.append(power / total)
+    return out
+
+
+def periodogram_peak(days: list[float], values: list[float], min_period: float, max_period: float
+                     ) -> PeriodogramPeak | None:
+    """The highest Lomb-Scargle peak with its false-alarm probability, or None if too few points.
+
+    The frequency grid is oversampled (`cyclic_method.oversampling` points per 1/span) so a peak is
+    not missed between grid points. False-alarm probability: 1 - (1 - (1 - P)^((N - 3) / 2))^M
+    with M = span x bandwidth independent frequencies (Horne & Baliunas 1986): the chance that noise
+    alone gives a peak this high somewhere in the searched band.
+    """
+    method = load_table("timeline")["cyclic_method"]
+    span = max(days) - min(days)
+    if len(days) < int(method["min_points"]) or span <= 0 or max_period <= min_period:
+        return None
+    f_lo, f_hi = 1 / max_period, 1 / min_period
+    step = 1 / (float(method["oversampling"]) * span)
+    n_freq = max(2, math.ceil((f_hi - f_lo) / step) + 1)
+    freqs = [f_lo + i * (f_hi - f_lo) / (n_freq - 1) for i in range(n_freq)]
+    periods = [1 / f for f in freqs]
+    powers = lomb_scargle(days, values, periods)
+    best = max(range(n_freq), key=lambda i: powers[i])
+    power = min(powers[best], 1.0)
+    independent = max(1.0, span * (f_hi - f_lo))
+    single = (1 - power) ** ((len(values) - 3) / 2)
+    fap = 1 - (1 - single) ** independent
+    return PeriodogramPeak(periods[best], power, min(max(fap, 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class CyclicSuspicion:
+    """Whether a series looks like cyclic neutropenia, with the period found and the evidence."""
+
+    status: str  # "suspected" | "not_suspected" | "insufficient_data"
+    analyte: str
+    period_days: float | None
+    power: float | None
+    false_alarm_probability: float | None
+    nadirs: list[tuple[datetime, float]]
+    nadir_spacing_days: list[int]
+    evidence: list[str]
+    method: str
+    source: str
+
+
+_CYCLIC_METHOD = (
+    "Two independent views must agree. (1) Lomb-Scargle periodogram of the ANC: it fits sinusoids "
+    "directly at the irregular draw times (no interpolation onto a grid, which would invent values "
+    "between draws), gives the period with the most explained variance and a false-alarm probability. "
+    "(2) Nadir spacing: the nadir of each neutropenia episode is dated and the gaps between nadirs must "
+    "be regular and inside the cyclic band. The periodogram alone can be driven by one deep fall or by "
+    "a trend; nadir spacing alone cannot tell a clock from a few unrelated falls."
+)
+
+
+def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> CyclicSuspicion:
+    """Cyclic-neutropenia suspicion for one analyte's judged series (see `_CYCLIC_METHOD`).
+
+    Irregular sampling (CBCs 2-3 times a week, missed draws, two draws one day) is why the period is
+    not read off an FFT: the Lomb-Scargle periodogram handles uneven times natively, and nadir dates
+    come from the episodes (islands of low results), so a missed draw shifts a nadir by a day or two
+    but never creates one. Suspected when: >= `cyclic.min_cycles` nadirs; every gap between nadirs
+    within `spacing_tolerance_fraction` of their median; the median gap and the periodogram's peak
+    both within 14-35 days and agreeing within the same tolerance; and the peak's false-alarm
+    probability at most `max_false_alarm_probability`.
+    """
+    rule = load_table("timeline")["cyclic"]
+    method = load_table("timeline")["cyclic_method"]
+    lo, hi = float(rule["min_period_days"]), float(rule["max_period_days"])
+    need, tol = int(rule["min_cycles"]), float(method["spacing_tolerance_fraction"])
+    source = f"{rule['source']}; {method['source']}"
+    pts = sorted(points, key=lambda p: p.time)
+    eps = episodes(analyte, pts)
+    nadirs = [(e.nadir_time, e.nadir_value) for e in eps]
+    gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
+
+    def result(status: str, evidence: list[str], peak: PeriodogramPeak | None = None) -> CyclicSuspicion:
+        return CyclicSuspicion(status, analyte, round(peak.period_days, 1) if peak else None,
+                               round(peak.power, 3) if peak else None,
+                               peak.false_alarm_probability if peak else None,
+                               nadirs, gaps, evidence, _CYCLIC_METHOD, source)
+
+    if len(pts) < 2:
+        return result("insufficient_data", ["fewer than two results"])
+    t0 = pts[0].time
+    days = [(p.time - t0).total_seconds() / 86400 for p in pts]
+    span = days[-1] - days[0]
+    draw_gaps = sorted(b - a for a, b in zip(days, days[1:], strict=False))
+    median_gap = _median(draw_gaps)
+    needs = (f"needs >= {method['min_points']} results at least every "
+             f"{method['max_median_sampling_gap_days']} days over >= {need} x {rule['min_period_days']} days "
+             "(CBCs 2-3x/week for 6-8 weeks)")
+    if (len(pts) < int(method["min_points"]) or median_gap > float(method["max_median_sampling_gap_days"])
+            or span < need * lo):
+        return result("insufficient_data", [
+            f"{len(pts)} results over {span:.0f} days, median {median_gap:.1f} days apart: {needs}"])
+    factor = float(method["search_period_factor"])
+    peak = periodogram_peak(days, [p.value for p in pts], lo / factor, min(hi * factor, max(span / 2, hi)))
+    evidence: list[str] = []
+    if peak is not None:
+        evidence.append(f"Lomb-Scargle peak at {peak.period_days:.1f} days (power {peak.power:.2f}, "
+                        f"false-alarm probability {peak.false_alarm_probability:.2g}) from {len(pts)} results "
+                        f"over {span:.0f} days")
+    evidence.append(f"{len(nadirs)} nadir(s): " + ", ".join(
+        f"{t.date().isoformat()} ({v:.2f})" for t, v in nadirs) if nadirs else "no low results")
+    if gaps:
+        evidence.append("days between nadirs: " + ", ".join(str(g) for g in gaps))
+    reasons: list[str] = []
+    if len(nadirs) < need:
+        reasons.append(f"fewer than {need} nadirs")
+    median_spacing = _median([float(g) for g in gaps]) if gaps else None
+    if median_spacing is not None:
+        if not lo <= median_spacing <= hi:
+            reasons.append(f"median nadir spacing {median_spacing:.0f} days is outside {lo:g}-{hi:g} days")
+        irregular = [g for g in gaps if abs(g - median_spacing) > tol * median_spacing]
+        if irregular:
+            reasons.append(f"irregular nadir spacing ({', '.join(map(str, irregular))} days off the median "
+                           f"{median_spacing:.0f} by more than {tol:.0%})")
+    if peak is None:
+        reasons.append("no periodogram")
+    else:
+        if not lo <= peak.period_days <= hi:
+            reasons.append(f"strongest rhythm {peak.period_days:.1f} days is outside {lo:g}-{hi:g} days")
+        if peak.false_alarm_probability > float(method["max_false_alarm_probability"]):
+            reasons.append(f"periodogram peak not significant (false-alarm probability "
+                           f"{peak.false_alarm_probability:.2g} > {method['max_false_alarm_probability']})")
+        if median_spacing is not None and abs(peak.period_days - median_spacing) > tol * median_spacing:
+            reasons.append(f"periodogram ({peak.period_days:.1f} d) and nadir spacing ({median_spacing:.0f} d) "
+                           "disagree")
+    deep = [v for _, v in nadirs if v < float(rule["nadir_anc_below"])]
+    if nadirs:
+        evidence.append(f"{len(deep)} of {len(nadirs)} nadirs below {rule['nadir_anc_below']} x10^9/L "
+                        "(typical depth of cyclic neutropenia)")
+    if reasons:
+        return result("not_suspected", evidence + ["not cyclic: " + "; ".join(reasons)], peak)
+    return result("suspected", evidence, peak)
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Chemotherapy nadir
+
+
+@dataclass(frozen=True)
+class ChemoCycle:
+    """One chemotherapy dose and what the counts did after it (days counted from the dose date)."""
+
+    dose_date: date
+    n_results: int
+    nadir_value: float | None
+    nadir_day: int | None
+    fell: bool
+    recovery_day: int | None
+    status: str  # typical | early_nadir | late_nadir | no_fall | not_recovered | recovery_not_seen | no_data
+    note: str
+
+
+@dataclass(frozen=True)
+class ChemoNadirPattern:
+    status: str  # consistent | not_consistent | no_data | no_chemotherapy
+    analyte: str
+    cycles: list[ChemoCycle]
+    evidence: list[str]
+    source: str
+
+
+def _day(t: datetime, d: date) -> int:
+    return (t.date() - d).days
+
+
+def chemo_cycle(dose: date, next_dose: date | None, points: list[Point]) -> ChemoCycle:
+    """The nadir and recovery after one dose, looking up to day 21 (+ grace) or the next dose."""
+    rule = load_table("timeline")["chemotherapy_nadir"]
+    grace = int(load_table("timeline")["chemotherapy_method"]["recovery_grace_days"])
+    n_from, n_to, rec_by = int(rule["nadir_from_day"]), int(rule["nadir_to_day"]), int(rule["recovery_by_day"])
+    end = rec_by + grace
+    if next_dose is not None:
+        end = min(end, (next_dose - dose).days)
+    window = sorted((p for p in points if 0 <= _day(p.time, dose) <= end), key=lambda p: p.time)
+    if not window:
+        return ChemoCycle(dose, 0, None, None, False, None, "no_data", f"no results in days 0-{end}")
+    nadir = min(window, key=lambda p: (p.value, p.time))
+    nd = _day(nadir.time, dose)
+    if not nadir.low:
+        return ChemoCycle(dose, len(window), nadir.value, nd, False, None, "no_fall",
+                          f"lowest {nadir.value:.2f} on day {nd}, not low")
+    after = [p for p in window if p.time > nadir.time]
+    recovered = next((p for p in after if not p.low), None)
+    rday = _day(recovered.time, dose) if recovered else None
+    if nd < n_from:
+        status, note = "early_nadir", f"low on day {nd}, before day {n_from}"
+    elif nd > n_to:
+        status, note = "late_nadir", f"nadir on day {nd}, after day {n_to}"
+    elif recovered is not None:
+        status, note = "typical", f"nadir day {nd}, recovered by day {rday}"
+    elif after:
+        status, note = "not_recovered", f"nadir day {nd}, still low on day {_day(after[-1].time, dose)}"
+    else:
+        status, note = "recovery_not_seen", f"nadir day {nd}; no later result before day {end}"
+    return ChemoCycle(dose, len(window), nadir.value, nd, True, rday, status, note)
+
+
+def chemotherapy_nadir(dose_dates: list[date], points: list[Point], analyte: str = "neutrophils"
+                       ) -> ChemoNadirPattern:
+    """Does each chemotherapy dose show the expected fall on day 7-14 and recovery by about day 21?
+
+    Consistent when at least one cycle is typical and typical cycles are at least half of the cycles
+    with results. A fall that fits this pattern points to the chemotherapy, not a new cause; a nadir
+    outside it, or no recovery by day ~21, is worth a closer look (and may hold the next cycle).
+    """
+    rule = load_table("timeline")["chemotherapy_nadir"]
+    source = f"{rule['source']}; {load_table('timeline')['chemotherapy_method']['source']}"
+    doses = sorted(set(dose_dates))
+    if not doses:
+        return ChemoNadirPattern("no_chemotherapy", analyte, [], [], source)
+    cycles = [chemo_cycle(d, doses[i + 1] if i + 1 < len(doses) else None, points) for i, d in enumerate(doses)]
+    with_data = [c for c in cycles if c.status != "no_data"]
+    typical = [c for c in with_data if c.status == "typical"]
+    evidence = [f"{c.dose_date.isoformat()}: {c.note}" for c in cycles]
+    if not with_data:
+        return ChemoNadirPattern("no_data", analyte, cycles, evidence, source)
+    summary = (f"{len(typical)} of {len(with_data)} cycles with results show a fall on day "
+               f"{rule['nadir_from_day']}-{rule['nadir_to_day']} and recovery by about day {rule['recovery_by_day']}")
+    ok = bool(typical) and 2 * len(typical) >= len(with_data)
+    return ChemoNadirPattern("consistent" if ok else "not_consistent", analyte, cycles, [summary, *evidence], source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drug timing and dechallenge
+
+
+@dataclass(frozen=True)
+class DrugTiming:
+    """Days from a medicine's start to an episode's onset, and what happened after it stopped.
+
+    A hint for the clinician, never a verdict: timing can support a drug cause but cannot prove it.
+    """
+
+    medicine: str
+    start: date | None
+    stop: date | None
+    analyte: str
+    episode_onset: datetime | None
+    days_to_onset: int | None
+    onset: str  # typical | earlier_than_typical | later_than_typical | before_start | after_stop | none | no_start
+    dechallenge: str  # positive | recovered_before_stop | no_recovery_yet | no_results_after_stop | not_stopped | n/a
+    days_stop_to_recovery: int | None
+    hint: str
+    source: str
+
+
+def drug_timing(medicine: str, start: date | None, stop: date | None, analyte: str,
+                eps: list[Episode], points: list[Point]) -> DrugTiming:
+    """Onset timing (19-60 days typical of drug-induced agranulocytosis) and dechallenge for one medicine.
+
+    The episode considered is the first one beginning on or after the start date within the
+    association window (90 days); an episode already running when the medicine started is reported
+    as such. Dechallenge is positive when that episode recovered on or after the stop date.
+    """
+    rule = load_table("timeline")["drug_timing"]
+    lo, hi, window = (int(rule["typical_onset_min_days"]), int(rule["typical_onset_max_days"]),
+                      int(rule["association_window_days"]))
+    source = rule["source"]
+
+    def out(onset: str, dechallenge: str, hint: str, ep: Episode | None = None, days: int | None = None,
+            rec: int | None = None) -> DrugTiming:
+        return DrugTiming(medicine, start, stop, analyte, ep.onset if ep else None, days, onset, dechallenge,
+                          rec, hint, source)
+
+    if start is None:
+        return out("no_start", "n/a", f"{medicine}: no start date, so its timing cannot be checked")
+    ordered = sorted(eps, key=lambda e: e.onset)
+    running = next((e for e in ordered if _day(e.onset, start) < 0
+                    and (e.recovery is None or _day(e.recovery, start) > 0)), None)
+    ep = next((e for e in ordered if 0 <= _day(e.onset, start) <= window), None)
+    if ep is None:
+        if running is not None:
+            return out("before_start", "n/a", f"{analyte} was already low before {medicine} started "
+                       f"(episode from {running.onset.date().isoformat()}): the medicine did not start it", running)
+        return out("none", "n/a", f"no low {analyte} episode began within {window} days of starting {medicine}")
+    days = _day(ep.onset, start)
+    if stop is not None and ep.onset.date() > stop:
+        return out("after_stop", "n/a", f"{analyte} fell {days} days after {medicine} started but after it was "
+                   f"stopped on {stop.isoformat()}", ep, days)
+    if days < lo:
+        onset, phrase = "earlier_than_typical", f"earlier than the typical {lo}-{hi} days"
+    elif days > hi:
+        onset, phrase = "later_than_typical", f"later than the typical {lo}-{hi} days"
+    else:
+        onset, phrase = "typical", f"within the {lo}-{hi} days typical of drug-induced agranulocytosis"
+    hint = (f"Low {analyte} began {days} days after {medicine} was started "
+            f"({ep.onset.date().isoformat()}), {phrase}.")
+    rec: int | None = None
+    if stop is None:
+        dechallenge = "not_stopped"
+        hint += " It has not been stopped, so there is no dechallenge to judge."
+    elif ep.recovery is not None and ep.recovery.date() >= stop:
+        dechallenge, rec = "positive", (ep.recovery.date() - stop).days
+        hint += f" Counts recovered {rec} days after it was stopped (positive dechallenge)."
+    elif ep.recovery is not None:
+        dechallenge = "recovered_before_stop"
+        hint += " Counts recovered while it was still being taken, which argues against it."
+    else:
+        later = [p for p in points if p.time.date() > stop]
+        if later:
+            dechallenge = "no_recovery_yet"
+            hint += (f" Still low {_day(max(p.time for p in later), stop)} days after it was stopped "
+                     "(no recovery yet).")
+        else:
+            dechallenge = "no_results_after_stop"
+            hint += " No results after it was stopped."
+    hint += " Timing is a hint for the clinician, not proof of cause."
+    return out(onset, dechallenge, hint, ep, days, rec)

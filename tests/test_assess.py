@@ -1,0 +1,355 @@
+"""The per-patient assessment: every article fact and rule at its boundaries."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import cbc, request
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leukowatch.assess import assess
+from leukowatch.model import FINDING_CODES, InputError
+
+
+def codes(a) -> set[str]:
+    return {f.code for f in a.findings}
+
+
+# --- Article: WBC ranges (LLS): 5,000-10,000/uL males and children, 3,500-11,000/uL females -----------
+
+@pytest.mark.parametrize(("sex", "age", "wbc", "low"), [
+    ("male", 40, 4.9, True), ("male", 40, 5.0, False), ("male", 40, 10.0, False),
+    ("female", 40, 3.49, True), ("female", 40, 3.5, False), ("female", 40, 11.0, False),
+    ("female", 10, 4.9, True), ("male", 10, 5.0, False),
+])
+def test_article_wbc_ranges(sex: str, age: float, wbc: float, low: bool) -> None:
+    for profile in ("standard", "article"):
+        r = request(sex, age, wbc=wbc)
+        r["profile"] = profile
+        assert ("leukopenia" in codes(assess(r))) is low
+
+
+def test_wbc_high_is_leukocytosis() -> None:
+    a = assess(request("male", 40, wbc=10.1))
+    assert codes(a) == {"leukocytosis"} and a.finding("leukocytosis").grade is None
+    assert assess(request("male", 40, wbc=120)).finding("leukocytosis").grade == 3
+
+
+# --- Neutropenia: article < 1,000/uL; standard < 1,500/uL; children under 1 y < 1,000/uL ----------------
+
+@pytest.mark.parametrize(("profile", "anc", "low"), [
+    ("article", 0.99, True), ("article", 1.0, False), ("article", 1.2, False),
+    ("standard", 1.49, True), ("standard", 1.5, False),
+])
+def test_neutropenia_thresholds(profile: str, anc: float, low: bool) -> None:
+    r = request(neutrophils=anc)
+    r["profile"] = profile
+    assert ("neutropenia" in codes(assess(r))) is low
+
+
+def test_infant_neutropenia_threshold() -> None:
+    assert "neutropenia" not in codes(assess(request(age=0.5, neutrophils=1.2)))
+    assert "neutropenia" in codes(assess(request(age=3, neutrophils=1.2)))
+
+
+@pytest.mark.parametrize(("anc", "severity", "grade"), [
+    (1.4, "mild", 2), (1.0, "mild", 2), (0.99, "moderate", 3), (0.5, "moderate", 3),
+    (0.49, "severe", 4), (0.1, "severe", 4), (0.09, "profound", 4),
+])
+def test_neutropenia_severity_and_grade(anc: float, severity: str, grade: int) -> None:
+    f = assess(request(neutrophils=anc)).finding("neutropenia")
+    assert (f.severity, f.grade, f.criteria) == (severity, grade, "CTCAE v5.0")
+    assert f.rule and f.threshold and f.source
+
+
+def test_neutropenia_without_leukopenia() -> None:
+    a = assess(request(wbc=4.6, neutrophils=0.9))
+    assert codes(a) == {"neutropenia"}
+
+
+# --- Five kinds of leukopenia, one per white cell type -----------------------------------------------
+
+@pytest.mark.parametrize(("analyte", "value", "code"), [
+    ("neutrophils", 1.0, "neutropenia"), ("lymphocytes", 0.7, "lymphocytopenia"),
+    ("monocytes", 0.1, "monocytopenia"), ("eosinophils", 0.01, "eosinopenia"), ("basophils", 0.0, "basopenia"),
+])
+def test_five_kinds(analyte: str, value: float, code: str) -> None:
+    a = assess(request(**{analyte: value}))
+    assert code in codes(a)
+
+
+def test_basopenia_is_never_graded() -> None:
+    f = assess(request(basophils=0.0)).finding("basopenia")
+    assert f.grade is None and "no accepted threshold" in " ".join(f.notes)
+    assert "basopenia" not in codes(assess(request(basophils=0.01)))
+
+
+def test_lymphocytopenia_grades_and_children() -> None:
+    assert assess(request(lymphocytes=0.45)).finding("lymphocytopenia").grade == 3
+    assert "lymphocytopenia" in codes(assess(request(age=1.5, lymphocytes=2.5)))  # < 3.0 under 2 y
+    assert "lymphocytopenia" not in codes(assess(request(age=30, lymphocytes=2.5)))
+
+
+def test_anemia_thrombocytopenia_pancytopenia() -> None:
+    a = assess(request("male", 60, wbc=2.0, hemoglobin=9.0, platelets=40))
+    assert {"leukopenia", "anemia", "thrombocytopenia", "pancytopenia"} <= codes(a)
+    assert a.finding("anemia").grade == 2 and a.finding("thrombocytopenia").grade == 3
+    assert "anemia" not in codes(assess(request("female", 60, hemoglobin=12.5)))
+    assert "anemia" in codes(assess(request("male", 60, hemoglobin=12.5)))
+
+
+# --- Lab range overrides the profile (flag and CTCAE grade 1) ------------------------------------------
+
+def test_lab_range_overrides_profile() -> None:
+    r = request("male", 40)
+    r["observations"] = [{"analyte": "wbc", "value": 4.2, "unit": "K/uL", "reference_range": {"low": 4.0}}]
+    a = assess(r)
+    assert a.counts["wbc"].flag == "normal" and a.counts["wbc"].range_source == "lab"
+    r["observations"][0]["reference_range"] = {"low": 4.5, "high": 11}
+    f = assess(r).finding("leukopenia")
+    assert f.grade == 1 and "lab" in f.source
+
+
+# --- Differential ----------------------------------------------------------------------------------
+
+def test_anc_from_percentages_is_derived() -> None:
+    r = request(wbc=2.1)
+    r["observations"].append({"code": "770-8", "value": 34, "unit": "%"})
+    a = assess(r)
+    n = a.counts["neutrophils"]
+    assert n.derived and n.value == pytest.approx(0.714) and n.percent == 34
+    assert a.finding("neutropenia").grade == 3
+
+
+def test_anc_from_segs_and_bands() -> None:
+    r = request(wbc=3.0)
+    r["observations"] += [{"code": "26505-8", "value": 30, "unit": "%"}, {"code": "764-1", "value": 5, "unit": "%"}]
+    assert assess(r).counts["neutrophils"].value == pytest.approx(1.05)
+
+
+def test_absolute_and_percent_disagreement_warns() -> None:
+    r = request(wbc=4.0, neutrophils=2.5)
+    r["observations"].append({"analyte": "neutrophils", "value": 40, "unit": "%"})
+    a = assess(r)
+    assert a.counts["neutrophils"].value == 2.5 and not a.counts["neutrophils"].derived
+    assert any("disagrees" in w for w in a.warnings)
+
+
+def test_differential_sum_warning() -> None:
+    r = request(wbc=5.0)
+    r["observations"] += [{"analyte": a, "value": v, "unit": "%"} for a, v in
+                          (("neutrophils", 60), ("lymphocytes", 30), ("monocytes", 30), ("eosinophils", 2),
+                           ("basophils", 1))]
+    assert any("add up to 123%" in w for w in assess(r).warnings)
+
+
+# --- Profiles: Duffy-null, never race -----------------------------------------------------------
+
+def test_duffy_null_profile() -> None:
+    r = request(neutrophils=1.3, wbc=3.2)
+    assert "neutropenia" in codes(assess(r))
+    r["patient"]["duffy_null"] = True
+    a = assess(r)
+    assert a.profile == "duffy_null" and codes(a) == set()
+    r["observations"] = cbc(neutrophils=1.2)
+    assert "neutropenia" in codes(assess(r))
+
+
+def test_unknown_profile_is_an_error() -> None:
+    r = request(wbc=3.0)
+    r["profile"] = "race_based"
+    with pytest.raises(InputError, match="unknown profile"):
+        assess(r)
+
+
+def test_ctcae_v6_selectable() -> None:
+    r = request(neutrophils=0.4)
+    r["criteria"] = "ctcae-v6"
+    a = assess(r)
+    assert a.criteria == "CTCAE v6.0" and a.finding("neutropenia").grade == 3
+
+
+# --- Fever and infection -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("anc", "temp", "sustained", "falling", "alert"), [
+    (0.4, 38.3, False, False, True), (0.4, 38.2, False, False, False), (0.4, 38.0, True, False, True),
+    (0.4, 37.9, True, False, False), (0.5, 39.0, False, False, False), (0.8, 39.0, False, True, True),
+    (1.0, 39.0, False, True, False),
+])
+def test_febrile_neutropenia(anc: float, temp: float, sustained: bool, falling: bool, alert: bool) -> None:
+    r = request(neutrophils=anc)
+    r.update(temperature_c=temp, fever_sustained_1h=sustained, anc_expected_to_fall=falling)
+    a = assess(r)
+    assert (a.alert("febrile_neutropenia") is not None) is alert
+    if alert:
+        assert a.alert("febrile_neutropenia").level == "critical" and a.verdict.startswith("EMERGENCY")
+
+
+def test_no_temperature_means_no_fn_alert_but_a_note() -> None:
+    r = request(neutrophils=0.3)
+    r["symptoms"] = ["fever"]
+    a = assess(r)
+    assert a.alert("febrile_neutropenia") is None
+    assert any("would meet febrile neutropenia if febrile" in n for n in a.finding("neutropenia").notes)
+    assert a.alert("severe_neutropenia") is not None and a.alert("infection_symptoms") is not None
+
+
+@pytest.mark.parametrize("symptom", ["fever", "sweating", "chills", "toothache", "sore throat",
+                                     "mouth ulcers that are difficult to heal", "tiredness", "flu-like symptoms",
+                                     "rash"])
+def test_article_infection_symptoms(symptom: str) -> None:
+    r = request(wbc=2.5)
+    r["symptoms"] = [symptom]
+    assert assess(r).alert("infection_symptoms").level == "warning"
+
+
+def test_mascc_missing_items_never_assumed() -> None:
+    r = request(age=45, neutrophils=0.2)
+    r["temperature_c"] = 38.5
+    a = assess(r)
+    m = next(s for s in a.scores if s.name.startswith("MASCC"))
+    assert m.points == 2 and not m.complete and m.risk is None and "No hypotension (systolic BP > 90 mmHg)" in m.missing
+    r["mascc"] = {"burden_of_illness": "mild", "hypotension": False, "copd": False, "tumour": "solid",
+                  "dehydration": False, "outpatient": True}
+    m = next(s for s in assess(r).scores if s.name.startswith("MASCC"))
+    assert m.points == 26 and m.complete and m.risk == "low"
+    r["mascc"] = {"burden_of_illness": "moderate", "hypotension": True, "copd": True}
+    m = next(s for s in assess(r).scores if s.name.startswith("MASCC"))
+    assert m.points == 5 and m.risk == "high"  # 5 + at most 4+3+3 = 15 < 21, decided despite missing items
+
+
+def test_cisne_fills_monocytes_from_counts() -> None:
+    r = request(neutrophils=0.3, monocytes=0.1)
+    r.update(temperature_c=38.9, cisne={"ecog": 2, "stress_hyperglycemia": False, "copd": False,
+                                        "chronic_cardiovascular_disease": False, "mucositis_grade": 1})
+    c = next(s for s in assess(r).scores if s.name.startswith("CISNE"))
+    assert c.complete and c.points == 3 and c.risk == "high" and c.items["monocytes_below_200"] == 1
+
+
+# --- Treatment context ---------------------------------------------------------------------------
+
+def test_chemotherapy_hold() -> None:
+    r = request(neutrophils=1.4, platelets=160)
+    r["chemotherapy"] = {"active": True, "last_dose": "2026-11-10"}
+    hold = assess(r).alert("chemotherapy_hold")
+    assert hold is not None and "discuss with the oncology team before the next cycle" in hold.message
+    r["observations"] = cbc(neutrophils=1.5, platelets=99)
+    assert assess(r).alert("chemotherapy_hold") is not None
+    r["observations"] = cbc(neutrophils=1.5, platelets=100)
+    assert assess(r).alert("chemotherapy_hold") is None
+    r["observations"] = cbc(neutrophils=1.2, platelets=150)
+    r["chemotherapy"]["hold_thresholds"] = {"neutrophils": 1.0}
+    assert assess(r).alert("chemotherapy_hold") is None
+
+
+@pytest.mark.parametrize(("anc", "duffy", "level", "word"), [
+    (1.6, False, "info", "normal range"), (1.2, False, "warning", "continue clozapine"),
+    (0.7, False, "warning", "interrupt clozapine"), (0.4, False, "critical", "interrupt clozapine"),
+    (1.2, True, "info", "normal range"), (0.7, True, "warning", "continue clozapine"),
+    (0.4, True, "critical", "interrupt clozapine"),
+])
+def test_clozapine_monitoring(anc: float, duffy: bool, level: str, word: str) -> None:
+    r = request(neutrophils=anc)
+    r["patient"]["duffy_null"] = duffy
+    r["medications"] = ["Clozaril 100 mg nightly"]
+    al = assess(r).alert("drug_monitoring")
+    assert al.level == level and word in al.message
+
+
+def test_deferiprone_monitoring() -> None:
+    r = request(neutrophils=1.4)
+    r["medications"] = ["Ferriprox"]
+    assert "interrupt deferiprone" in assess(r).alert("drug_monitoring").message
+
+
+# --- Causes --------------------------------------------------------------------------------------
+
+def test_causes_from_article() -> None:
+    r = request(wbc=2.5)
+    r["medications"] = ["Bactrim DS", "Keflex 500 mg", "paracetamol"]
+    r["conditions"] = ["SLE", "Crohn's disease"]
+    a = assess(r)
+    meds = {m.input: m for m in a.possible_causes["medications"]}
+    assert meds["Bactrim DS"].generic == "sulfamethoxazole/trimethoprim" and meds["Bactrim DS"].source
+    assert meds["Keflex 500 mg"].generic == "cephalexin"
+    assert a.possible_causes["unlinked_medications"] == ["paracetamol"]
+    names = {c.name for c in a.possible_causes["conditions"]}
+    assert "lupus" in names and any("bowel" in n for n in names)
+
+
+# --- Chronicity (article: low on >= 3 occasions over 3 months) -----------------------------------
+
+def _history(*points: tuple[str, float]) -> dict:
+    r = request()
+    r["observations"] = [{"analyte": "neutrophils", "value": v, "unit": "10*9/L", "time": t} for t, v in points]
+    return r
+
+
+def test_one_result_is_undetermined() -> None:
+    assert assess(request(neutrophils=1.0)).chronicity.status == "undetermined"
+
+
+def test_two_lows_ten_weeks_apart_not_chronic() -> None:
+    a = assess(_history(("2026-01-01", 1.0), ("2026-03-12", 1.1)))
+    assert a.chronicity.status == "acute"
+
+
+def test_three_lows_over_thirteen_weeks_chronic() -> None:
+    a = assess(_history(("2026-01-01", 1.0), ("2026-02-10", 1.2), ("2026-04-02", 1.1)))
+    assert a.chronicity.status == "chronic" and a.alert("chronic_neutropenia") is not None
+    assert "2026-01-01" in a.chronicity.evidence[0] and "2026-04-02" in a.chronicity.evidence[0]
+
+
+def test_three_lows_within_89_days_not_chronic() -> None:
+    a = assess(_history(("2026-01-01", 1.0), ("2026-02-10", 1.2), ("2026-03-31", 1.1)))
+    assert a.chronicity.status == "acute"
+
+
+# --- Output shape and safety ----------------------------------------------------------------------
+
+def test_json_shape_matches_contract() -> None:
+    r = request(wbc=2.1, neutrophils=0.71)
+    r.update(medications=["Bactrim DS"], conditions=["lupus"], temperature_c=38.6)
+    d = assess(r).to_dict()
+    assert set(d) >= {"counts", "findings", "alerts", "chronicity", "possible_causes", "advice", "profile",
+                      "criteria", "knowledge_version", "disclaimer"}
+    n = d["counts"]["neutrophils"]
+    assert n["per_uL"] == 710 and n["unit"] == "10^9/L" and n["flag"] == "low"
+    f = d["findings"][1]
+    assert {"code", "analyte", "value", "unit", "grade", "criteria", "severity", "threshold", "rule",
+            "source"} <= set(f)
+    assert d["possible_causes"]["medications"][0]["class"] == "sulfonamide"
+
+
+@given(st.dictionaries(st.sampled_from(["wbc", "neutrophils", "lymphocytes", "monocytes", "eosinophils",
+                                        "basophils", "platelets"]),
+                       st.floats(min_value=0, max_value=500, allow_nan=False), min_size=1))
+def test_every_finding_is_sourced(counts: dict[str, float]) -> None:
+    a = assess(request(**counts))
+    for f in a.findings:
+        assert f.code in FINDING_CODES and f.rule and f.threshold and f.source
+    for line in a.patient_summary + a.advice.treatment + a.advice.home_care + a.advice.contact_doctor:
+        lowered = line.lower()
+        assert "stop taking" not in lowered and not lowered.startswith("stop")
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({}, "observations"),
+    ({"observations": [{"analyte": "wbc", "value": 2.0}]}, "observations[0].unit"),
+    ({"observations": [{"analyte": "wbc", "value": 2.0, "unit": "furlongs"}]}, "observations[0].unit"),
+    ({"observations": [{"analyte": "wbc", "value": -2.0, "unit": "K/uL"}]}, "observations[0].value"),
+    ({"observations": [{"analyte": "wbc", "value": 2000, "unit": "K/uL"}]}, "observations[0].value"),
+    ({"observations": [{"analyte": "lymphocytes", "value": 120, "unit": "%"}]}, "observations[0].value"),
+    ({"observations": [{"code": "6690-2", "value": 30, "unit": "%"}]}, "observations[0].unit"),
+    ({"observations": [{"code": "1234-5", "value": 3, "unit": "K/uL"}]}, "observations[0].code"),
+    ({"observations": [{"analyte": "wbc", "value": 3, "unit": "K/uL", "time": "yesterday"}]},
+     "observations[0].time"),
+    ({"observations": cbc(wbc=3), "patient": {"sex": "x"}}, "patient.sex"),
+    ({"observations": cbc(wbc=3), "temperature_c": 101}, "temperature_c"),
+    ({"observations": cbc(wbc=3), "frobnicate": 1}, "frobnicate"),
+    ({"observations": cbc(wbc=3), "medications": [{"name": ""}]}, "medications[0].name"),
+])
+def test_bad_input_names_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(InputError) as e:
+        assess(raw)
+    assert e.value.field == field and e.value.problem
