@@ -114,7 +114,11 @@ def cmd_assess(args: argparse.Namespace) -> int:
         if args.criteria:
             request["criteria"] = args.criteria
     assessment = assess(request)
-    if args.json:
+    if args.fhir:
+        from .render.fhir import bundle_json
+
+        print(bundle_json(assessment, request))
+    elif args.json:
         from .render.json import dumps
 
         print(dumps(assessment))
@@ -185,6 +189,7 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", nargs="?", help="JSON request, FHIR JSON or HL7 v2 message; - reads stdin")
     p.add_argument("--format", default="auto", choices=("auto", "json", "fhir", "hl7"))
     p.add_argument("--json", action="store_true", help="print the Assessment as JSON")
+    p.add_argument("--fhir", action="store_true", help="print the Assessment as a FHIR R4 Bundle")
     p.add_argument("--profile", help="reference-range profile (standard, article, duffy_null)")
     p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
     p.add_argument("--no-color", action="store_true")
@@ -219,8 +224,165 @@ def _add_knowledge(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_knowledge)
 
 
+def _patient_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The stored patient's request (all observations as history), with a --profile override."""
+    from .io.store import load_patient_request, open_store
+
+    con = open_store(args.db, read_only=True)
+    try:
+        request = load_patient_request(con, args.patient)
+    finally:
+        con.close()
+    if args.profile:
+        request["profile"] = args.profile
+    return request
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .history import build_history
+
+    history = build_history(_patient_request(args))
+    if args.json:
+        print(json.dumps(history.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        from .render.report import history_text
+
+        print(history_text(history))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .assess import assess
+    from .history import build_history
+    from .render.report import write_report
+
+    request = _patient_request(args)
+    out = write_report(build_history(request), assess(request), args.output)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _add_history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patient", help="patient id in the store")
+    p.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+    p.add_argument("--profile", help="reference-range profile (standard, article, duffy_null)")
+
+
+def _add_history(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="a stored patient's timeline: episodes, chronic/acute, cyclic, drug timing",
+                       description="Timeline and verdicts for one patient in the store.")
+    _add_history_args(p)
+    p.add_argument("--json", action="store_true", help="print episodes, chronicity, cyclic, drug timing as JSON")
+    p.set_defaults(func=cmd_history)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="printable report (HTML or PDF) with a plot of the counts over time",
+                       description="Write a printable report for one stored patient.")
+    _add_history_args(p)
+    p.add_argument("-o", "--output", required=True, help="report.html or report.pdf")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from .io.commands import run_read
+
+    return run_read(args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .io.commands import run_ingest
+
+    return run_ingest(args)
+
+
+def _add_io_args(p: argparse.ArgumentParser) -> None:
+    from_formats = ("auto", "fhir", "hl7", "csv", "parquet", "omop", "duckdb")
+    p.add_argument("--format", default="auto", choices=from_formats, help="input format (default: detected)")
+    p.add_argument("--column", action="append", metavar="OURS=THEIRS",
+                   help="tabular column name, e.g. value=RESULT (repeat); ours: patient_id, time, analyte, loinc, "
+                        "value, unit, low, high, sex, birth_date")
+    p.add_argument("--aliases", metavar="FILE.toml", help="local lab codes -> analytes for HL7 OBX-3 ([aliases] WBC = \"wbc\")")
+    p.add_argument("--table", help="MEASUREMENT table name in a DuckDB database (OMOP)")
+    p.add_argument("--rejects", metavar="FILE.csv", help="also write the rejected records with reasons to a CSV")
+
+
+def _add_read(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("read", help="print the normalised observations and rejects of a lab file",
+                       description="Read FHIR, HL7 v2, CSV/Parquet or OMOP and print what leukowatch understood.")
+    p.add_argument("file", help="FHIR JSON, HL7 v2, CSV, Parquet, an OMOP folder or DuckDB database")
+    _add_io_args(p)
+    p.add_argument("--json", action="store_true", help="print observations, patients and rejects as JSON")
+    p.add_argument("--all-rejects", action="store_true", help="also list skipped records (not blood counts)")
+    p.set_defaults(func=cmd_read)
+
+
+def _add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="store lab files in the DuckDB store (idempotent)",
+                       description="Store patients, observations (with provenance) and medicines in a DuckDB file.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+    _add_io_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service.serve import run
+
+    return run(db=args.db, host=args.host, port=args.port, insecure_dev=args.insecure_dev,
+               public_url=args.public_url, log_level=args.log_level)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web page, REST API and CDS Hooks services (FastAPI + uvicorn)",
+                       description="Serve the web page, the REST API (/docs) and the CDS Hooks services.")
+    p.add_argument("--db", help="DuckDB store for patient pages (default: $LEUKOWATCH_DB or the user data directory)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--public-url", help="external base URL the EHR calls (JWT aud); default: the request URL")
+    p.add_argument("--insecure-dev", action="store_true",
+                   help="DO NOT verify CDS Hooks JWTs (local sandboxes only; prints a loud warning)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
+
+
 #: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_assess, _add_knowledge]
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.commands import generate_command
+
+    generate_command(args.persons, args.seed, args.output, args.subset)
+    return EXIT_OK
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="synthetic demo population with known truth")
+    dsub = p.add_subparsers(dest="demo_command", required=True, parser_class=type(p))
+    g = dsub.add_parser("generate", help="generate the demo set (Parquet, OMOP, FHIR, HL7 v2, truth)")
+    g.add_argument("--persons", type=int, default=2000, help="number of persons (default 2000)")
+    g.add_argument("--seed", type=int, default=7, help="random seed (default 7); same seed, same data")
+    g.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    g.add_argument("--subset", type=int, default=50, metavar="N",
+                   help="persons also written as FHIR Bundles and HL7 v2 messages (default 50)")
+    g.set_defaults(func=cmd_demo)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .demo.commands import validate_command
+
+    return validate_command(args.dir, args.engine, args.json, args.mismatches)
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="screen a demo set and compare the verdicts with its truth")
+    p.add_argument("dir", metavar="DIR", help="a directory written by `leukowatch demo generate`")
+    p.add_argument("--engine", default="duckdb", choices=("duckdb", "spark", "assess"),
+                   help="population engine (duckdb, spark) or the per-patient engine (assess; slow)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--mismatches", type=int, default=20, metavar="N", help="mismatches to list (default 20)")
+    p.set_defaults(func=cmd_validate)
+
+
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_assess, _add_knowledge, _add_history, _add_report, _add_read, _add_ingest, _add_serve, _add_demo, _add_validate]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,7 +23,7 @@ from typing import Any
 
 TABLES: tuple[str, ...] = (
     "profiles", "criteria", "severity", "infection", "treatment", "timeline",
-    "drugs", "conditions", "advice", "symptoms", "loinc", "units",
+    "drugs", "conditions", "advice", "symptoms", "loinc", "units", "omop",
 )
 
 

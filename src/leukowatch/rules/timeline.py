@@ -245,7 +245,8 @@ def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> Cyc
     but never creates one. Suspected when: >= `cyclic.min_cycles` nadirs; every gap between nadirs
     within `spacing_tolerance_fraction` of their median; the median gap and the periodogram's peak
     both within 14-35 days and agreeing within the same tolerance; and the peak's false-alarm
-    probability at most `max_false_alarm_probability`.
+    probability at most `max_false_alarm_probability`. Because a nadir is dated only to the nearest
+    draw, each gap may also differ from the median by one median draw interval.
     """
     rule = load_table("timeline")["cyclic"]
     method = load_table("timeline")["cyclic_method"]
@@ -295,10 +296,12 @@ def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> Cyc
     if median_spacing is not None:
         if not lo <= median_spacing <= hi:
             reasons.append(f"median nadir spacing {median_spacing:.0f} days is outside {lo:g}-{hi:g} days")
-        irregular = [g for g in gaps if abs(g - median_spacing) > tol * median_spacing]
+        # A nadir is only dated to within about one draw interval, so each gap may also be off by that.
+        allowed = tol * median_spacing + median_gap
+        irregular = [g for g in gaps if abs(g - median_spacing) > allowed]
         if irregular:
             reasons.append(f"irregular nadir spacing ({', '.join(map(str, irregular))} days off the median "
-                           f"{median_spacing:.0f} by more than {tol:.0%})")
+                           f"{median_spacing:.0f} by more than {tol:.0%} + one draw interval)")
     if peak is None:
         reasons.append("no periodogram")
     else:

@@ -1,0 +1,386 @@
+"""The embedded store: one DuckDB file holding what `leukowatch ingest` read, with provenance.
+
+Why a store: a single message is one blood count, but chronicity, episodes and drug associations
+need a person's history. History, the service and the population engine all read this file, so its
+schema lives here, in one place, versioned by numbered migrations (`schema_migrations`); opening a
+store applies the pending ones, so an old file keeps working after an upgrade.
+
+Public API (small on purpose; other rooms build on it):
+
+- `default_db_path()` -> Path: `$LEUKOWATCH_DB`, else `$XDG_DATA_HOME/leukowatch/leukowatch.duckdb`,
+  else `~/.local/share/leukowatch/leukowatch.duckdb`.
+- `open_store(path=None, read_only=False)` -> duckdb connection with the schema up to date.
+- `list_patients(con)` -> list of dicts (patient_id, sex, birth_date, n_observations, first, last).
+- `load_patient_request(con, patient_id)` -> the project JSON request dict (every stored
+  observation as history, medications with dates, chemotherapy dose dates, conditions, patient),
+  ready for `leukowatch.assess.assess`.
+- `write_result(con, result, file, sha256, fmt)` -> `IngestSummary`: stores one `ReadResult` in
+  one transaction (nothing partial on failure) and is idempotent (observation ids are a stable hash
+  of provenance + content; a file whose sha256 was ingested before is skipped whole).
+- `save_assessment(con, patient_id, assessment_dict, profile, criteria)`.
+- `store_request(con, request_dict, source)` -> `IngestSummary`: a project JSON request (with
+  duffy_null and chemotherapy dose dates) stored as history, through the same path as ingest.
+
+Values are stored in canonical units (10^9/L for counts; `percent` marks a differential in %), so
+SQL over the table never has to know how a lab spelled its unit; `original_unit` keeps that spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from ..model import InputError, Observation
+
+if TYPE_CHECKING:
+    from .result import ReadResult
+
+# ---------------------------------------------------------------------------------------------
+# Location
+
+
+def default_db_path() -> Path:
+    """Where the store lives unless `--db` says otherwise (XDG data directory convention)."""
+    env = os.environ.get("LEUKOWATCH_DB")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "leukowatch" / "leukowatch.duckdb"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema, as numbered migrations. Never edit a released migration: add the next number.
+
+
+def _m1_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE patients (
+            patient_id VARCHAR PRIMARY KEY, sex VARCHAR, birth_date DATE, age_years DOUBLE,
+            duffy_null BOOLEAN DEFAULT FALSE, source VARCHAR);
+        CREATE TABLE observations (
+            obs_id VARCHAR PRIMARY KEY, patient_id VARCHAR NOT NULL, time TIMESTAMPTZ, analyte VARCHAR NOT NULL,
+            value DOUBLE NOT NULL, unit VARCHAR NOT NULL, percent BOOLEAN NOT NULL, comparator VARCHAR,
+            ref_low DOUBLE, ref_high DOUBLE, loinc VARCHAR, original_unit VARCHAR, lab_flag VARCHAR,
+            status VARCHAR, source_file VARCHAR, source_id VARCHAR, source_line INTEGER, ingest_id VARCHAR);
+        CREATE INDEX observations_patient ON observations (patient_id, analyte, time);
+        CREATE TABLE medications (
+            patient_id VARCHAR NOT NULL, name VARCHAR NOT NULL, start DATE, stop DATE, source VARCHAR);
+        CREATE TABLE chemotherapy (
+            patient_id VARCHAR NOT NULL, dose_date DATE NOT NULL, regimen VARCHAR, source VARCHAR);
+        CREATE TABLE conditions (patient_id VARCHAR NOT NULL, name VARCHAR NOT NULL, source VARCHAR);
+        CREATE TABLE assessments (
+            patient_id VARCHAR NOT NULL, assessed_at TIMESTAMPTZ NOT NULL, profile VARCHAR, criteria VARCHAR,
+            json VARCHAR NOT NULL);
+        CREATE TABLE ingests (
+            ingest_id VARCHAR PRIMARY KEY, file VARCHAR, sha256 VARCHAR, format VARCHAR, read INTEGER,
+            accepted INTEGER, rejected INTEGER, ingested_at TIMESTAMPTZ);
+        CREATE TABLE rejects (
+            ingest_id VARCHAR, file VARCHAR, locator VARCHAR, reason VARCHAR, raw VARCHAR);
+    """)
+
+
+#: (number, description, function). `open_store` applies those above the file's recorded version.
+MIGRATIONS: tuple[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]], ...] = (
+    (1, "initial schema", _m1_initial),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def open_store(path: str | os.PathLike[str] | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the store and bring its schema up to date.
+
+    Each migration runs in its own transaction together with its `schema_migrations` row, so a
+    crash mid-upgrade leaves the file at the previous version, never half-migrated.
+    """
+    db = Path(path) if path is not None else default_db_path()
+    if read_only:
+        if not db.exists():
+            raise InputError(str(db), "no leukowatch store at this path (run `leukowatch ingest` first)")
+        con = duckdb.connect(str(db), read_only=True)
+        if schema_version(con) < SCHEMA_VERSION:
+            raise InputError(str(db), "store schema is older than this leukowatch; open it once read-write")
+        return con
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as exc:
+        raise InputError(str(db), f"cannot open the store: {exc}") from None
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)""")
+    current = schema_version(con)
+    for number, description, migrate in MIGRATIONS:
+        if number <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            migrate(con)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        [number, description, datetime.now(UTC)])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return con
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def observation_id(obs: Observation, source_key: str) -> str:
+    """Stable id from provenance + content: the same result from the same message/bundle/file row
+    always gets the same id, so re-ingesting it is a no-op (INSERT OR IGNORE)."""
+    parts = [source_key, obs.patient_id or "", obs.analyte, repr(round(obs.value, 9)), str(obs.percent),
+             obs.time.isoformat() if obs.time else "", obs.comparator or ""]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class IngestSummary:
+    file: str
+    ingest_id: str
+    format: str
+    read: int
+    accepted: int
+    rejected: int
+    stored: int  # new observation rows (0 when everything was already in the store)
+    skipped_file: bool = False  # same sha256 ingested before
+
+
+def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
+                 fmt: str) -> IngestSummary:
+    """Store one file's read result atomically. Observations without a patient id become rejects
+    here (a store row must belong to someone), so `read == accepted + rejected` still holds."""
+    prior = con.execute("SELECT ingest_id FROM ingests WHERE sha256 = ?", [sha256]).fetchone()
+    if prior:
+        return IngestSummary(file, prior[0], fmt, result.read, result.accepted, result.rejected, 0, True)
+    ingest_id = hashlib.sha256(f"{sha256}\x1f{datetime.now(UTC).isoformat()}".encode()).hexdigest()[:16]
+    rejects = list(result.rejects)
+    keep: list[tuple[Observation, str, str | None, int | None, str | None]] = []
+    for item in result.items:
+        if not item.observation.patient_id:
+            from .result import Reject
+
+            rejects.append(Reject(item.locator, "no patient identifier: cannot store it in a history",
+                                  "", "invalid"))
+            continue
+        keep.append((item.observation, item.source_key, item.source_id, item.line, item.status))
+    accepted = len(keep)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = _count(con, "observations")
+        for p in result.patients:
+            if p.id:
+                _upsert_patient(con, p.id, p.sex, p.birth_date, p.age_years, file)
+        for obs, _, _, _, _ in keep:
+            con.execute("INSERT OR IGNORE INTO patients (patient_id, source) VALUES (?, ?)", [obs.patient_id, file])
+        if keep:
+            con.executemany(
+                "INSERT OR IGNORE INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [[observation_id(o, key), o.patient_id, o.time, o.analyte, o.value, o.unit, o.percent, o.comparator,
+                  o.reference_range.low if o.reference_range else None,
+                  o.reference_range.high if o.reference_range else None,
+                  o.code, o.original_unit, o.lab_flag, status, file, sid, line, ingest_id]
+                 for o, key, sid, line, status in keep])
+        stored = _count(con, "observations") - before
+        for pid, med in result.medications:
+            _insert_unique(con, "medications", {"patient_id": pid, "name": med.name, "start": med.start,
+                                                "stop": med.stop}, file)
+        for pid, dose, regimen in _chemotherapy_doses(result):
+            _insert_unique(con, "chemotherapy", {"patient_id": pid, "dose_date": dose, "regimen": regimen}, file)
+        for pid, name in result.conditions:
+            _insert_unique(con, "conditions", {"patient_id": pid, "name": name}, file)
+        con.execute("INSERT INTO ingests VALUES (?,?,?,?,?,?,?,?)",
+                    [ingest_id, file, sha256, fmt, result.read, accepted, len(rejects), datetime.now(UTC)])
+        if rejects:
+            con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
+                            [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return IngestSummary(file, ingest_id, fmt, result.read, accepted, len(rejects), stored)
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _upsert_patient(con: duckdb.DuckDBPyConnection, pid: str, sex: str, birth: date | None,
+                    age: float | None, file: str) -> None:
+    """New facts win over unknowns, never over known facts with unknowns."""
+    sex_value = None if sex == "unknown" else sex
+    con.execute("""
+        INSERT INTO patients (patient_id, sex, birth_date, age_years, source) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (patient_id) DO UPDATE SET
+            sex = coalesce(excluded.sex, patients.sex),
+            birth_date = coalesce(excluded.birth_date, patients.birth_date),
+            age_years = coalesce(excluded.age_years, patients.age_years)""",
+                [pid, sex_value, birth, age, file])
+
+
+def _insert_unique(con: duckdb.DuckDBPyConnection, table: str, row: dict[str, Any], file: str) -> None:
+    cols = list(row)
+    where = " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in cols)
+    if con.execute(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", list(row.values())).fetchone():
+        return
+    con.execute(f"INSERT INTO {table} ({', '.join(cols)}, source) VALUES ({', '.join('?' * (len(cols) + 1))})",
+                [*row.values(), file])
+
+
+def _chemotherapy_doses(result: ReadResult) -> list[tuple[str, date, str]]:
+    """Cytotoxic medicines with a start date become chemotherapy dose dates (the drug table says
+    which medicines are chemotherapy), so the hold and nadir rules can use them."""
+    from ..rules.causes import match_medications
+
+    doses = []
+    for pid, med in result.medications:
+        if med.start is None:
+            continue
+        if any(m.chemotherapy for m in match_medications([med])):
+            doses.append((pid, med.start, med.name))
+    return doses
+
+
+def save_assessment(con: duckdb.DuckDBPyConnection, patient_id: str, assessment: dict[str, Any],
+                    profile: str | None = None, criteria: str | None = None) -> None:
+    con.execute("INSERT INTO assessments VALUES (?, ?, ?, ?, ?)",
+                [patient_id, datetime.now(UTC), profile or assessment.get("profile"),
+                 criteria or assessment.get("criteria"), json.dumps(assessment, default=str)])
+
+
+def store_request(con: duckdb.DuckDBPyConnection, request: dict[str, Any], source: str = "request") -> IngestSummary:
+    """Store one project JSON request (what `assess` takes) as part of a patient's history.
+
+    For callers that hold a request rather than a lab file (history/report tests, demo data): the
+    observations go through the same `Collector` -> `write_result` path as `leukowatch ingest`, so
+    validation, idempotency (keyed on the request's content hash) and provenance are identical.
+    The facts a lab file cannot carry -- `patient.duffy_null` and `chemotherapy.dose_dates` /
+    `last_dose` with the regimen -- are written in a second transaction right after. Needs `patient.id`.
+    (Added by the History room, issue 4.)
+    """
+    from ..request import parse_chemotherapy, parse_medication, parse_patient
+    from .result import Collector
+
+    patient = parse_patient(request.get("patient"))
+    if not patient.id:
+        raise InputError("patient.id", "a stored history needs a patient id")
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+    col = Collector("json", source)
+    for i, obs in enumerate(request.get("observations") or []):
+        col.offer(obs, f"observations[{i}]", patient_id=patient.id, source_key=f"{digest}:{i}")
+    col.result.patients.append(patient)
+    col.result.medications += [(patient.id, parse_medication(m, f"medications[{i}]"))
+                               for i, m in enumerate(request.get("medications") or [])]
+    col.result.conditions += [(patient.id, str(c)) for c in request.get("conditions") or []]
+    summary = write_result(con, col.result, source, digest, "json")
+    chemo = parse_chemotherapy(request.get("chemotherapy"))
+    doses = sorted(set(chemo.dose_dates) | ({chemo.last_dose} if chemo.last_dose else set()))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if patient.duffy_null:
+            con.execute("UPDATE patients SET duffy_null = TRUE WHERE patient_id = ?", [patient.id])
+        for dose in doses:
+            _insert_unique(con, "chemotherapy", {"patient_id": patient.id, "dose_date": dose,
+                                                 "regimen": chemo.regimen}, source)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def list_patients(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    rows = con.execute("""
+        SELECT p.patient_id, p.sex, p.birth_date, count(o.obs_id), min(o.time), max(o.time)
+        FROM patients p LEFT JOIN observations o USING (patient_id)
+        GROUP BY ALL ORDER BY p.patient_id""").fetchall()
+    return [{"patient_id": r[0], "sex": r[1] or "unknown", "birth_date": r[2], "n_observations": int(r[3]),
+             "first": r[4], "last": r[5]} for r in rows]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+
+def load_patient_request(con: duckdb.DuckDBPyConnection, patient_id: str) -> dict[str, Any]:
+    """The project JSON request for one stored patient, every observation included as history.
+
+    A corrected result (status C) replaces the other results for the same analyte and time; the
+    latest ingest wins among equals. Raises InputError when the patient has no observations.
+    """
+    row = con.execute("SELECT sex, birth_date, age_years, duffy_null FROM patients WHERE patient_id = ?",
+                      [patient_id]).fetchone()
+    if row is None:
+        raise InputError("patient_id", "no such patient in the store")
+    patient: dict[str, Any] = {"id": patient_id, "sex": row[0] or "unknown", "duffy_null": bool(row[3])}
+    if row[1] is not None:
+        patient["birth_date"] = row[1].isoformat()
+    if row[2] is not None:
+        patient["age_years"] = row[2]
+    obs_rows = con.execute("""
+        SELECT o.analyte, o.value, o.unit, o.percent, o.comparator, o.ref_low, o.ref_high, o.time, o.lab_flag,
+               o.source_file, o.source_id, o.source_line
+        FROM observations o LEFT JOIN ingests i USING (ingest_id)
+        WHERE o.patient_id = ?
+        QUALIFY row_number() OVER (
+            PARTITION BY o.analyte, o.percent, o.time
+            ORDER BY (o.status = 'C') DESC NULLS LAST, i.ingested_at DESC NULLS LAST, o.obs_id) = 1
+        ORDER BY o.time NULLS FIRST, o.analyte""", [patient_id]).fetchall()
+    if not obs_rows:
+        raise InputError("patient_id", "the patient has no stored observations")
+    observations = []
+    for analyte, value, unit, percent, comparator, low, high, time, flag, sfile, sid, sline in obs_rows:
+        obs: dict[str, Any] = {"analyte": analyte, "value": f"{comparator}{value!r}" if comparator else value,
+                               "unit": "%" if percent else unit}
+        if time is not None:
+            obs["time"] = time.isoformat()
+        if low is not None or high is not None:
+            obs["reference_range"] = {"low": low, "high": high}
+        if flag:
+            obs["flag"] = flag
+        obs["source"] = ":".join(str(x) for x in (Path(sfile).name if sfile else "", sid or "", sline or "") if x)
+        observations.append(obs)
+    meds = con.execute("SELECT name, start, stop FROM medications WHERE patient_id = ? ORDER BY start NULLS FIRST, name",
+                       [patient_id]).fetchall()
+    doses = con.execute("SELECT DISTINCT dose_date, regimen FROM chemotherapy WHERE patient_id = ? ORDER BY dose_date",
+                        [patient_id]).fetchall()
+    conds = con.execute("SELECT DISTINCT name FROM conditions WHERE patient_id = ? ORDER BY name",
+                        [patient_id]).fetchall()
+    request: dict[str, Any] = {
+        "patient": patient,
+        "observations": observations,
+        "medications": [{"name": n, "start": _iso(s), "stop": _iso(e)} for n, s, e in meds],
+        "conditions": [c[0] for c in conds],
+    }
+    if doses:
+        request["chemotherapy"] = {"dose_dates": [d[0].isoformat() for d in doses],
+                                   "last_dose": doses[-1][0].isoformat(), "regimen": doses[-1][1]}
+    return request

@@ -1,0 +1,195 @@
+"""The two backends a screen runs on: embedded DuckDB (default) and Spark (local or a cluster).
+
+Both get the same Ibis expressions; this module only knows how to open files, write Parquet and
+hand back small results. DuckDB runs with a memory limit and a spill directory so files larger
+than RAM stream through; Spark writes Parquet directories as usual.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+
+def _quote(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+class Engine:
+    name = "engine"
+    con: Any
+
+    def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+        raise NotImplementedError
+
+    def read_csv(self, path: Path) -> ir.Table:
+        raise NotImplementedError
+
+    def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
+        raise NotImplementedError
+
+    def duckdb_tables(self, path: Path) -> set[str]:
+        import duckdb
+
+        with duckdb.connect(str(path), read_only=True) as c:
+            return {r[0].lower() for r in c.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+    def to_parquet(self, expr: ir.Table, path: Path) -> None:
+        raise NotImplementedError
+
+    def output_path(self, outdir: Path, name: str) -> Path:
+        return outdir / f"{name}.parquet"
+
+    def execute(self, expr: ir.Expr) -> Any:
+        return self.con.execute(expr)
+
+    def close(self) -> None:
+        """Release the backend (Spark sessions are shared and left running)."""
+
+
+class DuckDBEngine(Engine):
+    """Embedded DuckDB: `memory_limit` caps RAM, `temp_directory` takes what does not fit."""
+
+    name = "duckdb"
+
+    def __init__(self, memory_limit: str | None = None, threads: int | None = None,
+                 temp_directory: Path | None = None) -> None:
+        self.con = ibis.duckdb.connect()
+        self._tmp = temp_directory or Path(tempfile.mkdtemp(prefix="leukowatch-duckdb-"))
+        settings = {"TimeZone": "UTC", "temp_directory": str(self._tmp), "preserve_insertion_order": "false"}
+        if memory_limit:
+            settings["memory_limit"] = memory_limit
+        if threads:
+            settings["threads"] = str(threads)
+        for key, value in settings.items():
+            self.con.raw_sql(f"SET {key} = {_quote(value)}")
+        self._attached: dict[Path, str] = {}
+        self._views = 0
+
+    def _sql(self, query: str) -> ir.Table:
+        """A relation from SQL via a view: Ibis 12's `con.sql()` calls `fetch_arrow_table`, which DuckDB 2
+        removed, while `con.table()` on a view works."""
+        self._views += 1
+        name = f"lw_src_{self._views}"
+        self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
+        return self.con.table(name)
+
+    def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+        files = "[" + ", ".join(_quote(p) for p in paths) + "]"
+        if row_number:
+            # file index x 2^40 + row within the file: a reading order that survives parallel scans
+            return self._sql(
+                f"SELECT * EXCLUDE (file_row_number, filename), "
+                f"(list_position({files}, filename) * 1099511627776 + file_row_number)::BIGINT AS _rn "
+                f"FROM read_parquet({files}, file_row_number = true, filename = true, union_by_name = true)")
+        return self._sql(f"SELECT * FROM read_parquet({files}, union_by_name = true)")
+
+    def read_csv(self, path: Path) -> ir.Table:
+        return self._sql(f"SELECT *, row_number() OVER () AS _rn FROM read_csv({_quote(path)}, "
+                            "all_varchar = true, header = true)")
+
+    def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
+        alias = self._attached.get(path)
+        if alias is None:
+            alias = f"src{len(self._attached)}"
+            self.con.raw_sql(f"ATTACH {_quote(path)} AS {alias} (READ_ONLY)")
+            self._attached[path] = alias
+        return self._sql(f"SELECT *, row_number() OVER () AS _rn FROM {alias}.main.{table}")
+
+    def to_parquet(self, expr: ir.Table, path: Path) -> None:
+        self.con._register_in_memory_tables(expr)  # memtables (the knowledge relations) first
+        sql = self.con.compile(expr)
+        self.con.raw_sql(f"COPY ({sql}) TO {_quote(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+    def close(self) -> None:
+        self.con.disconnect()
+
+
+_SPARK_SESSIONS: dict[str, Any] = {}
+
+
+def spark_session(master: str = "local[2]", shuffle_partitions: int | None = None) -> Any:
+    """A SparkSession (one per master per process): UI off, bound to loopback for local masters, UTC."""
+    if master in _SPARK_SESSIONS:
+        return _SPARK_SESSIONS[master]
+    from pyspark.sql import SparkSession
+
+    builder = (SparkSession.builder.master(master).appName("leukowatch-screen")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.ansi.enabled", "false"))
+    if master.startswith("local"):
+        builder = (builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+                   .config("spark.sql.shuffle.partitions", str(shuffle_partitions or 4)))
+    elif shuffle_partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    _SPARK_SESSIONS[master] = session
+    return session
+
+
+class SparkEngine(Engine):
+    """PySpark through Ibis's pyspark backend. Outputs are Parquet directories."""
+
+    name = "spark"
+
+    def __init__(self, master: str = "local[2]", session: Any = None, shuffle_partitions: int | None = None) -> None:
+        self.session = session or spark_session(master, shuffle_partitions)
+        self.con = ibis.pyspark.connect(self.session)
+        self._n = 0
+
+    def _view(self, df: Any) -> ir.Table:
+        self._n += 1
+        name = f"lw_src_{id(self)}_{self._n}"
+        df.createOrReplaceTempView(name)
+        return self.con.table(name)
+
+    def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+        from pyspark.sql import functions as F
+
+        df = self.session.read.option("mergeSchema", "true").parquet(*[str(p) for p in paths])
+        if row_number:
+            df = df.withColumn("_rn", F.monotonically_increasing_id())
+        return self._view(df)
+
+    def read_csv(self, path: Path) -> ir.Table:
+        from pyspark.sql import functions as F
+
+        df = self.session.read.option("header", "true").csv(str(path))
+        return self._view(df.withColumn("_rn", F.monotonically_increasing_id()))
+
+    def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
+        """Spark cannot read a DuckDB file: DuckDB exports the table to Parquet first (streamed)."""
+        import duckdb
+
+        out = workdir / f"{path.stem}-{table}.parquet"
+        with duckdb.connect(str(path), read_only=True) as c:
+            c.execute("SET TimeZone = 'UTC'")
+            c.execute(f"COPY (SELECT * FROM main.{table}) TO {_quote(out)} (FORMAT parquet)")
+        return self.read_parquet([out], row_number=True)
+
+    def to_parquet(self, expr: ir.Table, path: Path) -> None:
+        self.con._register_in_memory_tables(expr)
+        sql = self.con.compile(expr)
+        self.session.sql(sql).write.mode("overwrite").parquet(str(path))
+
+    def output_path(self, outdir: Path, name: str) -> Path:
+        return outdir / f"{name}.parquet"
+
+    def execute(self, expr: ir.Expr) -> pd.DataFrame:
+        return self.con.execute(expr)
+
+
+def make_engine(engine: str, *, memory_limit: str | None = None, spark_master: str | None = None,
+                spark_session_: Any = None, threads: int | None = None) -> Engine:
+    if engine == "duckdb":
+        return DuckDBEngine(memory_limit=memory_limit, threads=threads)
+    if engine == "spark":
+        return SparkEngine(spark_master or "local[2]", session=spark_session_)
+    raise ValueError(f"unknown engine {engine!r}; choose duckdb or spark")

@@ -1,0 +1,167 @@
+"""Where a screen's rows come from: tabular files, an OMOP CDM, or the leukowatch DuckDB store.
+
+Every source is turned into the same *raw* relation (one row per input result, nothing judged yet)
+plus a patients and a medications relation, so one pipeline serves them all:
+
+    raw:         _row, _src, patient_id, time, analyte, loinc, value, unit, low, high,
+                 sex, birth_date, age_years, duffy_null
+    medications: patient_id, name, start, stop
+    temperatures: patient_id, time, temperature_c (optional)
+
+`_row` is the reading order, used (as the per-patient engine uses list order) to pick the later of
+two different values for one analyte in one draw. Nothing is loaded into pandas: DuckDB and Spark
+scan the files themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from ..model import InputError
+
+#: OMOP standard concepts -> LOINC / UCUM (clinical-reference.md §10). Used when no CONCEPT table is
+#: given; a CONCEPT table, when present, is preferred.
+OMOP_MEASUREMENT_LOINC: dict[int, str] = {3000905: "6690-2", 3013650: "751-8", 3017732: "26499-4"}
+OMOP_UNIT_UCUM: dict[int, str] = {9444: "10*9/L", 8848: "10*3/uL", 8961: "10*3/mm3", 8647: "/uL",
+                                  8784: "{cells}/uL"}
+OMOP_GENDER: dict[int, str] = {8507: "male", 8532: "female"}
+
+#: Column spellings accepted for the tabular mapping (first present wins).
+TABULAR_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patient_id": ("patient_id", "person_id", "patient"),
+    "time": ("time", "datetime", "effective_time", "measurement_datetime"),
+    "analyte": ("analyte",),
+    "loinc": ("loinc", "code", "loinc_code"),
+    "value": ("value", "result"),
+    "unit": ("unit", "units"),
+    "low": ("low", "ref_low", "range_low"),
+    "high": ("high", "ref_high", "range_high"),
+    "sex": ("sex", "gender"),
+    "birth_date": ("birth_date", "birthdate", "dob"),
+    "age_years": ("age_years",),
+    "duffy_null": ("duffy_null",),
+}
+_TYPES: dict[str, str] = {"patient_id": "string", "analyte": "string", "loinc": "string", "unit": "string",
+                          "sex": "string", "low": "float64", "high": "float64", "age_years": "float64",
+                          "duffy_null": "boolean"}
+_OMOP_TABLES = ("measurement", "person", "drug_exposure", "concept")
+#: Files (or tables) the demo and exports write next to the observations.
+_MEDICATION_NAMES = ("medications", "medication", "drug_exposure")
+_TEMPERATURE_NAMES = ("temperatures", "temperature", "vitals")
+
+
+@dataclass
+class Sources:
+    """What a screen reads, already as Ibis relations on the chosen backend."""
+
+    raw: ir.Table
+    medications: ir.Table | None
+    temperatures: ir.Table | None
+    kind: str
+    patients: ir.Table | None = None  # from PERSON / the store's patients table, when the source has one
+
+
+def _pick(t: ir.Table, names: tuple[str, ...]) -> str | None:
+    lower = {c.lower(): c for c in t.columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def parse_time(col: ir.Value) -> ir.TimestampValue:
+    """Strings are parsed (unparseable -> NULL, which the pipeline rejects); dates become midnight UTC."""
+    if col.type().is_string():
+        return col.strip().try_cast("timestamp")
+    if col.type().is_date():
+        return col.cast("timestamp")
+    if col.type().is_timestamp():
+        return col.cast("timestamp") if col.type().timezone is not None else col
+    return col.cast("string").try_cast("timestamp")
+
+
+def parse_date_col(col: ir.Value) -> ir.DateValue:
+    if col.type().is_string():
+        return col.strip().substr(0, 10).try_cast("date")
+    if col.type().is_timestamp():
+        return col.date()
+    return col.cast("date")
+
+
+def standardise(t: ir.Table, src: str, row: ir.IntegerValue) -> ir.Table:
+    """Map a tabular relation's columns onto the raw schema (missing optional columns become NULL)."""
+    cols: dict[str, Any] = {"_row": row.cast("int64"), "_src": ibis.literal(src)}
+    for name, spellings in TABULAR_COLUMNS.items():
+        found = _pick(t, spellings)
+        if found is None:
+            if name in ("patient_id", "value"):
+                raise InputError(src, f"no {name} column (looked for {', '.join(spellings)})")
+            cols[name] = ibis.null(_TYPES.get(name, "string"))
+            continue
+        c = t[found]
+        if name == "time":
+            cols[name] = c.cast("string") if not (c.type().is_timestamp() or c.type().is_date()) else c
+            cols["time"] = parse_time(cols["time"]) if c.type().is_string() else parse_time(c)
+        elif name == "birth_date":
+            cols[name] = parse_date_col(c)
+        elif name == "value":
+            cols[name] = c if c.type().is_string() else c.cast("float64")
+        elif name == "duffy_null":
+            cols[name] = c.cast("boolean") if not c.type().is_string() else c.lower().isin(["true", "1", "yes"])
+        else:
+            cols[name] = c.cast(_TYPES.get(name, "string"))
+    if "time" not in cols:
+        cols["time"] = ibis.null("timestamp")
+    return t.select(**cols)
+
+
+def value_number(value: ir.Value) -> tuple[ir.FloatingValue, ir.StringValue]:
+    """A numeric value and its comparator ('<0.1' -> 0.1, '<'), as request.parse_number reads it."""
+    if not value.type().is_string():
+        return value.cast("float64"), ibis.null("string")
+    text = value.strip()
+    comparator = text.re_extract(r"^(<=|>=|<|>)", 1).nullif("")
+    number = text.re_replace(r"^(<=|>=|<|>)", "").strip().try_cast("float64")
+    return number, comparator
+
+
+# ---------------------------------------------------------------------------------------------
+# File discovery
+
+
+def _files_in(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".csv", ".duckdb", ".db"))
+    return [path]
+
+
+def classify_inputs(inputs: list[str]) -> dict[str, list[Path]]:
+    """Group the given files by role: observations, medications, temperatures, OMOP tables, store."""
+    groups: dict[str, list[Path]] = {"observations": [], "medications": [], "temperatures": [], "omop": [],
+                                     "store": []}
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(item, "file not found")
+        for f in _files_in(path):
+            stem = f.stem.lower()
+            if f.suffix.lower() in (".duckdb", ".db"):
+                groups["store"].append(f)
+            elif stem in _OMOP_TABLES:
+                groups["omop"].append(f)
+            elif stem in _MEDICATION_NAMES:
+                groups["medications"].append(f)
+            elif stem in _TEMPERATURE_NAMES:
+                groups["temperatures"].append(f)
+            elif stem in ("truth", "patients", "rejects", "summary") or f.suffix.lower() not in (".parquet", ".csv"):
+                continue
+            else:
+                groups["observations"].append(f)
+    return groups
+
+
+def file_size(paths: list[Path]) -> int:
+    return sum(os.path.getsize(p) for p in paths if p.exists())

@@ -1,0 +1,317 @@
+"""The rules of `rules/` as relational steps, each an Ibis expression any backend runs.
+
+    raw --validate--> observations (+ rejects)
+        --grade-->    graded: one row per person, draw and analyte, absolute, flagged and graded
+        --timeline--> episodes (gaps and islands), chronic cases, drug-associated episodes
+        --persons-->  per-person flags
+
+Each function mirrors one per-patient function and says which; the parity test holds them equal.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from ..knowledge import load_table
+from ..model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES
+from ..rules.findings import LOW_FINDING
+from ..rules.ranges import profile_for
+from ..rules.timeline import chronic_rule
+from ..units import plausibility
+from . import relations as rel
+from .inputs import value_number
+
+#: A percentage is parts per hundred (rules.differential derives WBC x % / 100).
+PERCENT = 100
+#: model.Patient.age_at: days / 365.25.
+DAYS_PER_YEAR = 365.25
+_US_PER_DAY = int(timedelta(days=1) / timedelta(microseconds=1))
+#: Years per summary age band (decades: a reporting choice, not a clinical threshold).
+AGE_BAND_YEARS = 10
+
+
+def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.IntegerValue:
+    """`(end - start).days` of Python datetimes: whole days elapsed, floored."""
+    return end.delta(start, unit="microsecond") // _US_PER_DAY
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. validate: request.parse_observation row by row
+
+
+def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table) -> ir.Table:
+    """Every raw row with its canonical analyte, value in canonical units, lab range, and reason (or NULL)."""
+    k = raw.mutate(_ak=raw.analyte.fill_null(""), _ck=raw.loinc.fill_null(""), _uk=raw.unit.fill_null(""),
+                   _sk=raw.sex.fill_null(""))
+    j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
+    number, comparator = value_number(j.value)
+    value = number * j.c_factor
+    lab_low, lab_high = j.low * j.c_factor, j.high * j.c_factor
+    limits = plausibility()
+    code_problem = j.c_reason_code.isin(["unknown_analyte", "unknown_code"])
+    reasons: list[tuple[Any, str, str]] = [
+        (j.patient_id.isnull() | (j.patient_id.strip() == ""), "missing patient_id", "missing_patient"),
+        (code_problem, j.c_reason, j.c_reason_code),
+        (j.value.isnull(), "missing value", "missing_value"),
+        (number.isnull(), "value is not a number", "bad_value"),
+        (j.c_reason.notnull(), j.c_reason, j.c_reason_code),
+        (number.isnan() | number.isinf(), "value is not a finite number", "bad_value"),
+        (value < limits["min_value"], "value is negative", "implausible"),
+        (j.c_percent & (value > limits["max_percent"]), "percentage is above 100%", "implausible"),
+        ((j.c_analyte == "wbc") & ~j.c_percent & (value > limits["max_wbc"]),
+         f"wbc above {limits['max_wbc']:g} x10^9/L is implausible; check the unit", "implausible"),
+        (lab_low.notnull() & lab_high.notnull() & (lab_low > lab_high), "reference range low is above high",
+         "bad_range"),
+        (j.time.isnull(), "missing or unparseable time", "bad_time"),
+        (j.s_reason.notnull(), j.s_reason, "bad_sex"),
+    ]
+    reason = ibis.cases(*[(c, r) for c, r, _ in reasons], else_=ibis.null("string"))
+    reason_code = ibis.cases(*[(c, rc) for c, _, rc in reasons], else_=ibis.null("string"))
+    return j.mutate(analyte_c=j.c_analyte, percent=j.c_percent, value_c=value, comparator=comparator,
+                    lab_low=lab_low, lab_high=lab_high, sex_c=j.s_sex, reason=reason, reason_code=reason_code)
+
+
+def rejects_of(checked: ir.Table) -> ir.Table:
+    r = checked.filter(checked.reason.notnull())
+    return r.select(_row=r._row, source=r._src, patient_id=r.patient_id, time=r.time, analyte=r.analyte,
+                    loinc=r.loinc, value=r.value.cast("string"), unit=r.unit, reason=r.reason,
+                    reason_code=r.reason_code)
+
+
+def accepted_of(checked: ir.Table) -> ir.Table:
+    a = checked.filter(checked.reason.isnull())
+    return a.select(_row=a._row, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c, percent=a.percent,
+                    value=a.value_c, comparator=a.comparator, lab_low=a.lab_low, lab_high=a.lab_high,
+                    sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years, duffy_null=a.duffy_null)
+
+
+def patients_of(obs: ir.Table) -> ir.Table:
+    """One row per person: a stated sex wins over 'unknown'; birth date, age and Duffy status if any row has them."""
+    known = ibis.cases((obs.sex != "unknown", obs.sex), else_=ibis.null("string"))
+    return obs.group_by("patient_id").agg(
+        sex=known.max().fill_null("unknown"), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
+        duffy_null=obs.duffy_null.fill_null(False).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. grade: rules.counts.evaluate_draw + rules.findings over every draw
+
+
+def latest_per_draw(obs: ir.Table) -> ir.Table:
+    """rules.differential._latest_by_analyte: of two results for one analyte in one draw, the later is used."""
+    w = ibis.window(group_by=[obs.patient_id, obs.time, obs.analyte, obs.percent], order_by=ibis.desc(obs._row))
+    return obs.mutate(_rank=ibis.row_number().over(w))
+
+
+def superseded_rejects(ranked: ir.Table) -> ir.Table:
+    r = ranked.filter(ranked._rank > 0)
+    return r.select(_row=r._row, source=ibis.literal("observations"), patient_id=r.patient_id, time=r.time,
+                    analyte=r.analyte, loinc=ibis.null("string"), value=r.value.cast("string"),
+                    unit=ibis.null("string"),
+                    reason=ibis.literal("superseded by a later result for the same analyte in the same draw"),
+                    reason_code=ibis.literal("duplicate"))
+
+
+def _derived_counts(obs: ir.Table) -> ir.Table:
+    """rules.differential.derive_draw: ANC from segments (+ bands), other counts as WBC x % / 100."""
+    def absolute(a: str) -> ir.FloatingValue:
+        return obs.value.max(where=(obs.analyte == a) & ~obs.percent)
+
+    def pct(a: str) -> ir.FloatingValue:
+        return obs.value.max(where=(obs.analyte == a) & obs.percent)
+
+    aggs: dict[str, Any] = {"wbc": absolute("wbc"), "abs_segs": absolute("segmented_neutrophils")}
+    for a in DIFFERENTIAL_ANALYTES:
+        aggs[f"pct_{a}"] = pct(a)
+        if a != "segmented_neutrophils":
+            aggs[f"abs_{a}"] = absolute(a)
+    d = obs.group_by(["patient_id", "time"]).agg(**aggs)
+    zero = ibis.literal(0.0)
+    parts = []
+    for a in rel.DERIVABLE:
+        from_pct = d.wbc * d[f"pct_{a}"] / PERCENT
+        if a == "neutrophils":
+            value = ibis.cases(
+                (d.abs_neutrophils.notnull(), ibis.null("float64")),
+                (d.abs_segs.notnull(), d.abs_segs + d.abs_bands.fill_null(zero)),
+                (d.pct_neutrophils.notnull(), from_pct),
+                (d.pct_segmented_neutrophils.notnull(),
+                 d.wbc * (d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero)) / PERCENT),
+                else_=ibis.null("float64"))
+            percent = ibis.cases(
+                (d.abs_segs.notnull(), ibis.null("float64")),
+                (d.pct_neutrophils.notnull(), d.pct_neutrophils),
+                else_=d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero))
+        else:
+            value = ibis.cases((d[f"abs_{a}"].isnull(), from_pct), else_=ibis.null("float64"))
+            percent = d[f"pct_{a}"]
+        part = d.select(patient_id=d.patient_id, time=d.time, analyte=ibis.literal(a), value=value,
+                        derived=ibis.literal(True), comparator=ibis.null("string"), lab_low=ibis.null("float64"),
+                        lab_high=ibis.null("float64"), percent_value=percent)
+        parts.append(part.filter(part.value.notnull()))
+    return ibis.union(*parts)
+
+
+def counts_of(ranked: ir.Table) -> ir.Table:
+    """Absolute counts of every draw: measured ones (not segments) and those derived from the differential."""
+    obs = ranked.filter(ranked._rank == 0)
+    measured = obs.filter(~obs.percent & (obs.analyte != "segmented_neutrophils"))
+    measured = measured.select(patient_id=measured.patient_id, time=measured.time, analyte=measured.analyte,
+                               value=measured.value, derived=ibis.literal(False), comparator=measured.comparator,
+                               lab_low=measured.lab_low, lab_high=measured.lab_high,
+                               percent_value=ibis.null("float64"))
+    return measured.union(_derived_counts(obs))
+
+
+def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str) -> ir.Table:
+    """Ranges (lab first, per side, then the profile row for this sex and age), flag, finding, grade."""
+    c = counts.join(patients, "patient_id")
+    days = c.time.date().delta(c.birth_date, unit="day")
+    age = ibis.cases((c.birth_date.notnull(), days / DAYS_PER_YEAR), else_=c.age_years)
+    if requested_profile:
+        profile = ibis.literal(profile_for(requested_profile, False))
+    else:
+        profile = ibis.cases((c.duffy_null, profile_for(None, True)), else_=profile_for(None, False))
+    c = c.mutate(age=age, profile=profile)
+    c = c.mutate(band=rel.age_band(c.age))
+    r = rel.ranges_relation()
+    c = c.left_join(r, ["profile", "analyte", "sex", "band"])
+    low = c.lab_low.fill_null(c.prof_low)
+    high = c.lab_high.fill_null(c.prof_high)
+    from_lab = c.lab_low.notnull() | c.lab_high.notnull()
+    flag = ibis.cases((low.notnull() & (c.value < low), "low"), (high.notnull() & (c.value > high), "high"),
+                      else_="normal")
+    c = c.mutate(low=low, high=high, flag=flag,
+                 range_source=ibis.cases((from_lab, "lab"), else_=ibis.literal("profile ") + c.profile),
+                 low_source=ibis.cases((c.lab_low.notnull(), "lab reference range"), else_=c.low_source))
+    c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value))
+    c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high))
+    unit = ibis.cases(*[(c.analyte == a, u) for a, u in CANONICAL_UNIT.items()], else_=ibis.null("string"))
+    decade = (c.age // AGE_BAND_YEARS).floor().cast("int64") * AGE_BAND_YEARS
+    age_band = ibis.cases((c.age.isnull(), "unknown"),
+                          else_=decade.cast("string") + "-" + (decade + AGE_BAND_YEARS - 1).cast("string"))
+    return c.select(
+        patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, unit=unit, derived=c.derived,
+        percent=c.percent_value, comparator=c.comparator, flag=c.flag, low=c.low, high=c.high,
+        range_source=c.range_source, low_source=c.low_source, finding=c.finding, grade=c.grade,
+        term=rel.term_expr(criteria, c.finding),
+        severity=rel.severity_expr(c.finding, c.grade, c.value, c.low),
+        criteria=ibis.literal(rel.criteria_text(criteria)), profile=c.profile, sex=c.sex, age=c.age,
+        age_band=age_band)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. findings per draw (with pancytopenia), episodes, chronic cases
+
+
+def findings_of(graded: ir.Table) -> ir.Table:
+    """Finding rows, plus pancytopenia where WBC, hemoglobin and platelets are low in one draw."""
+    f = graded.filter(graded.finding.notnull())
+    f = f.select("patient_id", "time", "finding", "analyte", "value", "grade", "severity", "profile", "sex",
+                 "age_band")
+    g = graded
+
+    def low(a: str) -> ir.BooleanValue:
+        return ((g.analyte == a) & (g.flag == "low")).any()
+
+    d = g.group_by(["patient_id", "time"]).agg(
+        all_low=low("wbc") & low("hemoglobin") & low("platelets"),
+        value=g.value.max(where=g.analyte == "wbc"), profile=g.profile.max(), sex=g.sex.max(),
+        age_band=g.age_band.max())
+    d = d.filter(d.all_low)
+    pan = d.select(patient_id=d.patient_id, time=d.time, finding=ibis.literal("pancytopenia"),
+                   analyte=ibis.literal("wbc"), value=d.value, grade=ibis.null("int64"),
+                   severity=ibis.null("string"), profile=d.profile, sex=d.sex, age_band=d.age_band)
+    return f.union(pan)
+
+
+def episodes_of(graded: ir.Table) -> ir.Table:
+    """rules.timeline.episodes as gaps and islands: an island is a run of lows between non-low results."""
+    p = graded.filter(graded.analyte.isin(list(LOW_FINDING)))
+    low = p.flag == "low"
+    w = ibis.cumulative_window(group_by=[p.patient_id, p.analyte], order_by=p.time)
+    p = p.mutate(is_low=low, grp=(~low).cast("int64").sum().over(w))
+    lows = p.filter(p.is_low)
+    lows = lows.mutate(island_min=lows.value.min().over(group_by=[lows.patient_id, lows.analyte, lows.grp]))
+    islands = lows.group_by(["patient_id", "analyte", "grp"]).agg(
+        onset=lows.time.min(), last_low=lows.time.max(), n_low=lows.count(), worst_grade=lows.grade.max(),
+        nadir_value=lows.value.min(), nadir_time=lows.time.min(where=lows.value == lows.island_min),
+        sex=lows.sex.max(), profile=lows.profile.max(),
+        age_band=lows.age_band.min())
+    ends = p.filter(~p.is_low).select(r_pid=p.patient_id, r_analyte=p.analyte, r_grp=p.grp, recovery=p.time)
+    e = islands.left_join(ends, [islands.patient_id == ends.r_pid, islands.analyte == ends.r_analyte,
+                                 islands.grp + 1 == ends.r_grp])
+    finding = ibis.cases(*[(e.analyte == a, code) for a, code in LOW_FINDING.items()], else_=ibis.null("string"))
+    return e.select(
+        patient_id=e.patient_id, finding=finding, analyte=e.analyte, onset=e.onset, last_low=e.last_low,
+        nadir_value=e.nadir_value, nadir_time=e.nadir_time, worst_grade=e.worst_grade, n_low=e.n_low,
+        recovery=e.recovery, duration_days=days_between(e.onset, e.recovery.fill_null(e.last_low)),
+        ongoing=e.recovery.isnull(), sex=e.sex, profile=e.profile, age_band=e.age_band)
+
+
+def chronic_of(graded: ir.Table) -> ir.Table:
+    """rules.timeline.chronic_evidence per person and analyte.
+
+    The earliest qualifying window always starts at the first low and ends at the last (the span and
+    the count both only grow as the window widens), so the rule is: at least `min_low_results` lows
+    whose first and last are at least `min_span_days` apart; the evidence is every low result.
+    """
+    rule = chronic_rule()
+    p = graded.filter(graded.analyte.isin(list(LOW_FINDING)) & (graded.flag == "low"))
+    a = p.group_by(["patient_id", "analyte"]).agg(
+        n_low=p.count(), first_low=p.time.min(), last_low=p.time.max(), nadir_value=p.value.min(),
+        worst_grade=p.grade.max(), sex=p.sex.max(), profile=p.profile.max(),
+        evidence=ibis.struct({"time": p.time, "value": p.value}).collect().sort())
+    a = a.mutate(span_days=days_between(a.first_low, a.last_low))
+    a = a.filter((a.n_low >= int(rule["min_low_results"])) & (a.span_days >= int(rule["min_span_days"])))
+    finding = ibis.cases(*[(a.analyte == k, code) for k, code in LOW_FINDING.items()], else_=ibis.null("string"))
+    return a.mutate(finding=finding, rule=ibis.literal(
+        f"low on >= {rule['min_low_results']} occasions spanning >= {rule['min_span_days']} days ({rule['source']})"))
+
+
+def drug_episodes_of(episodes: ir.Table, medications: ir.Table, drugs: ir.Table) -> ir.Table:
+    """Episodes with a listed medicine started within timeline.toml's association window before onset."""
+    window = int(load_table("timeline")["drug_timing"]["association_window_days"])
+    m = medications.join(drugs, "name")
+    m = m.select(m_pid=m.patient_id, medication=m.name, generic=m.generic, drug_class=m.drug_class,
+                 chemotherapy=m.chemotherapy, start=m.start, stop=m.stop)
+    j = episodes.join(m, [episodes.patient_id == m.m_pid, m.start.notnull()])
+    days = j.onset.date().delta(j.start, unit="day")
+    j = j.mutate(days_from_start=days)
+    j = j.filter((j.days_from_start >= 0) & (j.days_from_start <= window))
+    return j.drop("m_pid")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. per-person flags
+
+
+def flags_of(patients: ir.Table, findings: ir.Table, chronic: ir.Table, drug_episodes: ir.Table,
+             cyclic: ir.Table | None, febrile: ir.Table | None) -> ir.Table:
+    """One row per person with the booleans the demo validator compares with truth."""
+    f = findings.group_by("patient_id").agg(
+        neutropenia=(findings.finding == "neutropenia").any(),
+        lymphocytopenia=(findings.finding == "lymphocytopenia").any(),
+        pancytopenia=(findings.finding == "pancytopenia").any())
+    c = chronic.filter(chronic.analyte == "neutrophils").select("patient_id").distinct()
+    c = c.mutate(chronic_neutropenia=ibis.literal(True))
+    d = drug_episodes.filter((drug_episodes.finding == "neutropenia") & ~drug_episodes.chemotherapy)
+    d = d.select("patient_id").distinct().mutate(drug_associated=ibis.literal(True))
+    extras: list[tuple[str, ir.Table | None]] = [("chronic_neutropenia", c), ("drug_associated", d),
+                                                 ("cyclic", cyclic), ("febrile_neutropenia", febrile)]
+    out = patients.select("patient_id", "sex").left_join(f, "patient_id").select(
+        "patient_id", "sex", "neutropenia", "lymphocytopenia", "pancytopenia")
+    for name, extra in extras:
+        if extra is None:
+            out = out.mutate(**{name: ibis.literal(False)})
+            continue
+        e = extra.select("patient_id").distinct().mutate(**{f"_{name}": ibis.literal(True)})
+        out = out.left_join(e, "patient_id").select(*out.columns, f"_{name}")
+        out = out.mutate(**{name: out[f"_{name}"].fill_null(False)}).drop(f"_{name}")
+    out = out.mutate(**{k: out[k].fill_null(False) for k in ("neutropenia", "lymphocytopenia", "pancytopenia")})
+    return out.select("patient_id", "sex", "neutropenia", "lymphocytopenia", "chronic_neutropenia", "cyclic",
+                      "drug_associated", "febrile_neutropenia", "pancytopenia")

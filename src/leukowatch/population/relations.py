@@ -1,0 +1,273 @@
+"""The knowledge tables compiled into small relations and Ibis expressions.
+
+The population engine must give the per-patient engine's verdicts, so it never restates a rule:
+every number here is read from the same tables (`knowledge/*.toml`) through the same functions the
+per-patient rules use. Two techniques are used:
+
+* **Small relations built by the per-patient functions themselves.** A reference range depends on
+  (profile, analyte, sex, age), and age only matters at the band edges written in profiles.toml. So
+  the ages are cut at those edges into a handful of intervals and `rules.ranges.profile_range` is
+  asked once per (profile, analyte, sex, interval); the answers form a memtable that is joined with
+  the data. Units, codes and sexes are handled the same way: the *distinct* spellings found in the
+  data (a few dozen) go through `units.convert`, `units.loinc_lookup` and `request.parse_patient`,
+  and the answers are joined back. Parity is by construction, and the big table is only joined.
+* **Expressions generated from table rows.** The CTCAE grade is a CASE over
+  `rules.grading.criteria_rows` with the same strictness as `rules.grading.row_holds`, and the
+  neutropenia severity word a CASE over severity.toml.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, get_args
+
+import ibis
+import ibis.expr.types as ir
+
+from ..knowledge import load_table
+from ..model import DIFFERENTIAL_ANALYTES, InputError, Sex
+from ..request import parse_patient
+from ..rules.causes import match_medications
+from ..rules.findings import HIGH_FINDING, LOW_FINDING, UNGRADED
+from ..rules.grading import criteria_label, criteria_rows, severity_word, term_for
+from ..rules.ranges import profile_names, profile_range
+from ..units import canonical_analyte, convert, loinc_lookup
+
+#: Band index given to a person whose age is unknown (profile_range reads it as adult).
+UNKNOWN_AGE_BAND = -1
+#: Band index of a negative age (a result dated before the birth date).
+BEFORE_BIRTH_BAND = -2
+#: rules.ranges reads a missing age_min as birth.
+_DEFAULT_AGE_MIN = float(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference ranges
+
+
+def age_edges() -> list[float]:
+    """Every finite age bound written in profiles.toml, ascending: the only ages where a range can change."""
+    edges: set[float] = set()
+    for spec in load_table("profiles")["profiles"].values():
+        for row in spec.get("ranges", []):
+            for key in ("age_min", "age_max"):
+                if key in row and math.isfinite(float(row[key])):
+                    edges.add(float(row[key]))
+    if edges:
+        edges.add(_DEFAULT_AGE_MIN)  # a band without age_min starts at 0 (rules.ranges._row_matches)
+    return sorted(edges)
+
+
+def _band_ages() -> list[tuple[int, float | None]]:
+    """(band index, an age inside the band) for every band, plus the unknown-age band."""
+    edges = age_edges()
+    bands: list[tuple[int, float | None]] = [(UNKNOWN_AGE_BAND, None)]
+    if edges:
+        bands.append((BEFORE_BIRTH_BAND, edges[0] - 1))
+    bands += [(i, edge) for i, edge in enumerate(edges)]
+    return bands
+
+
+def age_band(age: ir.FloatingValue) -> ir.IntegerValue:
+    """The band index of an age: the edges come from profiles.toml, so no bound is restated here."""
+    edges = age_edges()
+    branches: list[tuple[Any, int]] = [(age.isnull(), UNKNOWN_AGE_BAND)]
+    if edges:
+        branches.append((age < edges[0], BEFORE_BIRTH_BAND))
+        branches += [(age < edges[i + 1], i) for i in range(len(edges) - 1)]
+    return ibis.cases(*branches, else_=max(len(edges) - 1, 0))
+
+
+def _range_analytes() -> list[str]:
+    names: list[str] = []
+    for spec in load_table("profiles")["profiles"].values():
+        for row in spec.get("ranges", []):
+            if not row.get("percent", False) and row["analyte"] not in names:
+                names.append(row["analyte"])
+    return names
+
+
+def ranges_relation() -> ir.Table:
+    """profile x analyte x sex x age band -> low/high with their sources (absolute counts only)."""
+    rows: list[dict[str, Any]] = []
+    for profile in profile_names():
+        for analyte in _range_analytes():
+            for sex in get_args(Sex):
+                for band, age in _band_ages():
+                    rng = profile_range(profile, analyte, sex, age, percent=False)
+                    rows.append({
+                        "profile": profile, "analyte": analyte, "sex": sex, "band": band,
+                        "prof_low": rng.low.value if rng.low else None,
+                        "prof_high": rng.high.value if rng.high else None,
+                        "low_source": rng.low.source if rng.low else None,
+                        "high_source": rng.high.source if rng.high else None,
+                    })
+    schema = ibis.schema({"profile": "string", "analyte": "string", "sex": "string", "band": "int64",
+                          "prof_low": "float64", "prof_high": "float64", "low_source": "string",
+                          "high_source": "string"})
+    return ibis.memtable(rows, schema=schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# Codes and units
+
+
+@dataclass(frozen=True)
+class CodeAnswer:
+    analyte: str | None
+    percent: bool | None
+    factor: float | None
+    unit: str | None
+    reason: str | None
+    reason_code: str | None
+
+
+def classify(analyte_raw: str | None, loinc_raw: str | None, unit_raw: str | None) -> CodeAnswer:
+    """What `request.parse_observation` decides about a row's analyte/code and unit, minus the value."""
+    try:
+        percent_code: bool | None = None
+        if analyte_raw is not None and analyte_raw.strip():
+            analyte = canonical_analyte(analyte_raw, "analyte")
+        elif loinc_raw is not None and loinc_raw.strip():
+            entry = loinc_lookup(loinc_raw)
+            if entry is None:
+                return CodeAnswer(None, None, None, None,
+                                  f"LOINC code {loinc_raw!r} is not a blood count code leukowatch reads",
+                                  "unknown_code")
+            analyte, percent_code = entry.analyte, entry.percent
+        else:
+            return CodeAnswer(None, None, None, None, "needs an analyte or a LOINC code", "unknown_analyte")
+    except InputError as err:
+        return CodeAnswer(None, None, None, None, err.problem, "unknown_analyte")
+    try:
+        converted = convert(analyte, 1.0, unit_raw, "unit")
+    except InputError as err:
+        code = "missing_unit" if unit_raw is None or not unit_raw.strip() else (
+            "unit_mismatch" if "does not fit" in err.problem else "unknown_unit")
+        return CodeAnswer(analyte, None, None, None, err.problem, code)
+    if percent_code is not None and percent_code != converted.percent:
+        expected = "a percentage (%)" if percent_code else "an absolute count unit"
+        return CodeAnswer(analyte, None, None, None, f"LOINC {loinc_raw} is {expected} but the unit is {unit_raw!r}",
+                          "unit_mismatch")
+    return CodeAnswer(analyte, converted.percent, converted.factor, converted.unit, None, None)
+
+
+def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> ir.Table:
+    """(analyte key, loinc key, unit key) -> canonical analyte, %, factor, or the reject reason.
+
+    Keys are the raw strings with NULL read as '' so the join never loses a row to NULL semantics.
+    """
+    rows = []
+    for a, c, u in distinct:
+        ans = classify(a or None, c or None, u or None)
+        rows.append({"_ak": a or "", "_ck": c or "", "_uk": u or "", "c_analyte": ans.analyte,
+                     "c_percent": ans.percent, "c_factor": ans.factor, "c_unit": ans.unit,
+                     "c_reason": ans.reason, "c_reason_code": ans.reason_code})
+    schema = ibis.schema({"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string",
+                          "c_percent": "boolean", "c_factor": "float64", "c_unit": "string",
+                          "c_reason": "string", "c_reason_code": "string"})
+    return ibis.memtable(rows, schema=schema)
+
+
+def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
+    """Raw sex spellings -> male/female/unknown as `request.parse_patient` reads them, or a reason."""
+    rows = []
+    for raw in distinct:
+        try:
+            sex, reason = parse_patient({"sex": raw if raw is not None else "unknown"}).sex, None
+        except InputError as err:
+            sex, reason = None, f"sex: {err.problem}"
+        rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason})
+    return ibis.memtable(rows, schema=ibis.schema({"_sk": "string", "s_sex": "string", "s_reason": "string"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings, grades, severity
+
+
+def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.FloatingValue) -> ir.StringValue:
+    """rules.findings.findings_from_counts: low -> LOW_FINDING, high -> HIGH_FINDING, basophils 0 -> basopenia."""
+    branches: list[tuple[Any, str]] = []
+    branches += [((flag == "low") & (analyte == a), code) for a, code in LOW_FINDING.items()]
+    branches += [((flag == "high") & (analyte == a), code) for a, code in HIGH_FINDING.items()]
+    branches.append(((analyte == "basophils") & (value == 0), LOW_FINDING["basophils"]))
+    return ibis.cases(*branches, else_=ibis.null("string"))
+
+
+def _row_holds(row: dict[str, Any], value: ir.FloatingValue, lln: ir.FloatingValue,
+               uln: ir.FloatingValue) -> ir.BooleanValue:
+    """rules.grading.row_holds as an expression (strict on the worse side, inclusive on the milder)."""
+    if row["direction"] == "low":
+        bound = lln if row["below"] == "LLN" else ibis.literal(float(row["below"]))
+        cond = bound.notnull() & (value < bound)
+        if "at_least" in row:
+            cond = cond & (value >= float(row["at_least"]))
+    else:
+        bound = uln if row["above"] == "ULN" else ibis.literal(float(row["above"]))
+        cond = bound.notnull() & (value > bound)
+        if "at_most" in row:
+            cond = cond & (value <= float(row["at_most"]))
+    return cond
+
+
+def _graded_pairs() -> list[tuple[str, str, str]]:
+    pairs = [(a, "low", code) for a, code in LOW_FINDING.items()]
+    pairs += [(a, "high", code) for a, code in HIGH_FINDING.items()]
+    return [p for p in pairs if p[2] not in UNGRADED]
+
+
+def grade_expr(criteria: str, analyte: ir.StringValue, finding: ir.StringValue, value: ir.FloatingValue,
+               lln: ir.FloatingValue, uln: ir.FloatingValue) -> ir.IntegerValue:
+    """rules.grading.grade over criteria.toml rows, worst grade first, for each graded finding."""
+    branches: list[tuple[Any, int]] = []
+    for a, direction, code in _graded_pairs():
+        for row in criteria_rows(criteria, a, direction):
+            cond = (analyte == a) & (finding == code) & _row_holds(row, value, lln, uln)
+            branches.append((cond, int(row["grade"])))
+    if not branches:
+        return ibis.null("int64")
+    return ibis.cases(*branches, else_=ibis.null("int64"))
+
+
+def term_expr(criteria: str, finding: ir.StringValue) -> ir.StringValue:
+    branches = [(finding == code, term) for a, d, code in _graded_pairs()
+                if (term := term_for(criteria, a, d)) is not None]
+    return ibis.cases(*branches, else_=ibis.null("string")) if branches else ibis.null("string")
+
+
+def severity_expr(finding: ir.StringValue, grade: ir.IntegerValue, value: ir.FloatingValue,
+                  lln: ir.FloatingValue) -> ir.StringValue:
+    """rules.findings: neutropenia words from severity.toml; other graded findings the CTCAE word."""
+    branches: list[tuple[Any, str]] = []
+    for row in load_table("severity")["neutropenia"]:
+        limit = lln if row["below"] == "LLN" else ibis.literal(float(row["below"]))
+        branches.append(((finding == "neutropenia") & limit.notnull() & (value < limit), row["word"]))
+    words = {k: v for k, v in load_table("criteria")["severity_words"].items() if k.isdigit()}
+    branches += [((finding != "neutropenia") & (grade == int(k)), severity_word(int(k))) for k in words]
+    return ibis.cases(*branches, else_=ibis.null("string"))
+
+
+def criteria_text(criteria: str) -> str:
+    return criteria_label(criteria)
+
+
+# ---------------------------------------------------------------------------------------------
+# Medicines
+
+
+def drugs_relation(names: Iterable[str]) -> ir.Table:
+    """Distinct medicine names -> the listed drugs they name (rules.causes.match_medications)."""
+    rows = []
+    for name in names:
+        for m in match_medications([name]):
+            rows.append({"name": name, "generic": m.generic, "drug_class": m.drug_class,
+                         "chemotherapy": m.chemotherapy, "risk": m.risk})
+    schema = ibis.schema({"name": "string", "generic": "string", "drug_class": "string",
+                          "chemotherapy": "boolean", "risk": "string"})
+    return ibis.memtable(rows, schema=schema)
+
+
+#: Differential analytes whose absolute count can be derived as WBC x % / 100 (segments feed the ANC).
+DERIVABLE: tuple[str, ...] = tuple(a for a in DIFFERENTIAL_ANALYTES if a != "segmented_neutrophils")

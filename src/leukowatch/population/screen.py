@@ -1,0 +1,314 @@
+"""`screen(inputs, outdir)`: run the population rules on DuckDB or Spark and write the outputs.
+
+Each stage writes Parquet and the next one reads it back, so no stage holds the data in memory
+(DuckDB spills to its temp directory under the memory limit) and Spark and DuckDB run the very
+same Ibis expressions. Only small relations (distinct codes, the summary, cyclic candidates) come
+back into Python.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from ..knowledge import knowledge_version, load_table
+from ..model import InputError
+from ..rules.grading import check_criteria, default_criteria
+from ..rules.ranges import check_profile
+from ..rules.timeline import Point, cyclic_neutropenia
+from . import pipeline as pl
+from . import relations as rel
+from .engines import Engine, make_engine
+from .sources import empty_medications, open_sources
+
+#: Output tables, in the order they are written.
+OUTPUTS: tuple[str, ...] = ("rejects", "graded", "findings", "episodes", "chronic", "drug_episodes",
+                            "cyclic", "febrile", "flags")
+
+
+@dataclass
+class ScreenResult:
+    """Where the outputs are, the reconciliation and the summary; tables load on demand (pyarrow)."""
+
+    outdir: Path
+    engine: str
+    paths: dict[str, Path]
+    reconciliation: dict[str, int]
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def table(self, name: str) -> Any:
+        """One output as a pyarrow Table (Spark writes directories; both read the same way)."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.paths[name])
+
+    def frame(self, name: str) -> Any:
+        return self.table(name).to_pandas()
+
+    @property
+    def reconciliation_line(self) -> str:
+        r = self.reconciliation
+        return (f"read {r['read']:,} = graded {r['accepted']:,} + rejected {r['rejected']:,} "
+                f"({r['duplicates']:,} superseded duplicates); {r['graded']:,} graded results "
+                f"({r['derived']:,} derived from the differential)")
+
+    @property
+    def reconciles(self) -> bool:
+        r = self.reconciliation
+        return r["read"] == r["accepted"] + r["rejected"]
+
+
+class _Progress:
+    """A rich progress display on a terminal (or when asked); silent otherwise."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        self.total = total
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                      transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("screening", total=self.total)
+        return self
+
+    def step(self, description: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=description)
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
+    """rules.timeline.cyclic_neutropenia on the persons with enough neutropenia nadirs to qualify.
+
+    The periodogram is not relational, so the relational part only finds candidates (>= min_cycles
+    neutropenia episodes) and the per-patient rule judges each candidate's ANC series.
+    """
+    need = int(load_table("timeline")["cyclic"]["min_cycles"])
+    e = episodes.filter(episodes.finding == "neutropenia")
+    cand = e.group_by("patient_id").agg(n=e.count())
+    cand = cand.filter(cand.n >= need).select(c_pid="patient_id")
+    g = graded.filter(graded.analyte == "neutrophils")
+    series = g.join(cand, g.patient_id == cand.c_pid).select("patient_id", "time", "value", "flag", "grade")
+    df = engine.execute(series)
+    rows: list[dict[str, Any]] = []
+    for pid, part in df.groupby("patient_id", sort=True):
+        points = [Point(t.to_pydatetime(), float(v), f == "low", None if g_ != g_ else int(g_))
+                  for t, v, f, g_ in zip(part["time"], part["value"], part["flag"], part["grade"], strict=True)]
+        verdict = cyclic_neutropenia(points)
+        if verdict.status == "suspected":
+            rows.append({"patient_id": str(pid), "period_days": verdict.period_days,
+                         "n_nadirs": len(verdict.nadirs), "evidence": "; ".join(verdict.evidence)})
+    schema = ibis.schema({"patient_id": "string", "period_days": "float64", "n_nadirs": "int64",
+                          "evidence": "string"})
+    return ibis.memtable(rows, schema=schema)
+
+
+def _febrile(graded: ir.Table, temperatures: ir.Table) -> ir.Table:
+    """rules.infection.febrile_neutropenia with a temperature measured on the day of the ANC draw."""
+    fn = load_table("infection")["febrile_neutropenia"]
+    g = graded.filter((graded.analyte == "neutrophils") & (graded.value < fn["anc_below"]))
+    t = temperatures.filter(temperatures.temperature_c >= fn["single_temp_c"])
+    t = t.select(t_pid=t.patient_id, t_time=t.time, temperature_c=t.temperature_c)
+    j = g.join(t, [g.patient_id == t.t_pid, g.time.date() == t.t_time.date()])
+    return j.select(patient_id=j.patient_id, time=j.time, anc=j.value, temperature_time=j.t_time,
+                    temperature_c=j.temperature_c)
+
+
+def _count(engine: Engine, expr: ir.Table) -> int:
+    return int(engine.execute(expr.count()))
+
+
+def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", *,
+           profile: str | None = None, criteria: str | None = None, memory_limit: str | None = None,
+           spark_master: str | None = None, spark_session: Any = None, threads: int | None = None,
+           progress: bool = False, keep_work: bool = False) -> ScreenResult:
+    """Screen every result in `inputs` and write the outputs (Parquet) to `outdir`.
+
+    `profile` forces one reference profile for everybody (default: each person's own, i.e. Duffy-null
+    persons get `duffy_null`); `criteria` picks the grading version (default CTCAE v5).
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [str(inputs)]
+    if profile:
+        check_profile(profile)
+    criteria = check_criteria(criteria or default_criteria())
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "_work"
+    work.mkdir(exist_ok=True)
+    eng = make_engine(engine, memory_limit=memory_limit, spark_master=spark_master,
+                      spark_session_=spark_session, threads=threads)
+    timings: dict[str, float] = {}
+    paths = {name: eng.output_path(out, name) for name in OUTPUTS}
+
+    @contextmanager
+    def stage(name: str, bar: _Progress) -> Iterator[None]:
+        bar.step(name)
+        t0 = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
+        bar.advance()
+
+    def write(expr: ir.Table, path: Path) -> ir.Table:
+        eng.to_parquet(expr, path)
+        return eng.read_parquet([path])
+
+    try:
+        with _Progress(progress, 9) as bar:
+            with stage("reading inputs", bar):
+                src = open_sources(eng, inputs, work)
+                keys = eng.execute(src.raw.select("analyte", "loinc", "unit").distinct())
+                sexes = eng.execute(src.raw.select("sex").distinct())
+                codes = rel.codes_relation(
+                    (None if a != a else a, None if c != c else c, None if u != u else u)
+                    for a, c, u in keys.itertuples(index=False))
+                sex_rel = rel.sexes_relation(None if s != s else s for s in sexes["sex"])
+                read = _count(eng, src.raw)
+            with stage("validating rows", bar):
+                checked = pl.validate(src.raw, codes, sex_rel)
+                input_rejects = write(pl.rejects_of(checked), work / "rejects_input.parquet")
+                obs = write(pl.accepted_of(checked), work / "observations.parquet")
+            with stage("grading results", bar):
+                ranked = pl.latest_per_draw(obs)
+                dups = write(pl.superseded_rejects(ranked), work / "rejects_duplicates.parquet")
+                patients = pl.patients_of(obs)
+                if src.patients is not None:
+                    p = src.patients
+                    known = patients.select(k_pid="patient_id", k_age="age_years")
+                    patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
+                        age_years=p.age_years.fill_null(known.k_age)).drop("k_pid", "k_age")
+                    missing = pl.patients_of(obs).anti_join(p, "patient_id")
+                    patients = patients.union(missing)
+                patients = write(patients, work / "patients.parquet")
+                graded = write(pl.grade(pl.counts_of(ranked), patients, profile, criteria), paths["graded"])
+                rejects = write(input_rejects.union(dups), paths["rejects"])
+            with stage("findings", bar):
+                findings = write(pl.findings_of(graded), paths["findings"])
+            with stage("episodes", bar):
+                episodes = write(pl.episodes_of(graded), paths["episodes"])
+            with stage("chronic cases", bar):
+                chronic = write(pl.chronic_of(graded), paths["chronic"])
+            with stage("drug-associated episodes", bar):
+                meds = src.medications if src.medications is not None else empty_medications()
+                names = eng.execute(meds.select("name").distinct())["name"].dropna().tolist()
+                drug_eps = write(pl.drug_episodes_of(episodes, meds, rel.drugs_relation(names)),
+                                 paths["drug_episodes"])
+            with stage("cyclic and febrile neutropenia", bar):
+                cyclic = write(_cyclic(eng, episodes, graded), paths["cyclic"])
+                febrile = None
+                if src.temperatures is not None:
+                    febrile = write(_febrile(graded, src.temperatures), paths["febrile"])
+                else:
+                    paths.pop("febrile")
+            with stage("per-person flags and summary", bar):
+                flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
+                n_rejected = _count(eng, rejects)
+                n_dups = _count(eng, dups)
+                n_graded = _count(eng, graded)
+                n_derived = _count(eng, graded.filter(graded.derived))
+                reconciliation = {"read": read, "accepted": _count(eng, obs) - n_dups, "rejected": n_rejected,
+                                  "duplicates": n_dups, "graded": n_graded, "derived": n_derived}
+                summary = build_summary(eng, graded, findings, episodes, chronic, drug_eps, flags, rejects)
+                summary.update({
+                    "engine": eng.name, "inputs": [str(i) for i in inputs], "source": src.kind,
+                    "profile": profile or "per person (standard; duffy_null for Duffy-null persons)",
+                    "criteria": rel.criteria_text(criteria), "knowledge_version": knowledge_version(),
+                    "reconciliation": reconciliation, "timings_s": timings,
+                })
+                (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    finally:
+        eng.close()
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    result = ScreenResult(out, eng.name, paths, reconciliation, summary, timings)
+    if not result.reconciles:
+        raise InputError("reconciliation", result.reconciliation_line + " does not add up")
+    return result
+
+
+def build_summary(eng: Engine, graded: ir.Table, findings: ir.Table, episodes: ir.Table, chronic: ir.Table,
+                  drug_eps: ir.Table, flags: ir.Table, rejects: ir.Table) -> dict[str, Any]:
+    """Counts by finding, grade, sex and age band; drug-associated episodes by drug class; rejects by reason."""
+    f = findings
+    by_finding = f.group_by(["finding", "grade", "sex", "age_band"]).agg(
+        results=f.count(), persons=f.patient_id.nunique()).order_by(["finding", "grade", "sex", "age_band"])
+    d = drug_eps
+    by_drug = d.group_by(["finding", "drug_class"]).agg(
+        episodes=d.count(), persons=d.patient_id.nunique()).order_by(["finding", "drug_class"])
+    r = rejects.group_by(["reason_code"]).agg(rows=rejects.count()).order_by("reason_code")
+    fl = flags
+    persons = fl.aggregate(**{c: fl[c].cast("int64").sum() for c in fl.columns if c not in ("patient_id", "sex")},
+                           persons=fl.count())
+    e = episodes.group_by("finding").agg(episodes=episodes.count(), ongoing=episodes.ongoing.cast("int64").sum())
+    c = chronic.group_by("finding").agg(persons=chronic.count())
+
+    def records(expr: ir.Table) -> list[dict[str, Any]]:
+        df = eng.execute(expr)
+        df = df.astype(object).where(df.notna(), None)
+        return [{k: (int(v) if hasattr(v, "is_integer") and float(v).is_integer() and k != "value" else v)
+                 for k, v in row.items()} for row in df.to_dict("records")]
+
+    return {"persons": records(persons)[0], "by_finding": records(by_finding), "episodes": records(e),
+            "chronic": records(c), "by_drug_class": records(by_drug), "rejects_by_reason": records(r)}
+
+
+def print_summary(result: ScreenResult, echo: Callable[[Any], None] | None = None) -> None:
+    """The summary as rich tables on stdout, then the reconciliation line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    show = echo or console.print
+    s = result.summary
+    t = Table(title="Findings by grade, sex and age band (results / persons)")
+    for col in ("finding", "grade", "sex", "age band", "results", "persons"):
+        t.add_column(col, justify="right" if col in ("grade", "results", "persons") else "left")
+    for row in s["by_finding"]:
+        t.add_row(str(row["finding"]), "" if row["grade"] is None else str(row["grade"]), str(row["sex"]),
+                  str(row["age_band"]), f"{row['results']:,}", f"{row['persons']:,}")
+    show(t)
+    if s["by_drug_class"]:
+        d = Table(title="Drug-associated episodes (listed medicine started <= 90 days before onset)")
+        for col in ("finding", "drug class", "episodes", "persons"):
+            d.add_column(col)
+        for row in s["by_drug_class"]:
+            d.add_row(str(row["finding"]), str(row["drug_class"]), f"{row['episodes']:,}", f"{row['persons']:,}")
+        show(d)
+    p = Table(title="Persons flagged")
+    p.add_column("flag")
+    p.add_column("persons", justify="right")
+    for k, v in s["persons"].items():
+        p.add_row(k, f"{v:,}")
+    show(p)
+    if s["rejects_by_reason"]:
+        r = Table(title="Rejected rows by reason")
+        r.add_column("reason")
+        r.add_column("rows", justify="right")
+        for row in s["rejects_by_reason"]:
+            r.add_row(str(row["reason_code"]), f"{row['rows']:,}")
+        show(r)
+    show(result.reconciliation_line)

@@ -1,0 +1,280 @@
+"""CDS Hooks 2.0: discovery, `patient-view` and `order-select` services, and feedback.
+
+A hook call is turned into the project's request with the Interop FHIR reader (prefetched or
+fetched resources gathered into one collection Bundle), assessed by the same `assess` as every other
+entry point, and answered with cards (cds_cards.py). What the call must carry: a verified JWT
+(cds_auth.py), `context.patientId`, and the patient and CBC data either prefetched or readable from
+`fhirServer`; without the data the answer is 412, as the spec asks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+
+from ..assess import assess
+from ..model import ANALYTES, InputError, MedicationMatch
+from ..rules.causes import match_medications
+from ..units import loinc_codes_for
+from .cds_auth import TokenVerifier
+from .cds_cards import card, order_select_cards, patient_view_cards
+from .errors import ServiceError
+from .fhir_client import FetchError, fhir_get
+from .inputs import parse_json
+
+log = logging.getLogger("leukowatch.service.cds")
+router = APIRouter(tags=["CDS Hooks"])
+
+PATIENT_VIEW = "leukowatch-patient-view"
+ORDER_SELECT = "leukowatch-order-select"
+
+
+def cbc_loinc_codes() -> list[str]:
+    """Every LOINC code leukowatch reads (absolute and %), for the Observation search."""
+    codes: list[str] = []
+    for analyte in ANALYTES:
+        for percent in (False, True):
+            codes += [c for c in loinc_codes_for(analyte, percent) if c not in codes]
+    return codes
+
+
+def prefetch_templates() -> dict[str, str]:
+    """Patient; CBC Observations by LOINC (newest first; the service keeps the lookback window);
+    active MedicationRequests; active Conditions. CDS Hooks 2.0 prefetch tokens only."""
+    codes = ",".join(f"http://loinc.org|{c}" for c in cbc_loinc_codes())
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "cbc": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=200",
+        "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
+        "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
+    }
+
+
+#: Which prefetch keys a hook cannot do without (412 when neither prefetched nor fetchable).
+REQUIRED_KEYS = ("patient", "cbc")
+
+SERVICES: dict[str, dict[str, str]] = {
+    PATIENT_VIEW: {
+        "hook": "patient-view", "title": "leukowatch: low white-cell counts",
+        "description": "Flags leukopenia and neutropenia (CTCAE grade, acute or chronic, febrile neutropenia) in "
+                       "the patient's recent blood counts, with possible causes among their medicines and "
+                       "conditions, each with its source.",
+    },
+    ORDER_SELECT: {
+        "hook": "order-select", "title": "leukowatch: medicines linked to low white cells",
+        "description": "Warns when a medicine linked to leukopenia or neutropenia is ordered for a patient whose "
+                       "recent white-cell or neutrophil count is low, naming the drug and the count.",
+    },
+}
+
+
+@router.get("/cds-services", summary="CDS Hooks discovery")
+async def discovery() -> dict[str, Any]:
+    templates = prefetch_templates()
+    return {"services": [{**spec, "id": sid, "prefetch": templates, "usageRequirements":
+                          "Send a JWT signed with RS384 or ES384 from an allow-listed issuer."}
+                         for sid, spec in SERVICES.items()]}
+
+
+def _called_url(request: Request) -> str:
+    """The exact URL the client called, which the JWT `aud` must equal (public URL when proxied)."""
+    settings = request.app.state.settings
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + request.url.path
+    return str(request.url.replace(query=""))
+
+
+def _base_url(request: Request) -> str:
+    settings = request.app.state.settings
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def _authenticate(request: Request) -> None:
+    verifier: TokenVerifier = request.app.state.verifier
+    await verifier.verify(request.headers.get("authorization"), _called_url(request), request.app.state.http)
+
+
+async def _hook_body(request: Request, service_id: str) -> dict[str, Any]:
+    if service_id not in SERVICES:
+        raise ServiceError(404, "service", f"no CDS service {service_id!r}; see GET /cds-services")
+    await _authenticate(request)
+    body = parse_json((await request.body()).decode("utf-8", errors="replace"))
+    if not isinstance(body, dict):
+        raise InputError("$", "expected a CDS Hooks request object")
+    if body.get("hook") != SERVICES[service_id]["hook"]:
+        raise InputError("hook", f"this service answers {SERVICES[service_id]['hook']!r}, got {body.get('hook')!r}")
+    if not isinstance(body.get("hookInstance"), str):
+        raise InputError("hookInstance", "missing")
+    context = body.get("context")
+    if not isinstance(context, dict) or not isinstance(context.get("patientId"), str) or not context["patientId"]:
+        raise InputError("context.patientId", "missing")
+    return body
+
+
+def _fetch_query(key: str, template: str, patient_id: str, cutoff: datetime) -> str:
+    query = template.replace("{{context.patientId}}", patient_id)
+    if key == "cbc":  # the service can say what the 2.0 tokens cannot: the lookback window
+        query += f"&date=ge{cutoff.date().isoformat()}"
+    return query
+
+
+async def gather(request: Request, body: dict[str, Any], cutoff: datetime) -> dict[str, Any]:
+    """Each prefetch key's data, from prefetch or the FHIR server; 412 when a required one is missing."""
+    settings = request.app.state.settings
+    prefetch = body.get("prefetch") if isinstance(body.get("prefetch"), dict) else {}
+    server = body.get("fhirServer") if isinstance(body.get("fhirServer"), str) else None
+    auth = body.get("fhirAuthorization") if isinstance(body.get("fhirAuthorization"), dict) else {}
+    token = auth.get("access_token") if isinstance(auth.get("access_token"), str) else None
+    patient_id = body["context"]["patientId"]
+    out: dict[str, Any] = {}
+    for key, template in prefetch_templates().items():
+        if isinstance(prefetch.get(key), dict):
+            out[key] = prefetch[key]
+            continue
+        if server is None:
+            if key in REQUIRED_KEYS:
+                raise ServiceError(412, f"prefetch.{key}", "not prefetched and no fhirServer to fetch it from")
+            continue
+        try:
+            out[key] = await fhir_get(request.app.state.http, server, _fetch_query(key, template, patient_id, cutoff),
+                                      token, settings.fhir_timeout_s)
+        except FetchError as exc:
+            log.warning("CDS fetch failed: %s", exc)
+            if key in REQUIRED_KEYS:
+                raise ServiceError(412, f"prefetch.{key}", f"not prefetched and not fetchable ({exc})") from None
+    return out
+
+
+def _resources(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, dict):
+        return []
+    if data.get("resourceType") == "Bundle":
+        return [e["resource"] for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    return [data] if "resourceType" in data else []
+
+
+def _bundle(resources: list[dict[str, Any]]) -> str:
+    return json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+
+
+def request_from_fhir(data: dict[str, Any], cutoff: datetime) -> dict[str, Any] | None:
+    """The project request from the gathered resources, keeping CBC results inside the window;
+    None when no blood count is left to assess."""
+    from ..io import read_text, to_request
+
+    resources = [r for key in ("patient", "cbc", "medications", "conditions") for r in _resources(data.get(key))]
+    result = read_text(_bundle(resources), "fhir", "prefetch")
+    result.items = [i for i in result.items if i.observation.time is None or i.observation.time >= cutoff]
+    if not result.items:
+        return None
+    return to_request(result)
+
+
+def ordered_medications(context: dict[str, Any]) -> list[MedicationMatch]:
+    """The selected draft MedicationRequests (all drafts when `selections` is absent) that the drug
+    table links to low white cells, read with the Interop FHIR reader."""
+    from ..io import read_text
+
+    drafts = _resources(context.get("draftOrders"))
+    selections = context.get("selections")
+    if isinstance(selections, list) and selections:
+        wanted = {str(s) for s in selections}
+        drafts = [r for r in drafts if f"{r.get('resourceType')}/{r.get('id')}" in wanted]
+    drafts = [r for r in drafts if r.get("resourceType") in ("MedicationRequest", "MedicationStatement")]
+    if not drafts:
+        return []
+    meds = [m for _, m in read_text(_bundle(drafts), "fhir", "context.draftOrders").medications]
+    return match_medications(meds)
+
+
+def _card_source(base: str) -> dict[str, str]:
+    return {"label": "leukowatch (sourced leukopenia rules)", "url": f"{base}/knowledge"}
+
+
+def _links(request: Request, base: str, patient_id: str) -> list[dict[str, str]]:
+    links = [{"label": "Check a blood count in leukowatch", "url": f"{base}/", "type": "absolute"}]
+    if request.app.state.store.path and request.app.state.store.has_patient(patient_id):
+        links.insert(0, {"label": "Timeline and printable report", "url": f"{base}/patients/{patient_id}",
+                         "type": "absolute"})
+    return links
+
+
+def _unreadable_card(exc: InputError, source: dict[str, str]) -> dict[str, Any]:
+    return card("leukowatch could not read this patient's blood count", "info",
+                f"`{exc.field}`: {exc.problem}", source, [])
+
+
+_HOOK_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string", "enum": ["patient-view", "order-select"]},
+        "hookInstance": {"type": "string"},
+        "fhirServer": {"type": "string", "format": "uri"},
+        "fhirAuthorization": {"type": "object", "properties": {"access_token": {"type": "string"},
+                                                               "token_type": {"type": "string"}}},
+        "context": {"type": "object", "required": ["patientId"], "properties": {
+            "patientId": {"type": "string"}, "userId": {"type": "string"},
+            "selections": {"type": "array", "items": {"type": "string"}},
+            "draftOrders": {"type": "object"}}},
+        "prefetch": {"type": "object", "additionalProperties": {"type": ["object", "null"]}},
+    },
+}
+_FEEDBACK_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["feedback"],
+    "properties": {"feedback": {"type": "array", "items": {"type": "object", "properties": {
+        "card": {"type": "string"}, "outcome": {"type": "string", "enum": ["accepted", "overridden"]}}}}},
+}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post("/cds-services/{service_id}", summary="Call a CDS service (patient-view or order-select)",
+             openapi_extra=_json_body(_HOOK_REQUEST_SCHEMA))
+async def call_service(request: Request, service_id: str) -> dict[str, Any]:
+    body = await _hook_body(request, service_id)
+    settings = request.app.state.settings
+    cutoff = datetime.now(UTC) - timedelta(days=settings.cds_lookback_days)
+    data = await gather(request, body, cutoff)
+    base = _base_url(request)
+    source = _card_source(base)
+    links = _links(request, base, body["context"]["patientId"])
+    try:
+        req = request_from_fhir(data, cutoff)
+        if service_id == PATIENT_VIEW:
+            return {"cards": [] if req is None else patient_view_cards(assess(req), source, links)}
+        ordered = ordered_medications(body["context"])
+        if req is not None:
+            req["medications"] = list(req.get("medications", [])) + sorted({m.input for m in ordered})
+        return {"cards": order_select_cards(None if req is None else assess(req), ordered,
+                                            settings.cds_lookback_days, source, links)}
+    except InputError as exc:
+        return {"cards": [_unreadable_card(exc, source)]}
+
+
+@router.post("/cds-services/{service_id}/feedback", summary="Card feedback (logged without patient data)",
+             openapi_extra=_json_body(_FEEDBACK_SCHEMA))
+async def feedback(request: Request, service_id: str) -> dict[str, Any]:
+    if service_id not in SERVICES:
+        raise ServiceError(404, "service", f"no CDS service {service_id!r}")
+    await _authenticate(request)
+    body = parse_json((await request.body()).decode("utf-8", errors="replace"))
+    items = body.get("feedback") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise InputError("feedback", "expected a list of feedback items")
+    for item in items:
+        if isinstance(item, dict):
+            # card uuid and outcome only: no patient id, no override comment (free text may name people)
+            log.info("CDS feedback service=%s card=%s outcome=%s", service_id, str(item.get("card"))[:64],
+                     str(item.get("outcome"))[:32])
+    return {}
+
+
+__all__ = ["router", "prefetch_templates", "cbc_loinc_codes", "PATIENT_VIEW", "ORDER_SELECT", "httpx"]

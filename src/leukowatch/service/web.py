@@ -1,0 +1,204 @@
+"""The web page: a CBC form, the result page, stored patients and the population, server-rendered.
+
+No JavaScript is needed (a small script only relabels fields) and nothing loads from a CDN, so the
+page works on a ward PC without internet. The form builds the same JSON request the REST API takes;
+each bad field is validated by the project's own parser and its message is shown next to that
+field (`aria-describedby`), so a screen reader reads it with the input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ..assess import assess
+from ..model import Assessment, InputError
+from ..request import parse_observation, parse_patient
+from .cds_cards import indicator
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(resources.files("leukowatch.service") / "templates"))
+
+#: Form count fields in display order: (form name, analyte, label, takes a % in differential mode).
+COUNT_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
+    ("wbc", "wbc", "White blood cells (WBC)", False),
+    ("neutrophils", "neutrophils", "Neutrophils (ANC, segmented + bands)", True),
+    ("bands", "bands", "Bands", True),
+    ("lymphocytes", "lymphocytes", "Lymphocytes", True),
+    ("monocytes", "monocytes", "Monocytes", True),
+    ("eosinophils", "eosinophils", "Eosinophils", True),
+    ("basophils", "basophils", "Basophils", True),
+    ("platelets", "platelets", "Platelets", False),
+)
+COUNT_UNITS: tuple[tuple[str, str], ...] = (
+    ("10*9/L", "×10⁹/L (= ×10³/µL, K/µL)"), ("cells/uL", "cells/µL (= /mm³)"), ("G/L", "G/L"),
+)
+HB_UNITS: tuple[str, ...] = ("g/dL", "g/L", "mmol/L")
+PROFILES: tuple[tuple[str, str], ...] = (
+    ("", "automatic (standard; Duffy-null if ticked)"), ("standard", "standard"), ("article", "article"),
+    ("duffy_null", "Duffy-null"),
+)
+_OBS_PATH = re.compile(r"^observations\[(\d+)\]")
+_PATH_TO_FORM = {"patient.age_years": "age", "patient.sex": "sex", "patient.duffy_null": "duffy_null",
+                 "temperature_c": "temperature_c", "chemotherapy.last_dose": "chemo_last_dose",
+                 "chemotherapy": "chemo_last_dose", "medications": "medications", "conditions": "conditions",
+                 "symptoms": "symptoms", "profile": "profile", "criteria": "profile"}
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+@dataclass
+class FormResult:
+    request: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    #: observation index -> form field, to put a parser message next to the right input.
+    obs_fields: list[str] = field(default_factory=list)
+
+    def form_field(self, path: str) -> str:
+        m = _OBS_PATH.match(path)
+        if m and int(m.group(1)) < len(self.obs_fields):
+            return self.obs_fields[int(m.group(1))]
+        for prefix, name in _PATH_TO_FORM.items():
+            if path.startswith(prefix):
+                return name
+        return "form"
+
+
+def request_from_form(form: dict[str, str]) -> FormResult:
+    """The project JSON request the form describes, plus per-field errors found by the project parser."""
+    percent_mode = form.get("mode") == "percent"
+    unit = form.get("unit") or "10*9/L"
+    observations: list[dict[str, Any]] = []
+    obs_fields: list[str] = []
+    for name, analyte, _, differential in COUNT_FIELDS:
+        value = (form.get(name) or "").strip()
+        if value:
+            observations.append({"analyte": analyte, "value": value,
+                                 "unit": "%" if percent_mode and differential else unit})
+            obs_fields.append(name)
+    hb = (form.get("hemoglobin") or "").strip()
+    if hb:
+        observations.append({"analyte": "hemoglobin", "value": hb, "unit": form.get("hb_unit") or "g/dL"})
+        obs_fields.append("hemoglobin")
+    patient: dict[str, Any] = {"sex": form.get("sex") or "unknown", "duffy_null": form.get("duffy_null") == "on"}
+    if (form.get("age") or "").strip():
+        patient["age_years"] = form["age"].strip()
+    request: dict[str, Any] = {
+        "patient": patient, "observations": observations,
+        "medications": _lines(form.get("medications", "")), "conditions": _lines(form.get("conditions", "")),
+        "symptoms": _lines(form.get("symptoms", "")),
+    }
+    if (form.get("temperature_c") or "").strip():
+        request["temperature_c"] = form["temperature_c"].strip()
+    if form.get("chemo") == "on" or (form.get("chemo_last_dose") or "").strip():
+        request["chemotherapy"] = {"active": True, "last_dose": (form.get("chemo_last_dose") or "").strip() or None}
+    if form.get("profile"):
+        request["profile"] = form["profile"]
+    result = FormResult(request, obs_fields=obs_fields)
+    if "wbc" not in obs_fields:
+        result.errors["wbc"] = "Enter the white-cell count (WBC)" + (
+            ": the percentages are of the WBC" if percent_mode else "")
+    for i, obs in enumerate(observations):
+        try:
+            parse_observation(obs, f"observations[{i}]")
+        except InputError as exc:
+            result.errors.setdefault(obs_fields[i], exc.problem)
+    try:
+        parse_patient(patient)
+    except InputError as exc:
+        result.errors.setdefault(result.form_field(exc.field), exc.problem)
+    return result
+
+
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _form_context(form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
+    return {"form": form, "errors": errors, "count_fields": COUNT_FIELDS, "count_units": COUNT_UNITS,
+            "hb_units": HB_UNITS, "profiles": PROFILES}
+
+
+def _result_context(a: Assessment) -> dict[str, Any]:
+    return {"a": a, "level": indicator(a), "order": ("wbc", "neutrophils", "bands", "lymphocytes", "monocytes",
+                                                       "eosinophils", "basophils", "hemoglobin", "platelets")}
+
+
+@router.get("/", response_class=HTMLResponse)
+async def form_page(request: Request) -> HTMLResponse:
+    return _page(request, "form.html", _form_context({"mode": "absolute", "unit": "10*9/L", "sex": "unknown"}, {}))
+
+
+@router.post("/", response_class=HTMLResponse)
+async def submit(request: Request) -> HTMLResponse:
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    parsed = request_from_form(form)
+    if not parsed.errors:
+        try:
+            a = assess(parsed.request)
+        except InputError as exc:
+            parsed.errors[parsed.form_field(exc.field)] = exc.problem
+        else:
+            return _page(request, "result.html", _result_context(a) | {"form": form})
+    return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
+
+
+@router.get("/knowledge", response_class=HTMLResponse)
+async def knowledge_page(request: Request) -> HTMLResponse:
+    from .api import knowledge_summary
+
+    return _page(request, "knowledge.html", {"k": knowledge_summary()})
+
+
+@router.get("/patients", response_class=HTMLResponse)
+def patients_page(request: Request) -> HTMLResponse:
+    from ..io.store import list_patients
+
+    cur = request.app.state.store.cursor()
+    try:
+        patients = list_patients(cur)
+    finally:
+        cur.close()
+    return _page(request, "patients.html", {"patients": patients})
+
+
+@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+def patient_page(request: Request, patient_id: str) -> HTMLResponse:
+    from ..history import build_history
+    from .api import stored_request
+
+    req = stored_request(request, patient_id)
+    a = assess(req)
+    history = build_history(req)
+    return _page(request, "patient.html", _result_context(a) | {"patient_id": patient_id, "history": history})
+
+
+@router.get("/patients/{patient_id}/plot.png")
+def patient_plot(request: Request, patient_id: str) -> Response:
+    from ..history import build_history
+    from ..render.plots import history_png
+    from .api import stored_request
+
+    png = history_png(build_history(stored_request(request, patient_id)), dpi=100)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/population", response_class=HTMLResponse)
+def population_page(request: Request) -> HTMLResponse:
+    from .population import by_finding_and_grade, population_summary
+
+    summary = population_summary(request.app.state.store)
+    drug_rows = summary.get("by_drug_class", [])
+    peak = max((int(r["episodes"]) for r in drug_rows), default=1) or 1
+    return _page(request, "population.html", {
+        "s": summary, "findings": by_finding_and_grade(summary),
+        "drugs": [r | {"pct": round(100 * int(r["episodes"]) / peak)} for r in drug_rows],
+    })

@@ -1,0 +1,150 @@
+"""The embedded DuckDB store and `leukowatch ingest` (real DuckDB files in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from leukowatch.assess import assess
+from leukowatch.cli import main
+from leukowatch.io import read_path
+from leukowatch.io.store import (
+    SCHEMA_VERSION,
+    default_db_path,
+    list_patients,
+    load_patient_request,
+    open_store,
+    schema_version,
+    write_result,
+)
+from leukowatch.model import InputError, Patient
+
+DATA = Path(__file__).parent / "data"
+
+
+def _count(db: Path, table: str) -> int:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_migrations_recorded_and_reopen_is_a_no_op(tmp_path):
+    db = tmp_path / "s.duckdb"
+    open_store(db).close()
+    con = open_store(db)
+    assert schema_version(con) == SCHEMA_VERSION
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+def test_default_path_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LEUKOWATCH_DB", str(tmp_path / "x.duckdb"))
+    assert default_db_path() == tmp_path / "x.duckdb"
+    monkeypatch.delenv("LEUKOWATCH_DB")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == tmp_path / "xdg" / "leukowatch" / "leukowatch.duckdb"
+
+
+def test_ingest_is_idempotent_and_reconciles(tmp_path, capsys):
+    db = tmp_path / "s.duckdb"
+    files = [str(DATA / "io_oru_mixed.hl7"), str(DATA / "io_oru_mllp.hl7"), str(DATA / "io_labs.csv"),
+             str(DATA / "io_bundle_mixed.json"), str(DATA / "io_omop")]
+    assert main(["ingest", *files, "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "io_labs.csv: read 11 = accepted 7 + rejected 4; 7 new observations stored" in out
+    n = _count(db, "observations")
+    assert n == 5 + 1 + 7 + 5 + 5
+    assert main(["ingest", *files, "--db", str(db)]) == 0
+    assert "already ingested" in capsys.readouterr().out
+    assert _count(db, "observations") == n
+    # the same message inside another file (different sha256) adds nothing either
+    copy = tmp_path / "again.hl7"
+    copy.write_bytes((DATA / "io_oru_mllp.hl7").read_bytes() + b"\r")
+    assert main(["ingest", str(copy), "--db", str(db)]) == 0
+    assert _count(db, "observations") == n
+    assert _count(db, "rejects") == 5 + 0 + 4 + 3 + 3
+    con = duckdb.connect(str(db), read_only=True)
+    read, acc, rej = con.execute("SELECT sum(read), sum(accepted), sum(rejected) FROM ingests").fetchone()
+    assert read == acc + rej
+    src = con.execute("SELECT source_id, source_line FROM observations WHERE analyte = 'wbc' AND value = 3.1"
+                      ).fetchone()
+    assert src == ("MSG-0002", 4)
+    con.close()
+
+
+def test_load_patient_request_feeds_assess_with_history(tmp_path):
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(DATA / "io_oru_mixed.hl7"), str(DATA / "io_oru_mllp.hl7"), "--db", str(db)]) == 0
+    con = open_store(db)
+    assert [p["patient_id"] for p in list_patients(con)] == ["H100"]
+    request = load_patient_request(con, "H100")
+    assert request["patient"]["sex"] == "female" and request["patient"]["birth_date"] == "1970-01-02"
+    wbc = [o for o in request["observations"] if o["analyte"] == "wbc"]
+    assert [o["value"] for o in wbc] == [2.4, 3.1]  # two draws, oldest first
+    assert any(o["value"] == "<0.1" for o in request["observations"])  # comparator survives
+    a = assess(request)
+    assert a.finding("leukopenia") and a.counts["wbc"].value == pytest.approx(3.1)  # latest draw
+    with pytest.raises(InputError):
+        load_patient_request(con, "nobody")
+    con.close()
+
+
+def test_medicines_become_chemotherapy_dates(tmp_path):
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(DATA / "io_omop"), "--db", str(db)]) == 0
+    con = open_store(db)
+    request = load_patient_request(con, "101")
+    assert request["chemotherapy"]["dose_dates"] == ["2026-01-20"]
+    assert {m["name"] for m in request["medications"]} == {"clozapine 100 mg", "cyclophosphamide"}
+    con.close()
+
+
+def test_a_failure_mid_file_leaves_nothing(tmp_path):
+    db = tmp_path / "s.duckdb"
+    con = open_store(db)
+    result = read_path(DATA / "io_labs.csv")
+    result.patients.append(Patient(id="H9", birth_date="not a date"))  # type: ignore[arg-type]
+    with pytest.raises(duckdb.Error):
+        write_result(con, result, "labs.csv", "sha-x", "csv")
+    for table in ("observations", "patients", "ingests", "rejects"):
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    result.patients.pop()
+    summary = write_result(con, result, "labs.csv", "sha-x", "csv")
+    assert summary.stored == 7
+    con.close()
+
+
+def test_unreadable_file_exits_2_and_stores_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceType": "Bundle", "entry": ')
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(bad), str(DATA / "io_oru_mllp.hl7"), "--db", str(db)]) == 2
+    assert "nothing stored from" in capsys.readouterr().err
+    assert _count(db, "observations") == 1
+
+
+def test_read_json_cli(capsys):
+    assert main(["read", str(DATA / "io_labs.csv"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["read"] == data["accepted"] + data["rejected"] == 11
+    assert data["observations"][1]["value"] == 3.2 and data["rejects"][0]["locator"] == "line 8 column unit"
+
+
+def test_read_table_cli_prints_reconciliation(capsys):
+    assert main(["read", str(DATA / "io_oru_mixed.hl7")]) == 0
+    out = capsys.readouterr().out
+    assert "read 10 = accepted 5 + rejected 5" in out and "OBX[6]-6" in out
+
+
+def test_store_dates_are_dates(tmp_path):
+    db = tmp_path / "s.duckdb"
+    main(["ingest", str(DATA / "io_bundle_mixed.json"), "--db", str(db)])
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT start FROM medications WHERE name LIKE 'methimazole%'").fetchone()[0] == date(2026, 1, 15)
+    con.close()

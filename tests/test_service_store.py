@@ -1,0 +1,95 @@
+"""Stored patients through the service (real uvicorn, real DuckDB file): ingest over REST (idempotent),
+the history JSON, the PDF report, the patient page with its plot, and the population page."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import pytest
+from service_helpers import medication_request, patient_resource, serve
+
+from leukowatch.service import Settings, create_app
+
+PID = "store-pat-1"
+
+
+def _obs(oid: str, loinc: str, value: float, when: str) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": when,
+            "valueQuantity": {"value": value, "unit": "10*3/uL", "system": "http://unitsofmeasure.org",
+                              "code": "10*3/uL"}}
+
+
+def bundle() -> dict:
+    """Three low ANCs over 13 weeks (chronic by the article's rule) while on clozapine."""
+    draws = [("2026-01-05T08:00:00Z", 3.1, 1.1), ("2026-02-16T08:00:00Z", 2.9, 1.0),
+             ("2026-04-06T08:00:00Z", 2.8, 0.9)]
+    resources = [patient_resource(PID, "male", "1980-05-01")]
+    for i, (when, wbc, anc) in enumerate(draws):
+        resources += [_obs(f"w{i}", "6690-2", wbc, when), _obs(f"n{i}", "751-8", anc, when)]
+    med = medication_request("m1", "clozapine 100 mg", pid=PID)
+    med["authoredOn"] = "2025-11-20"
+    resources.append(med)
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    db = tmp_path_factory.mktemp("store") / "store.duckdb"
+    with serve(create_app(Settings(db=str(db), insecure_dev=True))) as url:
+        body = json.dumps(bundle())
+        first = httpx.post(f"{url}/api/ingest", content=body, headers={"Content-Type": "application/fhir+json"})
+        assert first.status_code == 200, first.text
+        assert first.json()["stored"] == 6
+        again = httpx.post(f"{url}/api/ingest", content=body, headers={"Content-Type": "application/fhir+json"})
+        assert again.json()["stored"] == 0 and again.json()["already_ingested"]
+        yield url
+
+
+def test_patients_and_history(base: str) -> None:
+    patients = httpx.get(f"{base}/api/patients").json()
+    assert [p["patient_id"] for p in patients] == [PID]
+    history = httpx.get(f"{base}/api/patients/{PID}/history").json()
+    assert history["chronicity"]["status"] == "chronic"
+    assert httpx.get(f"{base}/api/patients/nobody/history").status_code == 404
+
+
+def test_report_pdf_has_the_verdict(base: str) -> None:
+    from pypdf import PdfReader
+
+    resp = httpx.get(f"{base}/api/patients/{PID}/report.pdf", timeout=60)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf"
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(resp.content)).pages)
+    assert "neutropenia" in text.lower() and "chronic" in text.lower()
+
+
+def test_patient_page_with_plot(base: str) -> None:
+    page = httpx.get(f"{base}/patients/{PID}", timeout=60)
+    assert page.status_code == 200
+    assert 'id="verdict"' in page.text and "chronic" in page.text
+    assert f"/api/patients/{PID}/report.pdf" in page.text
+    png = httpx.get(f"{base}/patients/{PID}/plot.png", timeout=60)
+    assert png.content.startswith(b"\x89PNG")
+    assert PID in httpx.get(f"{base}/patients").text
+
+
+def test_population_page(base: str) -> None:
+    page = httpx.get(f"{base}/population", timeout=120)
+    assert page.status_code == 200, page.text
+    assert 'data-finding="neutropenia"' in page.text
+    assert "clozapine" in page.text.lower()
+    # the store is usable again afterwards (the screen borrowed the file)
+    assert httpx.get(f"{base}/api/patients").status_code == 200
+
+
+def test_cds_card_links_to_the_stored_patient(base: str) -> None:
+    from service_helpers import neutropenic_cbc, searchset
+
+    body = {"hook": "patient-view", "hookInstance": "x", "context": {"patientId": PID},
+            "prefetch": {"patient": patient_resource(PID), "cbc": searchset(neutropenic_cbc(PID)),
+                         "medications": searchset([]), "conditions": searchset([])}}
+    cards = httpx.post(f"{base}/cds-services/leukowatch-patient-view", json=body).json()["cards"]
+    assert any(link["url"] == f"{base}/patients/{PID}" for link in cards[0]["links"])
