@@ -121,6 +121,10 @@ def test_openapi_and_docs(base: str) -> None:
     assert "/cds-services" in schema["paths"]
     docs = httpx.get(f"{base}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Works offline: every script and stylesheet of the docs page is served by the app itself.
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text
+    for asset in ("/swagger-ui/swagger-ui-bundle.js", "/swagger-ui/swagger-ui.css"):
+        assert asset in docs.text and httpx.get(f"{base}{asset}").status_code == 200
 
 
 def test_unknown_route_is_json_404(base: str) -> None:

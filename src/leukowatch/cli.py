@@ -132,21 +132,14 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
-    from .knowledge import knowledge_version, load_table
+    from .knowledge import knowledge_version, load_table, summary
 
     profiles = load_table("profiles")["profiles"]
     criteria = load_table("criteria")["versions"]
     drugs = load_table("drugs")
     conditions = load_table("conditions")["conditions"]
     if args.json:
-        print(json.dumps({
-            "knowledge_version": knowledge_version(),
-            "profiles": {k: {"label": v["label"], "description": v["description"]} for k, v in profiles.items()},
-            "criteria": criteria,
-            "drug_classes": drugs["classes"],
-            "drugs": drugs["drugs"],
-            "conditions": conditions,
-        }, indent=2, ensure_ascii=False))
+        print(json.dumps(summary(), indent=2, ensure_ascii=False))
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table

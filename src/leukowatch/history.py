@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .assess import chronicity_from_draws, evaluate_history
-from .model import Chronicity, MedicationInput, Patient, Request, _jsonable
+from .model import Chronicity, MedicationInput, Patient, Request, jsonable
 from .request import parse_request
 from .rules.causes import match_medications
 from .rules.findings import LOW_FINDING
@@ -85,7 +85,7 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON shape of `leukowatch history --json` (the series are left out; the report draws them)."""
-        out = _jsonable(self)
+        out = jsonable(self)
         out.pop("series")
         out["patient"] = {"id": self.patient.id, "sex": self.patient.sex, "duffy_null": self.patient.duffy_null}
         for code, eps in self.episodes.items():

@@ -7,7 +7,7 @@ observation leaves `units.py`; the original spelling survives only as provenance
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -279,26 +279,42 @@ class Assessment:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of DESIGN.md § Contracts (dates as ISO strings, counts with per_uL)."""
-        return _jsonable(self)
+        return jsonable(self)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Count):
-        d = {k: _jsonable(v) for k, v in asdict(obj).items()}
-        d["per_uL"] = obj.per_uL
-        return d
-    if hasattr(obj, "__dataclass_fields__"):
-        out: dict[str, Any] = {}
-        for k in obj.__dataclass_fields__:
-            v = getattr(obj, k)
-            out["class" if k == "drug_class" else k] = _jsonable(v)
-        return out
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (datetime, date)):
-        return obj.isoformat()
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(cls.__dataclass_fields__)
+    return names
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_JSON_NAME = {"drug_class": "class"}  # `class` is a Python keyword, but the contract's name
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, dates and floats -> JSON-ready values (public: history and service use it too).
+
+    Written as one type switch rather than `dataclasses.asdict`, which deep-copies every value and
+    cost more than the assessment itself.
+    """
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
     if isinstance(obj, float):
         return round(obj, 6)  # hide binary noise (2.1 x 20 / 100 = 0.42000000000000004)
-    return obj
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    names = _field_names(type(obj)) if hasattr(obj, "__dataclass_fields__") else None
+    if names is None:
+        return obj
+    out = {_JSON_NAME.get(k, k): jsonable(getattr(obj, k)) for k in names}
+    if isinstance(obj, Count):
+        out["per_uL"] = obj.per_uL
+    return out
+
+

@@ -77,3 +77,21 @@ def load_table(name: str) -> dict[str, Any]:
     if name not in TABLES:
         raise KeyError(f"unknown knowledge table {name!r}; known: {', '.join(TABLES)}")
     return _all_tables()[name]
+
+
+def summary() -> dict[str, Any]:
+    """Profiles, criteria, medicines and conditions with their sources: what a reviewer audits.
+
+    One function for `leukowatch knowledge --json`, `GET /api/knowledge` and the web page, so the
+    three can never list different things.
+    """
+    profiles = load_table("profiles")["profiles"]
+    drugs = load_table("drugs")
+    return {
+        "knowledge_version": knowledge_version(),
+        "profiles": {k: {"label": v["label"], "description": v["description"]} for k, v in profiles.items()},
+        "criteria": load_table("criteria")["versions"],
+        "drug_classes": drugs["classes"],
+        "drugs": drugs["drugs"],
+        "conditions": load_table("conditions")["conditions"],
+    }

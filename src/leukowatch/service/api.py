@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..assess import assess
-from ..knowledge import knowledge_version, load_table
+from ..knowledge import summary
 from ..model import InputError
 from ..render.json import assessment_dict
 from .errors import ServiceError
@@ -100,18 +100,7 @@ async def api_assess(request: Request, profile: str | None = Query(None, descrip
     return JSONResponse(assessment_dict(assess(data)))
 
 
-def knowledge_summary() -> dict[str, Any]:
-    """Profiles, criteria, medicines and conditions with their sources (what `knowledge --json` lists)."""
-    profiles = load_table("profiles")["profiles"]
-    drugs = load_table("drugs")
-    return {
-        "knowledge_version": knowledge_version(),
-        "profiles": {k: {"label": v["label"], "description": v["description"]} for k, v in profiles.items()},
-        "criteria": load_table("criteria")["versions"],
-        "drug_classes": drugs["classes"],
-        "drugs": drugs["drugs"],
-        "conditions": load_table("conditions")["conditions"],
-    }
+knowledge_summary = summary  # re-exported for the web page
 
 
 @router.get("/knowledge", summary="The clinical knowledge tables with sources")

@@ -15,6 +15,7 @@ from importlib import metadata, resources
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import api, cds, web
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store.close()
 
     app = FastAPI(
-        title="leukowatch", version=_version(), lifespan=lifespan,
+        title="leukowatch", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Sourced, explainable verdicts on leukopenia from white-blood-cell counts. "
                     "Decision support, not a diagnosis.",
     )
@@ -66,8 +67,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     static = resources.files("leukowatch.service") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _mount_offline_docs(app)
     # CDS Hooks sandboxes call from the browser; bearer tokens, no cookies, so any origin may call.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
                        allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    """Swagger UI from a local package: FastAPI's default page loads it from a CDN, which a hospital
+    network (and this service's "works offline" promise) cannot rely on."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="leukowatch API",
+            swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/swagger-ui/favicon-32x32.png",
+        )
