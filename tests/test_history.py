@@ -4,6 +4,7 @@ neutropenia, Duffy-null, and the chronic rule at its boundary."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 
 import history_cases as hc
@@ -102,6 +103,89 @@ def test_noise_and_sparse_sampling_are_not_called_cyclic() -> None:
     monthly = hc.steady(1.1, months=6, duffy_null=False)
     c = build_history(monthly).cyclic
     assert c.status == "insufficient_data" and "2-3x/week" in c.evidence[0]
+
+
+def _with_sparse_visits(req: dict, lows: dict[int, float], recheck_anc: float = 3.6) -> dict:
+    """`req` plus earlier clinic visits: a low ANC on each given day (from T0) and a normal recheck 8 days
+    later, as the demo population's cyclic persons have before their 2-3x/week block."""
+    for day, anc in lows.items():
+        for d, v in ((day, anc), (day + 8, recheck_anc)):
+            req["observations"] += hc.draw(T0 + timedelta(days=d), v)
+    return req
+
+
+def _cosine_anc(day: float, period: float = 21.0) -> float:
+    return 0.08 + 3.6 * ((1 - math.cos(2 * math.pi * (day - 5) / period)) / 2) ** 2
+
+
+def test_dense_block_plus_sparse_nadir_visits_is_suspected_on_the_block() -> None:
+    # Nadirs 103 and 42 days apart before the block (about 5 and 2 periods): the demo validation's case.
+    h = build_history(_with_sparse_visits(hc.cyclic(period=21.0), {-140: 0.1, -37: 0.09}))
+    c = h.cyclic
+    assert c is not None and c.status == "suspected", c.evidence
+    assert 19 <= c.period_days <= 23 and c.false_alarm_probability < 0.01
+    assert c.window is not None and c.window[0].date() == T0.date()  # the 8-week block only
+    assert (c.window[1] - c.window[0]).days <= 56 and c.evidence[0].startswith("judged on 21 results")
+    assert len(c.nadirs) == 5 and c.nadir_spacing_days[0] == 103
+    assert 40 <= c.nadir_spacing_days[1] <= 44
+    fit = next(e for e in c.evidence if "whole number of periods" in e)
+    assert fit.startswith("1 nadir(s)") and (T0 + timedelta(days=-37)).date().isoformat() in fit
+    assert any("too many cycles away" in e and "2025-08-18" in e for e in c.evidence)  # day -140: 7 periods
+    assert any("cyclic neutropenia" in line for line in h.verdict)
+
+
+def test_sparse_nadir_off_the_rhythm_is_reported_but_does_not_overturn_the_block() -> None:
+    c = build_history(_with_sparse_visits(hc.cyclic(period=21.0), {-25: 0.3})).cyclic
+    assert c.status == "suspected", c.evidence
+    assert any(e.startswith("1 nadir(s) outside the window off the rhythm") for e in c.evidence)
+
+
+def test_lows_at_sparse_visits_every_three_weeks_are_not_a_cycle() -> None:
+    # Regular lows 21 days apart, but visits 8-13 days apart: no 2-3x/week sampling, nothing to judge.
+    req = _with_sparse_visits(hc.request([]), {21 * k: 0.1 for k in range(5)})
+    c = build_history(req).cyclic
+    assert c.status == "insufficient_data" and "2-3x/week" in c.evidence[0], c.evidence
+    assert c.window is None and len(c.nadirs) == 5
+
+
+def test_noise_block_with_sparse_nadirs_at_whole_periods_is_not_cyclic() -> None:
+    req = hc.cyclic()
+    rnd = np.random.default_rng(5)
+    for o in req["observations"]:
+        if o["analyte"] == "neutrophils":
+            o["value"] = round(float(3.0 * np.exp(rnd.normal(0, 0.3))), 3)
+    c = build_history(_with_sparse_visits(req, {-142: 0.1, -37: 0.1})).cyclic
+    assert c.status == "not_suspected" and c.window is not None, c.evidence
+
+
+def test_chemotherapy_with_earlier_sparse_lows_is_still_not_cyclic() -> None:
+    h = build_history(_with_sparse_visits(hc.chemotherapy_cycles(), {-60: 0.4}))
+    assert h.chemotherapy is not None and h.chemotherapy.status == "consistent"
+    assert h.cyclic is not None and h.cyclic.status == "not_suspected"
+    assert "chemotherapy-induced" in h.cyclic.evidence[-1]
+
+
+def test_a_fall_at_the_window_end_is_not_counted_as_a_nadir() -> None:
+    # Two nadirs (days 4-6 and 26) and a count still falling on the last draw (day 42, 0.85): two cycles.
+    pts = [Point(T0 + timedelta(days=d), _cosine_anc(d), _cosine_anc(d) < 1.5) for d in range(0, 43, 2)]
+    c = cyclic_neutropenia(pts)
+    assert c.status == "not_suspected" and "fewer than 3 nadirs" in c.evidence[-1], c.evidence
+    assert any("window's edge not dated" in e for e in c.evidence)
+    # One more week of draws shows the third nadir.
+    more = pts + [Point(T0 + timedelta(days=d), _cosine_anc(d), _cosine_anc(d) < 1.5) for d in range(44, 53, 2)]
+    assert cyclic_neutropenia(more).status == "suspected"
+
+
+def test_each_dense_window_is_judged_and_the_threshold_is_shared() -> None:
+    # A noisy block, 100 days without draws, then a cyclic block: two windows, Bonferroni over both.
+    rnd = np.random.default_rng(3)
+    noise = [Point(T0 + timedelta(days=d), float(3.0 * np.exp(rnd.normal(0, 0.3))), False) for d in range(0, 57, 2)]
+    start = 160
+    cyc = [Point(T0 + timedelta(days=start + d), _cosine_anc(d), _cosine_anc(d) < 1.5) for d in range(0, 57, 2)]
+    c = cyclic_neutropenia(noise + cyc)
+    assert c.status == "suspected", c.evidence
+    assert c.window == (cyc[0].time, cyc[-1].time) and abs(c.period_days - 21) <= 1.5
+    assert any("2 densely sampled windows judged" in e and "0.005" in e for e in c.evidence)
 
 
 def test_lomb_scargle_matches_scipy() -> None:

@@ -75,7 +75,18 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-def load_request_text(text: str, fmt: str, source: str) -> dict[str, Any]:
+def load_request_file(file: str, fmt: str, patient: str | None = None) -> dict[str, Any]:
+    """A request dict from FILE (- for stdin). CSV, Parquet and OMOP (a folder or DuckDB file) go
+    through the lab readers by path; the JSON request, FHIR and HL7 through `load_request_text`."""
+    if file != "-":
+        from .io import TABLE_FORMATS, path_format, request_from_path  # light: no duckdb/pyarrow here
+
+        if path_format(file, fmt) in TABLE_FORMATS:
+            return request_from_path(file, fmt, patient)
+    return load_request_text(_read_text(file), fmt, file, patient)
+
+
+def load_request_text(text: str, fmt: str, source: str, patient: str | None = None) -> dict[str, Any]:
     """A request dict from a file's text: the project JSON, FHIR JSON or an HL7 v2 message."""
     stripped = text.lstrip("\ufeff\x0b \r\n\t")
     if fmt == "auto":
@@ -84,7 +95,8 @@ def load_request_text(text: str, fmt: str, source: str) -> dict[str, Any]:
         elif stripped.startswith("{") or stripped.startswith("["):
             fmt = "json"
         else:
-            raise InputError(source, "unrecognised input: expected a JSON request, FHIR JSON or an HL7 v2 message")
+            raise InputError(source, "unrecognised input: expected a JSON request, FHIR JSON or an HL7 v2 message "
+                                     "(CSV, Parquet and OMOP are read from a file, not stdin)")
     if fmt == "json":
         try:
             data = json.loads(stripped)
@@ -93,11 +105,13 @@ def load_request_text(text: str, fmt: str, source: str) -> dict[str, Any]:
         if isinstance(data, dict) and "resourceType" in data and "observations" not in data:
             fmt = "fhir"
         else:
+            if patient is not None:
+                raise InputError("--patient", "picks one person of a lab file; a JSON request is one person already")
             return data
     if fmt in ("fhir", "hl7"):
         from .io import request_from_text  # imported only for these formats
 
-        return request_from_text(stripped, fmt, source)
+        return request_from_text(stripped, fmt, source, patient)
     raise InputError("--format", f"unknown format {fmt!r}")
 
 
@@ -105,7 +119,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
     from .assess import assess
 
     if args.file is not None:
-        request = load_request_text(_read_text(args.file), args.format, args.file)
+        request = load_request_file(args.file, args.format, args.patient)
     else:
         request = request_from_flags(args)
     if isinstance(request, dict):
@@ -177,10 +191,13 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
 
 
 def _add_assess(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("assess", help="assess one blood count (JSON request, FHIR, HL7 v2, or flags)",
+    p = sub.add_parser("assess", help="assess one blood count (JSON request, FHIR, HL7 v2, CSV/Parquet, OMOP, or flags)",
                        description="Assess one person's blood count. Give a FILE (- for stdin) or count flags.")
-    p.add_argument("file", nargs="?", help="JSON request, FHIR JSON or HL7 v2 message; - reads stdin")
-    p.add_argument("--format", default="auto", choices=("auto", "json", "fhir", "hl7"))
+    p.add_argument("file", nargs="?", help="JSON request, FHIR JSON, HL7 v2 message, CSV, Parquet, an OMOP folder "
+                                           "or DuckDB file; - reads stdin (JSON, FHIR, HL7)")
+    p.add_argument("--format", default="auto", choices=("auto", "json", "fhir", "hl7", "csv", "parquet", "omop",
+                                                        "duckdb"), help="input format (default: detected)")
+    p.add_argument("--patient", metavar="ID", help="the person to assess when FILE holds several (CSV, OMOP...)")
     p.add_argument("--json", action="store_true", help="print the Assessment as JSON")
     p.add_argument("--fhir", action="store_true", help="print the Assessment as a FHIR R4 Bundle")
     p.add_argument("--profile", help="reference-range profile (standard, article, duffy_null)")

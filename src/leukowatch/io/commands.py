@@ -115,7 +115,7 @@ def run_read(args: Any, out: TextIO | None = None) -> int:
                   r["unit"], rng, r["lab_flag"] or "", r["status"] or "", r["locator"])
     console.print(t)
     if result.rejects:
-        shown = result.rejects if args.all_rejects else [r for r in result.rejects if r.kind == "invalid"]
+        shown = result.rejects if args.all_rejects else [r for r in result.rejects if r.kind != "skipped"]
         if shown:
             rt = Table(title="Rejected", title_justify="left")
             for name in ("where", "kind", "reason"):

@@ -5,6 +5,8 @@ bundle becomes one reject naming its JSON path instead of sinking the whole bund
 the chain the standard intends: Observation.effective[x], else the DiagnosticReport's
 effective[x] (the HL7 "CBC 101" example has no effective on its Observations), else issued.
 Units are read from the UCUM `code` first (machine-readable), then the display `unit`.
+An Observation id that appears twice in a bundle (same meta.versionId) is read once; the second
+entry is rejected as "duplicate of entry[i].resource", as is a second identical result.
 """
 
 from __future__ import annotations
@@ -91,8 +93,7 @@ def read_fhir(data: dict[str, Any], source: str = "<fhir>", digest: str = "") ->
         model = validate(data, "$")
         reader.add(model, "$", None)
         reader.finish()
-    reader.col.supersede_corrections()
-    return reader.col.result
+    return reader.col.finish()
 
 
 def _ref_key(reference: str | None) -> str | None:
@@ -242,17 +243,23 @@ class _Reader:
     def observation(self, res: Any, path: str, full_url: str | None) -> None:
         rid = f"Observation/{res.id}" if res.id else path
         raw = res.model_dump(mode="json", exclude={"text"})
-        if res.status in _SKIP_STATUS:
-            self.col.skip(f"{path}.status", f"observation {_SKIP_STATUS[res.status]}", raw)
-            return
         pid = self.patient_id(res.subject)
+        if res.status in _SKIP_STATUS:
+            self.col.skip(f"{path}.status", f"observation {_SKIP_STATUS[res.status]}", raw, pid)
+            return
+        if res.id and ".contained[" not in path:  # contained ids are local to their container
+            version = res.meta.versionId if res.meta is not None else None
+            first = self.col.first_seen(f"{rid}/_history/{version or ''}", path)
+            if first is not None:
+                self.col.duplicate(path, first, raw, pid, f" (the same {rid} again)")
+                return
         time = self._time(res, full_url)
         if res.component and res.valueQuantity is None:
             for i, comp in enumerate(res.component):
                 self._value(comp, f"{path}.component[{i}]", f"{rid}.component[{i}]", pid, time, res, raw)
             return
         if res.hasMember and res.valueQuantity is None and res.valueString is None:
-            self.col.skip(path, "panel: its member observations are read instead", raw)
+            self.col.skip(path, "panel: its member observations are read instead", raw, pid)
             return
         self._value(res, path, rid, pid, time, res, raw)
 
@@ -260,12 +267,12 @@ class _Reader:
                raw: Any) -> None:
         mapping, how = _map_concept(holder.code)
         if mapping is None:
-            self.col.skip(f"{path}.code", how, raw)
+            self.col.skip(f"{path}.code", how, raw, pid)
             return
         q = holder.valueQuantity
         if q is not None:
             if q.value is None:
-                self.col.invalid(f"{path}.valueQuantity.value", "quantity without a value", raw)
+                self.col.invalid(f"{path}.valueQuantity.value", "quantity without a value", raw, pid)
                 return
             value: Any = f"{q.comparator}{q.value}" if q.comparator else float(q.value)
             unit = q.code if q.code and (q.system in (None, UCUM)) else q.unit
@@ -278,12 +285,12 @@ class _Reader:
             absent = _concept_text(getattr(holder, "dataAbsentReason", None))
             status = getattr(parent, "status", None)
             if absent or status in _NO_VALUE_STATUS:
-                self.col.skip(f"{path}.value[x]", f"no value ({absent or _NO_VALUE_STATUS[status]})", raw)
+                self.col.skip(f"{path}.value[x]", f"no value ({absent or _NO_VALUE_STATUS[status]})", raw, pid)
             else:
                 kind = next((k for k in ("valueCodeableConcept", "valueBoolean", "valueRange", "valueRatio",
                                          "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
                              if getattr(holder, k, None) is not None), None)
-                self.col.invalid(f"{path}.value[x]", f"{kind or 'missing value'}: not a count", raw)
+                self.col.invalid(f"{path}.value[x]", f"{kind or 'missing value'}: not a count", raw, pid)
             return
         obs: dict[str, Any] = {**mapping, "value": value, "unit": unit, "source": f"{self.bundle_key}:{rid}"}
         if time:

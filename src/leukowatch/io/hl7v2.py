@@ -5,6 +5,7 @@ LF or CRLF instead of CR between segments, a UTF-8 BOM, MLLP framing bytes, seve
 one file, OBR groups out of order, local codes instead of LOINC ("WBC^White Blood Cell Count^L"),
 ranges written "4.0-11.0" or "4300 to 10800", SN values ("<^0.1"), and corrected results (OBX-11 C).
 Every OBX becomes an observation or a reject naming "OBX[n]-field"; nothing is dropped silently.
+The same OBX sent twice (in one message or in two) is rejected as "duplicate of OBX[n]".
 """
 
 from __future__ import annotations
@@ -159,8 +160,7 @@ def read_hl7(text: str, source: str = "<hl7>", aliases: dict[str, str] | None = 
     for number, (first_line, body) in enumerate(messages, start=1):
         where = f"message {number} " if len(messages) > 1 else ""
         _read_message(col, _Message(body, where), where, first_line, source, alias_map)
-    col.supersede_corrections()
-    return col.result
+    return col.finish()
 
 
 def _read_message(col: Collector, msg: _Message, where: str, first_line: int, source: str,
@@ -197,26 +197,26 @@ def _read_obx(col: Collector, msg: _Message, obx: Any, locator: str, patient_id:
     status = msg.comp(obx, 11).upper() or None
     vtype = msg.comp(obx, 2).upper()
     if status in _NOT_RESULTS:
-        col.skip(f"{locator}-11", _NOT_RESULTS[status], raw)
+        col.skip(f"{locator}-11", _NOT_RESULTS[status], raw, patient_id)
         return
     mapping, how = _map_code(msg, obx, aliases)
     if mapping is None:
-        col.skip(f"{locator}-3", how, raw)
+        col.skip(f"{locator}-3", how, raw, patient_id)
         return
     value = _value(msg, obx, vtype)
     if not value:
         if status in _PENDING:
-            col.skip(f"{locator}-5", f"no value yet: result {_PENDING[status]} (OBX-11 {status})", raw)
+            col.skip(f"{locator}-5", f"no value yet: result {_PENDING[status]} (OBX-11 {status})", raw, patient_id)
         else:
-            col.invalid(f"{locator}-5", "empty result value", raw)
+            col.invalid(f"{locator}-5", "empty result value", raw, patient_id)
         return
     if vtype not in _NUMERIC_TYPES:
-        col.skip(f"{locator}-2", f"value type {vtype} is not a number", raw)
+        col.skip(f"{locator}-2", f"value type {vtype} is not a number", raw, patient_id)
         return
     try:
         time = parse_ts(msg.comp(obx, 14), f"{locator}-14") or obr_time
     except InputError as err:
-        col.invalid(err.field, err.problem, raw)
+        col.invalid(err.field, err.problem, raw, patient_id)
         return
     unit = msg.comp(obx, 6, 1) or msg.comp(obx, 6, 2)
     obs: dict[str, Any] = {**mapping, "value": value, "unit": unit or None,

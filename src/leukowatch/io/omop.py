@@ -4,6 +4,8 @@ medicines), from CSV files, Parquet files or a DuckDB database.
 DuckDB reads all three the same way, so one SQL path serves them. Concept ids map through
 `knowledge/omop.toml` (shared with the population engine); a measurement whose concept is not
 listed is still read when its `measurement_source_value` is a LOINC code leukowatch knows.
+A repeated measurement_id, or a row repeating an earlier result (`result.DUPLICATE_KEY`), is
+rejected as a duplicate naming the first one.
 """
 
 from __future__ import annotations
@@ -125,6 +127,13 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path) -> ReadResult:
     for number, row in enumerate(rows, start=1):
         mid = row.get("measurement_id")
         locator = f"measurement_id {mid}" if mid not in (None, "") else f"measurement row {number}"
+        person = row.get("person_id")
+        pid = None if person in (None, "") else str(_int(person) or person)
+        if mid not in (None, ""):
+            first = col.first_seen(str(mid), f"measurement row {number}")
+            if first is not None:
+                col.duplicate(f"measurement row {number}", first, row, pid, f" (measurement_id {mid} again)")
+                continue
         concept = _int(row.get("measurement_concept_id"))
         source_value = str(row.get("measurement_source_value") or "").strip()
         mapped = maps["measurement"].get(concept) if concept is not None else None
@@ -134,7 +143,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path) -> ReadResult:
             obs = {"code": source_value}
         else:
             col.skip(f"{locator} measurement_concept_id", f"concept {concept} ({source_value or 'no source value'}) "
-                                                          "is not a blood count leukowatch reads", row)
+                                                          "is not a blood count leukowatch reads", row, pid)
             continue
         value = row.get("value_as_number")
         comparator = maps["operator"].get(_int(row.get("operator_concept_id")) or -1, "")
@@ -147,9 +156,8 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path) -> ReadResult:
         rng = {side: row[f"range_{side}"] for side in ("low", "high") if row.get(f"range_{side}") not in (None, "")}
         if rng:
             obs["reference_range"] = rng
-        person = row.get("person_id")
         obs["source"] = f"{path.name}:{locator}"
-        col.offer(obs, locator, patient_id=None if person in (None, "") else str(_int(person) or person),
+        col.offer(obs, locator, patient_id=pid,
                   source_key=f"omop:{path.name}:{mid or number}", source_id=None if mid is None else str(mid),
                   line=number, raw=row)
     if _has(con, "person"):
@@ -157,7 +165,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path) -> ReadResult:
             col.result.patients.append(_person(row, maps["gender"]))
     if _has(con, "drug_exposure"):
         col.result.medications.extend(_drugs(con))
-    return col.result
+    return col.finish()
 
 
 def _person(row: dict[str, Any], genders: dict[int, str]) -> Patient:

@@ -5,6 +5,9 @@ Readers do not convert units or validate values themselves: each builds the proj
 observation dict and hands it to `Collector.offer`, which runs the same
 `request.parse_observation` that `assess` uses. So a FHIR file, an HL7 message and a CSV row are
 judged by one set of rules, and a rejected row carries the very message `assess` would give.
+
+Duplicates are defined here once (`RESULT_KEY`, `DUPLICATE_KEY`) for the readers and the
+population screen, so `leukowatch read` and the screen count the same rows as duplicates.
 """
 
 from __future__ import annotations
@@ -21,8 +24,29 @@ from ..units import canonical_analyte, loinc_lookup
 
 log = logging.getLogger("leukowatch.io")
 
-RejectKind = Literal["invalid", "skipped"]
+RejectKind = Literal["invalid", "skipped", "duplicate"]
 _RANGE = re.compile(r"^\s*(?:([<>]=?)\s*)?(\d+(?:\.\d+)?)\s*(?:(?:-|to|–)\s*(\d+(?:\.\d+)?))?\s*$", re.IGNORECASE)
+
+
+#: The identity of one result: one value per analyte (absolute or %) per person per draw time.
+#: `rules.differential` uses the later of two such results (warning when the values differ), and the
+#: population screen (`population.pipeline.latest_per_draw`) partitions by these very columns and
+#: rejects the earlier ones with reason_code "duplicate".
+RESULT_KEY: tuple[str, ...] = ("patient_id", "time", "analyte", "percent")
+#: An *exact* duplicate: the same result again with the same value, unit and comparator, compared
+#: after conversion to canonical units (so "3200 /uL" repeats "3.2 10*9/L"; the reference range and
+#: the spelling of the code do not matter). The readers reject it as "duplicate of <first occurrence>";
+#: these rows are a subset of the screen's "duplicate" rejects, so both count them alike. A same-draw
+#: result with a *different* value is not exact: readers keep it (assess warns and uses the later one).
+DUPLICATE_KEY: tuple[str, ...] = RESULT_KEY + ("value", "unit", "comparator")
+#: Decimals kept when comparing values, so a unit conversion's float noise does not hide a duplicate.
+_VALUE_DECIMALS = 9
+
+
+def duplicate_key(obs: Observation) -> tuple[Any, ...]:
+    """`DUPLICATE_KEY` of one observation: equal keys = exact duplicates."""
+    return tuple(round(obs.value, _VALUE_DECIMALS) if name == "value" else getattr(obs, name)
+                 for name in DUPLICATE_KEY)
 
 
 def parse_range(text: str) -> dict[str, str] | None:
@@ -44,13 +68,15 @@ def parse_range(text: str) -> dict[str, str] | None:
 @dataclass
 class Reject:
     """One input record that is not an observation. `skipped` = out of scope on purpose (not a
-    blood count, cancelled, pending, superseded); `invalid` = the data is wrong (unit, value)."""
+    blood count, cancelled, pending, superseded); `invalid` = the data is wrong (unit, value);
+    `duplicate` = the same result again (`DUPLICATE_KEY`, or a record id seen before)."""
 
     locator: str
     reason: str
     raw: str = ""
     kind: RejectKind = "invalid"
     analyte: str | None = None  # when known: decides whether `assess` may go on without it
+    patient_id: str | None = None  # when known: `assess --patient` ignores other people's rejects
 
 
 @dataclass
@@ -94,8 +120,28 @@ class ReadResult:
 
     def summary(self) -> str:
         skipped = sum(r.kind == "skipped" for r in self.rejects)
+        duplicates = sum(r.kind == "duplicate" for r in self.rejects)
+        dup_text = f"{duplicates} duplicate, " if duplicates else ""
         return (f"read {self.read} = accepted {self.accepted} + rejected {self.rejected} "
-                f"({skipped} skipped, {self.rejected - skipped} invalid)")
+                f"({skipped} skipped, {dup_text}{self.rejected - skipped - duplicates} invalid)")
+
+    def patient_ids(self) -> list[str]:
+        """Every patient id in the input, in order of first appearance (people and results)."""
+        ids = [p.id for p in self.patients if p.id] + [i.observation.patient_id for i in self.items
+                                                        if i.observation.patient_id]
+        return list(dict.fromkeys(ids))
+
+    def for_patient(self, patient_id: str) -> ReadResult:
+        """The part of this result that belongs to one person. Rejects whose person is unknown stay
+        in (they might be this person's), so an unreadable white-cell row still stops `assess`."""
+        out = ReadResult(self.format, self.source)
+        out.items = [i for i in self.items if i.observation.patient_id == patient_id]
+        out.rejects = [r for r in self.rejects if r.patient_id in (patient_id, None)]
+        out.read = len(out.items) + len(out.rejects)
+        out.patients = [p for p in self.patients if p.id == patient_id]
+        out.medications = [m for m in self.medications if m[0] == patient_id]
+        out.conditions = [c for c in self.conditions if c[0] == patient_id]
+        return out
 
     def extend(self, other: ReadResult) -> None:
         self.read += other.read
@@ -125,6 +171,7 @@ class Collector:
     def __init__(self, fmt: str, source: str, field_names: dict[str, str] | None = None) -> None:
         self.result = ReadResult(fmt, source)
         self._field_names = field_names or {}
+        self._record_ids: dict[str, str] = {}
 
     def native(self, locator: str, err: InputError) -> str:
         suffix = err.field[len(locator):] if err.field.startswith(locator) else ""
@@ -141,19 +188,56 @@ class Collector:
             parsed = parse_observation(obs, locator, patient_id)
         except InputError as err:
             self.result.rejects.append(Reject(self.native(locator, err), err.problem, _raw_text(raw or obs),
-                                              "invalid", _analyte_of(obs)))
+                                              "invalid", _analyte_of(obs), patient_id))
             return None
         item = Item(parsed, locator, obs, source_key, source_id, line, status)
         self.result.items.append(item)
         return item
 
-    def skip(self, locator: str, reason: str, raw: Any = "") -> None:
+    def skip(self, locator: str, reason: str, raw: Any = "", patient_id: str | None = None) -> None:
         self.result.read += 1
-        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "skipped"))
+        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "skipped", patient_id=patient_id))
 
-    def invalid(self, locator: str, reason: str, raw: Any = "") -> None:
+    def invalid(self, locator: str, reason: str, raw: Any = "", patient_id: str | None = None) -> None:
         self.result.read += 1
-        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "invalid"))
+        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "invalid", patient_id=patient_id))
+
+    def first_seen(self, record_id: str, where: str) -> str | None:
+        """Where the record with this id (FHIR Observation id, OMOP measurement_id) was first seen,
+        or None the first time (then `where` is remembered). An id names one record, so a second
+        record with it is a duplicate (see `duplicate`)."""
+        first = self._record_ids.get(record_id)
+        if first is None:
+            self._record_ids[record_id] = where
+        return first
+
+    def duplicate(self, locator: str, first: str, raw: Any = "", patient_id: str | None = None,
+                  why: str = "") -> None:
+        """Reject a record that repeats an earlier one, naming where that one is."""
+        self.result.read += 1
+        self.result.rejects.append(Reject(locator, f"duplicate of {first}{why}", _raw_text(raw), "duplicate",
+                                          patient_id=patient_id))
+
+    def finish(self) -> ReadResult:
+        """Every reader's last step: corrections replace what they correct, then exact duplicates go."""
+        self.supersede_corrections()
+        self.reject_duplicates()
+        return self.result
+
+    def reject_duplicates(self) -> None:
+        """An accepted observation equal to an earlier one on `DUPLICATE_KEY` moves to the rejects,
+        naming the first occurrence ("duplicate of line 3"); the first one stays."""
+        first: dict[tuple[Any, ...], Item] = {}
+        keep = []
+        for item in self.result.items:
+            earlier = first.setdefault(duplicate_key(item.observation), item)
+            if earlier is item:
+                keep.append(item)
+            else:
+                self.result.rejects.append(Reject(
+                    item.locator, f"duplicate of {earlier.locator}: same patient, time, analyte, value and unit",
+                    _raw_text(item.raw), "duplicate", patient_id=item.observation.patient_id))
+        self.result.items = keep
 
     def supersede_corrections(self) -> None:
         """A corrected result (status C) replaces an earlier one for the same patient, analyte and
@@ -166,7 +250,7 @@ class Collector:
             winner = corrected.get((o.patient_id, o.analyte, o.percent, o.time))
             if winner is not None and winner is not item:
                 self.result.rejects.append(Reject(item.locator, f"superseded by the corrected result {winner.locator}",
-                                                  _raw_text(item.raw), "skipped"))
+                                                  _raw_text(item.raw), "skipped", patient_id=o.patient_id))
             else:
                 keep.append(item)
         self.result.items = keep
@@ -182,17 +266,29 @@ def _analyte_of(obs: dict[str, Any]) -> str | None:
     return entry.analyte if entry else None
 
 
-def to_request(result: ReadResult) -> dict[str, Any]:
+#: Patient ids named in the "several patients" message.
+_IDS_SHOWN = 5
+
+
+def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, Any]:
     """One person's read result as the project JSON request (what `assess` validates).
 
-    A white-cell value that could not be read stops the assessment (dropping it would change the
-    verdict); an unreadable context value (haemoglobin, platelets) is left out with a warning.
+    `patient_id` picks one person of a file that holds several (a CSV, an OMOP extract); without it
+    the input must hold one person. A white-cell value that could not be read stops the assessment
+    (dropping it would change the verdict); an unreadable context value (haemoglobin, platelets) is
+    left out with a warning.
     """
-    ids = {p.id for p in result.patients if p.id} | {i.observation.patient_id for i in result.items
-                                                     if i.observation.patient_id}
-    if len(ids) > 1:
-        raise InputError(result.source, f"holds results of {len(ids)} patients; `leukowatch ingest` it and "
-                                        "assess one patient from the store")
+    all_ids = result.patient_ids()
+    shown = ", ".join(all_ids[:_IDS_SHOWN]) + (", ..." if len(all_ids) > _IDS_SHOWN else "")
+    if patient_id is not None:
+        if patient_id not in all_ids:
+            raise InputError("--patient", f"no patient {patient_id!r} in {result.source} "
+                                          f"(it holds: {shown or 'no patient ids'})")
+        result = result.for_patient(patient_id)
+    elif len(all_ids) > 1:
+        raise InputError(result.source, f"holds results of {len(all_ids)} patients ({shown}); pick one with "
+                                        "--patient ID (or `leukowatch ingest` it and use the store)")
+    ids = set(result.patient_ids())
     for r in result.rejects:
         if r.kind != "invalid":
             continue

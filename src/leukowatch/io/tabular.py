@@ -3,7 +3,8 @@
 Columns (names configurable with `columns={"value": "RESULT", ...}`): `patient_id`, `time`,
 `analyte` or `loinc`, `value`, `unit`, optional `low`, `high`, `sex`, `birth_date`. A Synthea
 `observations.csv` (DATE, PATIENT, CODE, VALUE, UNITS) is recognised by its header. Every data row
-is one record: accepted, or rejected naming "line N column C" with the reason.
+is one record: accepted, or rejected naming "line N column C" with the reason. A row that repeats
+an earlier one (`result.DUPLICATE_KEY`) is rejected as "duplicate of line N".
 """
 
 from __future__ import annotations
@@ -106,19 +107,19 @@ def read_table(path: Path, fmt: str = "csv", columns: dict[str, str] | None = No
     patients: dict[str, Patient] = {}
     for number, row in rows:
         locator = f"{where} {number}"
-        if None in row:  # more cells than header names
-            col.invalid(locator, f"{len(row[None])} more cells than the header has columns", row)
-            continue
         get = {ours: row.get(theirs) for ours, theirs in cols.items()}
         get = {k: (v.strip() if isinstance(v, str) else v) for k, v in get.items()}
         pid = str(get["patient_id"]) if get.get("patient_id") not in (None, "") else None
+        if None in row:  # more cells than header names
+            col.invalid(locator, f"{len(row[None])} more cells than the header has columns", row, pid)
+            continue
         if pid and pid not in patients and (get.get("sex") or get.get("birth_date")):
             try:
                 patient = parse_patient({"id": pid, "sex": get.get("sex") or "unknown",
                                          "birth_date": get.get("birth_date")}, locator)
                 patients[pid] = patient
             except InputError as err:
-                col.invalid(col.native(locator, err), err.problem, row)
+                col.invalid(col.native(locator, err), err.problem, row, pid)
                 continue
         obs: dict[str, Any] = {"value": get.get("value"), "unit": get.get("unit") or None}
         if get.get("loinc"):
@@ -126,11 +127,11 @@ def read_table(path: Path, fmt: str = "csv", columns: dict[str, str] | None = No
         if get.get("analyte"):
             obs["analyte"] = str(get["analyte"])
         if "code" not in obs and "analyte" not in obs:
-            col.invalid(locator, "no analyte or LOINC code", row)
+            col.invalid(locator, "no analyte or LOINC code", row, pid)
             continue
         if obs.get("code") and "analyte" not in obs and loinc_lookup(obs["code"]) is None:
             col.skip(f"{locator} column {cols['loinc']}", f"LOINC {obs['code']} is not a blood count code "
-                                                          "leukowatch reads", row)
+                                                          "leukowatch reads", row, pid)
             continue
         if get.get("time") not in (None, ""):
             obs["time"] = get["time"]
@@ -141,4 +142,4 @@ def read_table(path: Path, fmt: str = "csv", columns: dict[str, str] | None = No
         col.offer(obs, locator, patient_id=pid, source_key=f"{fmt}:{digest}:{number}", source_id=digest[:16],
                   line=number, raw=row)
     col.result.patients.extend(patients.values())
-    return col.result
+    return col.finish()

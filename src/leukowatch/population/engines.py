@@ -122,7 +122,8 @@ def spark_session(master: str = "local[2]", shuffle_partitions: int | None = Non
     builder = (SparkSession.builder.master(master).appName("leukowatch-screen")
                .config("spark.ui.enabled", "false")
                .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.ansi.enabled", "false"))
+               .config("spark.sql.ansi.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false"))
     if master.startswith("local"):
         builder = (builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
                    .config("spark.sql.shuffle.partitions", str(shuffle_partitions or 4)))

@@ -16,6 +16,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from ..io.result import RESULT_KEY
 from ..knowledge import load_table
 from ..model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES
 from ..rules.findings import LOW_FINDING
@@ -102,12 +103,20 @@ def patients_of(obs: ir.Table) -> ir.Table:
 
 
 def latest_per_draw(obs: ir.Table) -> ir.Table:
-    """rules.differential._latest_by_analyte: of two results for one analyte in one draw, the later is used."""
-    w = ibis.window(group_by=[obs.patient_id, obs.time, obs.analyte, obs.percent], order_by=ibis.desc(obs._row))
+    """rules.differential._latest_by_analyte: of two results for one analyte in one draw, the later is used.
+
+    "One analyte in one draw" is `io.result.RESULT_KEY` (patient_id, time, analyte, percent), the key
+    the readers share: the earlier rows of a group become the "duplicate" rejects below.
+    """
+    w = ibis.window(group_by=[obs[c] for c in RESULT_KEY], order_by=ibis.desc(obs._row))
     return obs.mutate(_rank=ibis.row_number().over(w))
 
 
 def superseded_rejects(ranked: ir.Table) -> ir.Table:
+    """The rows `latest_per_draw` does not use, reason_code "duplicate". Exact duplicates (the same
+    value and unit again: `io.result.DUPLICATE_KEY`) are the part of these the readers reject too
+    ("duplicate of line N"), so `leukowatch read` and the screen count them alike; a same-draw result
+    with a different value is rejected here but kept by the readers (assess warns, uses the later)."""
     r = ranked.filter(ranked._rank > 0)
     return r.select(_row=r._row, source=ibis.literal("observations"), patient_id=r.patient_id, time=r.time,
                     analyte=r.analyte, loinc=ibis.null("string"), value=r.value.cast("string"),

@@ -43,6 +43,17 @@ BEFORE_BIRTH_BAND = -2
 _DEFAULT_AGE_MIN = float(0)
 
 
+def memtable(rows: list[dict[str, Any]], schema: dict[str, str], keys: tuple[str, ...] = ()) -> ir.Table:
+    """A small relation that survives every backend: Ibis 12's pyspark backend turns a NULL string in a
+    memtable into the text 'NaN', so NULL strings travel as '' and are restored here (join keys, where
+    '' is a real value, are left alone)."""
+    strings = [k for k, v in schema.items() if v == "string" and k not in keys]
+    clean = [{k: ("" if k in strings and r.get(k) is None else r.get(k)) for k in schema} for r in rows]
+    t = ibis.memtable(clean, schema=ibis.schema(schema)) if clean else ibis.memtable(
+        {k: [] for k in schema}, schema=ibis.schema(schema))
+    return t.mutate(**{k: t[k].nullif("") for k in strings}) if strings else t
+
+
 # ---------------------------------------------------------------------------------------------
 # Reference ranges
 
@@ -104,10 +115,9 @@ def ranges_relation() -> ir.Table:
                         "low_source": rng.low.source if rng.low else None,
                         "high_source": rng.high.source if rng.high else None,
                     })
-    schema = ibis.schema({"profile": "string", "analyte": "string", "sex": "string", "band": "int64",
-                          "prof_low": "float64", "prof_high": "float64", "low_source": "string",
-                          "high_source": "string"})
-    return ibis.memtable(rows, schema=schema)
+    schema = {"profile": "string", "analyte": "string", "sex": "string", "band": "int64",
+              "prof_low": "float64", "prof_high": "float64", "low_source": "string", "high_source": "string"}
+    return memtable(rows, schema, keys=("profile", "analyte", "sex"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,10 +175,9 @@ def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]
         rows.append({"_ak": a or "", "_ck": c or "", "_uk": u or "", "c_analyte": ans.analyte,
                      "c_percent": ans.percent, "c_factor": ans.factor, "c_unit": ans.unit,
                      "c_reason": ans.reason, "c_reason_code": ans.reason_code})
-    schema = ibis.schema({"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string",
-                          "c_percent": "boolean", "c_factor": "float64", "c_unit": "string",
-                          "c_reason": "string", "c_reason_code": "string"})
-    return ibis.memtable(rows, schema=schema)
+    schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
+              "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string"}
+    return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
 
 
 def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
@@ -180,7 +189,7 @@ def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
         except InputError as err:
             sex, reason = None, f"sex: {err.problem}"
         rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason})
-    return ibis.memtable(rows, schema=ibis.schema({"_sk": "string", "s_sex": "string", "s_reason": "string"}))
+    return memtable(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string"}, keys=("_sk",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,9 +273,9 @@ def drugs_relation(names: Iterable[str]) -> ir.Table:
         for m in match_medications([name]):
             rows.append({"name": name, "generic": m.generic, "drug_class": m.drug_class,
                          "chemotherapy": m.chemotherapy, "risk": m.risk})
-    schema = ibis.schema({"name": "string", "generic": "string", "drug_class": "string",
-                          "chemotherapy": "boolean", "risk": "string"})
-    return ibis.memtable(rows, schema=schema)
+    schema = {"name": "string", "generic": "string", "drug_class": "string", "chemotherapy": "boolean",
+              "risk": "string"}
+    return memtable(rows, schema, keys=("name",))
 
 
 #: Differential analytes whose absolute count can be derived as WBC x % / 100 (segments feed the ANC).

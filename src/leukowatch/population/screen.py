@@ -122,9 +122,8 @@ def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
         if verdict.status == "suspected":
             rows.append({"patient_id": str(pid), "period_days": verdict.period_days,
                          "n_nadirs": len(verdict.nadirs), "evidence": "; ".join(verdict.evidence)})
-    schema = ibis.schema({"patient_id": "string", "period_days": "float64", "n_nadirs": "int64",
-                          "evidence": "string"})
-    return ibis.memtable(rows, schema=schema)
+    schema = {"patient_id": "string", "period_days": "float64", "n_nadirs": "int64", "evidence": "string"}
+    return rel.memtable(rows, schema, keys=("patient_id",))
 
 
 def _febrile(graded: ir.Table, temperatures: ir.Table) -> ir.Table:

@@ -11,6 +11,7 @@ from ..io.omop import omop_maps
 from ..knowledge import load_table
 from ..model import InputError
 from .engines import Engine
+from .relations import memtable
 from .inputs import Sources, _pick, classify_inputs, parse_date_col, parse_time, standardise
 
 _MED_SCHEMA = {"patient_id": "string", "name": "string", "start": "date", "stop": "date"}
@@ -178,4 +179,4 @@ def open_sources(engine: Engine, inputs: list[str], workdir: Path) -> Sources:
 
 
 def empty_medications() -> ir.Table:
-    return ibis.memtable({k: [] for k in _MED_SCHEMA}, schema=ibis.schema(_MED_SCHEMA))
+    return memtable([], _MED_SCHEMA)

@@ -212,7 +212,13 @@ def periodogram_peak(days: list[float], values: list[float], min_period: float, 
 
 @dataclass(frozen=True)
 class CyclicSuspicion:
-    """Whether a series looks like cyclic neutropenia, with the period found and the evidence."""
+    """Whether a series looks like cyclic neutropenia, with the period found and the evidence.
+
+    `nadirs` lists every nadir seen (one per episode, episodes never spanning a sampling gap longer
+    than `cyclic_method.window_split_gap_days`) and `nadir_spacing_days` the gaps between them;
+    `window` is the densely sampled stretch (first and last draw) the verdict was judged on, None when
+    no stretch was sampled densely enough.
+    """
 
     status: str  # "suspected" | "not_suspected" | "insufficient_data"
     analyte: str
@@ -224,69 +230,90 @@ class CyclicSuspicion:
     evidence: list[str]
     method: str
     source: str
+    window: tuple[datetime, datetime] | None = None
 
 
 _CYCLIC_METHOD = (
-    "Two independent views must agree. (1) Lomb-Scargle periodogram of the ANC: it fits sinusoids "
-    "directly at the irregular draw times (no interpolation onto a grid, which would invent values "
-    "between draws), gives the period with the most explained variance and a false-alarm probability. "
-    "(2) Nadir spacing: the nadir of each neutropenia episode is dated and the gaps between nadirs must "
-    "be regular and inside the cyclic band. The periodogram alone can be driven by one deep fall or by "
-    "a trend; nadir spacing alone cannot tell a clock from a few unrelated falls."
+    "Judged on a densely sampled window (draws at most every few days for >= 3 shortest cycles, as "
+    "CBCs 2-3x/week for 6-8 weeks give), where two independent views must agree. (1) Lomb-Scargle "
+    "periodogram of the ANC: it fits sinusoids directly at the irregular draw times (no interpolation "
+    "onto a grid, which would invent values between draws), gives the period with the most explained "
+    "variance and a false-alarm probability. (2) Nadir spacing: the nadir of each neutropenia episode "
+    "is dated and the gaps between nadirs must be regular and inside the cyclic band. The periodogram "
+    "alone can be driven by one deep fall or by a trend; nadir spacing alone cannot tell a clock from "
+    "a few unrelated falls. Sparse visits outside the window cannot show a cycle (a whole nadir fits "
+    "in the gaps between them), so their nadirs only count as support when they lie near a whole "
+    "number of periods from the window's nadirs, and never overturn the window's verdict."
 )
 
 
-def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> CyclicSuspicion:
-    """Cyclic-neutropenia suspicion for one analyte's judged series (see `_CYCLIC_METHOD`).
+@dataclass(frozen=True)
+class _Window:
+    """The cyclic judgement of one densely sampled stretch of draws."""
 
-    Irregular sampling (CBCs 2-3 times a week, missed draws, two draws one day) is why the period is
-    not read off an FFT: the Lomb-Scargle periodogram handles uneven times natively, and nadir dates
-    come from the episodes (islands of low results), so a missed draw shifts a nadir by a day or two
-    but never creates one. Suspected when: >= `cyclic.min_cycles` nadirs; every gap between nadirs
-    within `spacing_tolerance_fraction` of their median; the median gap and the periodogram's peak
-    both within 14-35 days and agreeing within the same tolerance; and the peak's false-alarm
-    probability at most `max_false_alarm_probability`. Because a nadir is dated only to the nearest
-    draw, each gap may also differ from the median by one median draw interval.
-    """
-    rule = load_table("timeline")["cyclic"]
-    method = load_table("timeline")["cyclic_method"]
+    points: list[Point]
+    peak: PeriodogramPeak | None
+    nadirs: list[tuple[datetime, float]]
+    median_draw_gap: float
+    evidence: list[str]
+    reasons: list[str]
+
+
+def _runs(pts: list[Point], split_days: float) -> list[list[Point]]:
+    """Time-ordered points cut wherever two consecutive draws are more than `split_days` apart."""
+    runs: list[list[Point]] = []
+    for p in pts:
+        if runs and (p.time - runs[-1][-1].time).total_seconds() / 86400 <= split_days:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def _days_from(pts: list[Point]) -> list[float]:
+    return [(p.time - pts[0].time).total_seconds() / 86400 for p in pts]
+
+
+def _median_draw_gap(days: list[float]) -> float:
+    return _median([b - a for a, b in zip(days, days[1:], strict=False)]) if len(days) > 1 else math.inf
+
+
+def _dense_enough(run: list[Point], rule: dict, method: dict) -> bool:
+    """Enough draws, close enough together, over at least `min_cycles` of the shortest period."""
+    days = _days_from(run)
+    return (len(run) >= int(method["min_points"]) and days[-1] >= int(rule["min_cycles"]) * float(
+        rule["min_period_days"]) and _median_draw_gap(days) <= float(method["max_median_sampling_gap_days"]))
+
+
+def _nadirs(analyte: str, pts: list[Point]) -> list[tuple[datetime, float]]:
+    return [(e.nadir_time, e.nadir_value) for e in episodes(analyte, pts)]
+
+
+def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_fap: float) -> _Window:
+    """Periodogram and nadir spacing of one dense window; `reasons` is empty when both say cyclic."""
     lo, hi = float(rule["min_period_days"]), float(rule["max_period_days"])
     need, tol = int(rule["min_cycles"]), float(method["spacing_tolerance_fraction"])
-    source = f"{rule['source']}; {method['source']}"
-    pts = sorted(points, key=lambda p: p.time)
-    eps = episodes(analyte, pts)
-    nadirs = [(e.nadir_time, e.nadir_value) for e in eps]
-    gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
-
-    def result(status: str, evidence: list[str], peak: PeriodogramPeak | None = None) -> CyclicSuspicion:
-        return CyclicSuspicion(status, analyte, round(peak.period_days, 1) if peak else None,
-                               round(peak.power, 3) if peak else None,
-                               peak.false_alarm_probability if peak else None,
-                               nadirs, gaps, evidence, _CYCLIC_METHOD, source)
-
-    if len(pts) < 2:
-        return result("insufficient_data", ["fewer than two results"])
-    t0 = pts[0].time
-    days = [(p.time - t0).total_seconds() / 86400 for p in pts]
-    span = days[-1] - days[0]
-    draw_gaps = sorted(b - a for a, b in zip(days, days[1:], strict=False))
-    median_gap = _median(draw_gaps)
-    needs = (f"needs >= {method['min_points']} results at least every "
-             f"{method['max_median_sampling_gap_days']} days over >= {need} x {rule['min_period_days']} days "
-             "(CBCs 2-3x/week for 6-8 weeks)")
-    if (len(pts) < int(method["min_points"]) or median_gap > float(method["max_median_sampling_gap_days"])
-            or span < need * lo):
-        return result("insufficient_data", [
-            f"{len(pts)} results over {span:.0f} days, median {median_gap:.1f} days apart: {needs}"])
+    days = _days_from(pts)
+    span, median_gap = days[-1], _median_draw_gap(days)
     factor = float(method["search_period_factor"])
     peak = periodogram_peak(days, [p.value for p in pts], lo / factor, min(hi * factor, max(span / 2, hi)))
-    evidence: list[str] = []
+    # A low result at the window's first or last draw may not be the bottom (the count may have been
+    # lower before the window, or still be falling after it): its date is unknown unless it is already
+    # at nadir depth (ANC < `cyclic.nadir_anc_below` lasts only 3-5 days, so it dates the nadir).
+    edge, depth = {pts[0].time, pts[-1].time}, float(rule["nadir_anc_below"])
+    found = _nadirs(analyte, pts)
+    nadirs = [n for n in found if n[0] not in edge or n[1] < depth]
+    gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
+    evidence = [f"judged on {len(pts)} results from {pts[0].time.date().isoformat()} to "
+                f"{pts[-1].time.date().isoformat()} ({span:.0f} days, median {median_gap:.1f} days apart)"]
+    evidence += [f"low result at the window's edge not dated as a nadir ({t.date().isoformat()}: {v:.2f}, "
+                 f"not below {depth:g}; the bottom may lie outside the window)" for t, v in found if (t, v) not in nadirs]
     if peak is not None:
         evidence.append(f"Lomb-Scargle peak at {peak.period_days:.1f} days (power {peak.power:.2f}, "
                         f"false-alarm probability {peak.false_alarm_probability:.2g}) from {len(pts)} results "
                         f"over {span:.0f} days")
-    evidence.append(f"{len(nadirs)} nadir(s): " + ", ".join(
-        f"{t.date().isoformat()} ({v:.2f})" for t, v in nadirs) if nadirs else "no low results")
+    evidence.append(f"{len(nadirs)} nadir(s) in the window: " + ", ".join(
+        f"{t.date().isoformat()} ({v:.2f})" for t, v in nadirs) if nadirs else "no low results in the window")
     if gaps:
         evidence.append("days between nadirs: " + ", ".join(str(g) for g in gaps))
     reasons: list[str] = []
@@ -307,19 +334,124 @@ def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> Cyc
     else:
         if not lo <= peak.period_days <= hi:
             reasons.append(f"strongest rhythm {peak.period_days:.1f} days is outside {lo:g}-{hi:g} days")
-        if peak.false_alarm_probability > float(method["max_false_alarm_probability"]):
+        if peak.false_alarm_probability > max_fap:
             reasons.append(f"periodogram peak not significant (false-alarm probability "
-                           f"{peak.false_alarm_probability:.2g} > {method['max_false_alarm_probability']})")
+                           f"{peak.false_alarm_probability:.2g} > {max_fap:.2g})")
         if median_spacing is not None and abs(peak.period_days - median_spacing) > tol * median_spacing:
             reasons.append(f"periodogram ({peak.period_days:.1f} d) and nadir spacing ({median_spacing:.0f} d) "
                            "disagree")
-    deep = [v for _, v in nadirs if v < float(rule["nadir_anc_below"])]
-    if nadirs:
-        evidence.append(f"{len(deep)} of {len(nadirs)} nadirs below {rule['nadir_anc_below']} x10^9/L "
+    return _Window(pts, peak, nadirs, median_gap, evidence, reasons)
+
+
+def _outside_nadirs(window: _Window, others: list[tuple[datetime, float]], tol: float) -> list[str]:
+    """How nadirs of sparse visits outside the window line up with the window's rhythm (evidence only).
+
+    Each is measured from the nearest nadir of the window and compared with the nearest whole number
+    k >= 1 of periods. The allowance is `spacing_tolerance_fraction` of a period (a low visit can fall
+    anywhere in the days of the nadir) plus k times the period's own uncertainty, taken as one draw
+    interval spread over the cycles between the window's first and last nadir (each nadir is dated
+    only to the nearest draw). Once that allowance reaches half a period any date would fit, so such
+    a nadir is reported as too far to check. One off the rhythm is reported but does not overturn the
+    window: the period drifts by a day or two per cycle over months, and an infection can lower a
+    count off the rhythm.
+    """
+    if not others or len(window.nadirs) < 2 or window.peak is None:
+        return []
+    period = window.peak.period_days
+    per_cycle = window.median_draw_gap / (len(window.nadirs) - 1)
+    groups: dict[str, list[str]] = {"fit": [], "off": [], "far": []}
+    for t, _ in others:
+        ref = min(window.nadirs, key=lambda n: abs((n[0] - t).total_seconds()))[0]
+        d = abs((ref - t).total_seconds()) / 86400
+        k = max(1, round(d / period))
+        allowance = tol * period + k * per_cycle
+        text = f"{t.date().isoformat()} ({d:.0f} d from {ref.date().isoformat()}, {k} x {period:.1f} "
+        if allowance >= period / 2:
+            groups["far"].append(text + f"± {allowance:.0f} d)")
+        elif abs(d - k * period) <= allowance:
+            groups["fit"].append(text + f"{d - k * period:+.0f} d)")
+        else:
+            groups["off"].append(text + f"{d - k * period:+.0f} d, allowed ± {allowance:.0f} d)")
+    heads = {"fit": "at a whole number of periods (consistent with the rhythm)",
+             "off": "off the rhythm (reported, not held against it: sparse visits cannot date a cycle)",
+             "far": "too many cycles away to check against the window's period"}
+    return [f"{len(v)} nadir(s) outside the window {heads[k]}: " + "; ".join(v) for k, v in groups.items() if v]
+
+
+def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> CyclicSuspicion:
+    """Cyclic-neutropenia suspicion for one analyte's judged series (see `_CYCLIC_METHOD`).
+
+    Cyclic neutropenia is diagnosed from serial CBCs 2-3 times a week for 6-8 weeks (clinical
+    reference §8), and real histories mix such a block with sparse clinic visits months apart. A
+    sparse visit that happens to fall on a nadir makes a gap of several periods between nadirs, which
+    says nothing against a clock (the cycles in between were not sampled) but breaks any test of
+    regular spacing over the whole series. So the series is cut into windows at gaps longer than
+    `cyclic_method.window_split_gap_days` (a gap that long can hide a whole nadir), and the cycle is
+    judged inside each window with enough draws (>= `min_points`, median gap at most
+    `max_median_sampling_gap_days`, spanning >= `cyclic.min_cycles` shortest periods). No such
+    window: insufficient data.
+
+    In a window, irregular sampling (missed draws, two draws one day) is why the period is not read
+    off an FFT: the Lomb-Scargle periodogram handles uneven times natively, and nadir dates come from
+    the episodes (islands of low results), so a missed draw shifts a nadir by a day or two but never
+    creates one. A window is cyclic when: >= `min_cycles` nadirs; every gap between nadirs within
+    `spacing_tolerance_fraction` of their median plus one median draw interval (a nadir is dated only
+    to the nearest draw); the median gap and the periodogram's peak both within 14-35 days and
+    agreeing within the same tolerance; and the peak's false-alarm probability at most
+    `max_false_alarm_probability`, divided by the number of windows judged (Bonferroni: each window
+    is one more chance for noise to look periodic). Suspected when a window is cyclic; nadirs outside
+    it are then checked against whole multiples of its period, as evidence only.
+
+    A 21-day rhythm that follows chemotherapy doses looks the same here; the history engine overrides
+    it with the chemotherapy nadir pattern.
+    """
+    rule = load_table("timeline")["cyclic"]
+    method = load_table("timeline")["cyclic_method"]
+    need, lo = int(rule["min_cycles"]), float(rule["min_period_days"])
+    tol, split = float(method["spacing_tolerance_fraction"]), float(method["window_split_gap_days"])
+    source = f"{rule['source']}; {method['source']}"
+    pts = sorted(points, key=lambda p: p.time)
+    runs = _runs(pts, split)
+    nadirs = sorted((n for run in runs for n in _nadirs(analyte, run)), key=lambda n: n[0])
+    gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
+
+    def result(status: str, evidence: list[str], win: _Window | None = None) -> CyclicSuspicion:
+        peak = win.peak if win else None
+        return CyclicSuspicion(status, analyte, round(peak.period_days, 1) if peak else None,
+                               round(peak.power, 3) if peak else None,
+                               peak.false_alarm_probability if peak else None,
+                               nadirs, gaps, evidence, _CYCLIC_METHOD, source,
+                               (win.points[0].time, win.points[-1].time) if win else None)
+
+    if len(pts) < 2:
+        return result("insufficient_data", ["fewer than two results"])
+    dense = [run for run in runs if _dense_enough(run, rule, method)]
+    if not dense:
+        best = max(runs, key=len)
+        days = _days_from(best)
+        span = (pts[-1].time - pts[0].time).total_seconds() / 86400
+        return result("insufficient_data", [
+            f"{len(pts)} results over {span:.0f} days; the longest stretch without a gap over {split:g} days "
+            f"has {len(best)} results over {days[-1]:.0f} days, median {_median_draw_gap(days):.1f} days apart: "
+            f"needs >= {method['min_points']} results at a median of at most "
+            f"{method['max_median_sampling_gap_days']} days apart over >= {need} x {lo:g} days "
+            "(CBCs 2-3x/week for 6-8 weeks)"])
+    max_fap = float(method["max_false_alarm_probability"]) / len(dense)
+    judged = [_judge_window(analyte, run, rule, method, max_fap) for run in dense]
+    win = min(judged, key=lambda w: (bool(w.reasons), w.peak.false_alarm_probability if w.peak else 1.0))
+    evidence = list(win.evidence)
+    if len(judged) > 1:
+        evidence.append(f"{len(judged)} densely sampled windows judged; each needs a false-alarm probability "
+                        f"<= {max_fap:.2g} (Bonferroni); {sum(not w.reasons for w in judged)} look cyclic")
+    deep = [v for _, v in win.nadirs if v < float(rule["nadir_anc_below"])]
+    if win.nadirs:
+        evidence.append(f"{len(deep)} of {len(win.nadirs)} nadirs below {rule['nadir_anc_below']} x10^9/L "
                         "(typical depth of cyclic neutropenia)")
-    if reasons:
-        return result("not_suspected", evidence + ["not cyclic: " + "; ".join(reasons)], peak)
-    return result("suspected", evidence, peak)
+    if win.reasons:
+        return result("not_suspected", evidence + ["not cyclic: " + "; ".join(win.reasons)], win)
+    start, end = win.points[0].time, win.points[-1].time
+    return result("suspected", evidence + _outside_nadirs(
+        win, [n for n in nadirs if not start <= n[0] <= end], tol), win)
 
 
 def _median(xs: list[float]) -> float:
