@@ -353,3 +353,9 @@ def test_bad_input_names_the_field(raw: dict, field: str) -> None:
     with pytest.raises(InputError) as e:
         assess(raw)
     assert e.value.field == field and e.value.problem
+
+
+def test_recovered_lows_are_acute_not_undetermined() -> None:
+    a = assess(_history(("2026-01-01", 1.0), ("2026-01-20", 2.4)))
+    assert a.chronicity.status == "acute" and "recovered since" in a.chronicity.evidence[0]
+    assert assess(_history(("2026-01-01", 2.0), ("2026-01-20", 2.4))).chronicity.status == "undetermined"

@@ -39,7 +39,8 @@ def chronicity_from_draws(draws: list[Draw]) -> Chronicity:
     measured = [a for a in _CHRONICITY_ORDER if any(a in d.counts for d in draws)]
     if not measured:
         return Chronicity("undetermined", None, ["no white-cell counts"])
-    analyte = low_now[0] if low_now else measured[0]
+    had_lows = [a for a in measured if any(a in d.counts and d.counts[a].flag == "low" for d in draws)]
+    analyte = (low_now or had_lows or measured)[0]
     series = [d for d in draws if analyte in d.counts]
     lows = [LowResult(d.time, d.counts[analyte].value) for d in series
             if d.time is not None and d.counts[analyte].flag == "low"]

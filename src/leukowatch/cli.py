@@ -356,8 +356,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-#: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.demo_command == "load":
+        from .demo.commands import load_command
+
+        return load_command(args.dir, args.db)
     from .demo.commands import generate_command
 
     generate_command(args.persons, args.seed, args.output, args.subset)
@@ -374,6 +377,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--subset", type=int, default=50, metavar="N",
                    help="persons also written as FHIR Bundles and HL7 v2 messages (default 50)")
     g.set_defaults(func=cmd_demo)
+    ld = dsub.add_parser("load", help="load a generated demo set into the store (results, medicines, chemotherapy)")
+    ld.add_argument("dir", metavar="DIR")
+    ld.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+    ld.set_defaults(func=cmd_demo)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -392,7 +399,11 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_assess, _add_knowledge, _add_history, _add_report, _add_read, _add_ingest, _add_serve, _add_demo, _add_validate]
+#: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_assess, _add_knowledge, _add_read, _add_ingest, _add_history, _add_report, _add_demo, _add_validate,
+    _add_serve,
+]
 
 
 class _Parser(argparse.ArgumentParser):

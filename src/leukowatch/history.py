@@ -30,7 +30,6 @@ from .rules.timeline import (
     LowResult,
     Point,
     chemotherapy_nadir,
-    chronic_rule,
     chronicity,
     cyclic_neutropenia,
     drug_timing,
@@ -114,16 +113,9 @@ def _points(series: list[SeriesPoint]) -> list[Point]:
 
 
 def _chronicity(analyte: str, series: list[SeriesPoint]) -> Chronicity:
-    """Per-analyte chronicity over the whole history: lows that recovered without meeting the chronic
-    rule were acute (the single-draw view calls them 'undetermined' because nothing is low now)."""
+    """Per-analyte chronicity over the whole history (the same rule as the single request)."""
     lows = [LowResult(p.time, p.value) for p in series if p.low]
-    verdict = chronicity(analyte, lows, len(series), bool(series) and series[-1].low)
-    if verdict.status == "undetermined" and lows and len(series) > 1:
-        rule = chronic_rule()
-        return Chronicity("acute", analyte, [
-            f"{len(lows)} low result(s) among {len(series)}, recovered since; not chronic (chronic needs >= "
-            f"{rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
-    return verdict
+    return chronicity(analyte, lows, len(series), bool(series) and series[-1].low)
 
 
 def _dose_dates(request: Request) -> list[date]:

@@ -82,3 +82,43 @@ def validate_command(demo_dir: str, engine: str, as_json: bool, show: int) -> in
         if len(report.mismatches) > show:
             print(f"  ... {len(report.mismatches) - show:,} more (--mismatches N, or --json)")
     return 0
+
+
+def load_command(demo_dir: str, db: str | None) -> int:
+    """Load a generated demo set into the store: lab results through the ingest path (so the dirty
+    rows end in rejects), then what lab files cannot carry (Duffy status, medicines with dates,
+    chemotherapy doses, conditions). Idempotent: loading twice adds nothing."""
+    import pyarrow.parquet as pq
+
+    from ..io import read_path
+    from ..io.store import file_sha256, open_store, store_facts, write_result
+
+    d = Path(demo_dir)
+    observations = d / "observations.parquet"
+    if not observations.exists():
+        raise InputError(demo_dir, "no observations.parquet here: generate one with `leukowatch demo generate -o DIR`")
+    con = open_store(db)
+    try:
+        result = read_path(observations, "parquet")
+        summary = write_result(con, result, str(observations), file_sha256(observations), "parquet")
+
+        def rows(name: str, columns: list[str]) -> list[list[Any]]:
+            path = d / name
+            if not path.exists():
+                return []
+            table = pq.read_table(path, columns=columns).to_pylist()
+            return [[r[c] for c in columns] for r in table]
+
+        persons = rows("persons.parquet", ["patient_id", "duffy_null"])
+        store_facts(con, str(d), duffy_null=[pid for pid, duffy in persons if duffy],
+                    medications=rows("medications.parquet", ["patient_id", "name", "start", "stop"]),
+                    chemotherapy=rows("chemotherapy.parquet", ["patient_id", "dose_date", "regimen"]),
+                    conditions=rows("conditions.parquet", ["patient_id", "name"]))
+    finally:
+        con.close()
+    if summary.skipped_file:
+        print(f"{observations}: already loaded, nothing added")
+    else:
+        print(f"{observations}: read {summary.read:,} = accepted {summary.accepted:,} + rejected "
+              f"{summary.rejected:,}; {summary.stored:,} observations stored")
+    return 0

@@ -345,6 +345,28 @@ def store_request(con: duckdb.DuckDBPyConnection, request: dict[str, Any], sourc
     return summary
 
 
+def store_facts(con: duckdb.DuckDBPyConnection, source: str, *, duffy_null: list[str] = (),  # type: ignore[assignment]
+                medications: list[list[Any]] = (), chemotherapy: list[list[Any]] = (),  # type: ignore[assignment]
+                conditions: list[list[Any]] = ()) -> None:  # type: ignore[assignment]
+    """Facts about patients that lab files do not carry, in one transaction (idempotent).
+
+    `duffy_null`: patient ids known to be Duffy-null; `medications`: [patient_id, name, start, stop];
+    `chemotherapy`: [patient_id, dose_date, regimen]; `conditions`: [patient_id, name]. Used to load
+    a registry extract or the demo population beside its lab results.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _with_rows(con, "patients", ["patient_id"], [[pid] for pid in duffy_null],
+                   "UPDATE patients SET duffy_null = TRUE WHERE patient_id IN (SELECT patient_id FROM _lw_rows)")
+        _insert_new(con, "medications", ["patient_id", "name", "start", "stop"], list(medications), source)
+        _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"], list(chemotherapy), source)
+        _insert_new(con, "conditions", ["patient_id", "name"], list(conditions), source)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 

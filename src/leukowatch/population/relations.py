@@ -49,8 +49,9 @@ def memtable(rows: list[dict[str, Any]], schema: dict[str, str], keys: tuple[str
     '' is a real value, are left alone)."""
     strings = [k for k, v in schema.items() if v == "string" and k not in keys]
     clean = [{k: ("" if k in strings and r.get(k) is None else r.get(k)) for k in schema} for r in rows]
-    t = ibis.memtable(clean, schema=ibis.schema(schema)) if clean else ibis.memtable(
-        {k: [] for k in schema}, schema=ibis.schema(schema))
+    import pyarrow as pa
+
+    t = ibis.memtable(pa.Table.from_pylist(clean, schema=ibis.schema(schema).to_pyarrow()))
     return t.mutate(**{k: t[k].nullif("") for k in strings}) if strings else t
 
 

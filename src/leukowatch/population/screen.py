@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ibis
 import ibis.expr.types as ir
 
 from ..knowledge import knowledge_version, load_table

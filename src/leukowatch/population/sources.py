@@ -11,8 +11,8 @@ from ..io.omop import omop_maps
 from ..knowledge import load_table
 from ..model import InputError
 from .engines import Engine
-from .relations import memtable
 from .inputs import Sources, _pick, classify_inputs, parse_date_col, parse_time, standardise
+from .relations import memtable
 
 _MED_SCHEMA = {"patient_id": "string", "name": "string", "start": "date", "stop": "date"}
 

@@ -80,8 +80,11 @@ def chronicity(analyte: str, lows: list[LowResult], n_results: int, low_now: boo
         return Chronicity("acute", analyte, [
             f"low now; {len(lows)} low result(s) among {n_results}, which does not meet the chronic rule "
             f"(>= {rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
-    return Chronicity("undetermined", analyte, [
-        f"not low now; {len(lows)} low result(s) among {n_results} earlier results"])
+    if lows:
+        return Chronicity("acute", analyte, [
+            f"{len(lows)} low result(s) among {n_results}, recovered since; not chronic (chronic needs >= "
+            f"{rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
+    return Chronicity("undetermined", analyte, [f"no low result among {n_results}"])
 
 
 @dataclass(frozen=True)
