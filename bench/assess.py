@@ -10,6 +10,7 @@ start-up < 150 ms beyond `python -c pass`. Reference implementations: the same r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -54,11 +55,15 @@ def startup(starts: int) -> tuple[float, float]:
            "assess", str(example), "--json"]
     bare = [sys.executable, "-c", "pass"]
 
+    # A normal install caches bytecode; some sandboxes set PYTHONDONTWRITEBYTECODE, which would make
+    # every start recompile the package and measure the compiler instead of leukowatch.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
     def best(cmd: list[str]) -> float:
         times = []
         for _ in range(starts):
             t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
             times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1000
 

@@ -200,7 +200,7 @@ def check_parity(histories: list[dict[str, Any]], tmp: Path, engine: str, **kw: 
 _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@settings(max_examples=25, **_SETTINGS)
+@settings(max_examples=15, **_SETTINGS)
 @given(histories=st.lists(history(), min_size=1, max_size=6))
 def test_duckdb_matches_per_patient(histories: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
     check_parity(histories, tmp_path_factory.mktemp("duck"), "duckdb")

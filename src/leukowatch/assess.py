@@ -14,13 +14,13 @@ from .model import Advice, Alert, Assessment, Chronicity, Finding, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
 from .request import parse_request
 from .rules.causes import match_conditions, match_medications, match_symptoms
+from .rules.chronic import LowResult, chronicity, group_draws
 from .rules.counts import Draw, evaluate_draw
 from .rules.findings import LOW_FINDING
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_label
 from .rules.infection import cisne, febrile_neutropenia, mascc, severe_neutropenia
 from .rules.ranges import profile_for
-from .rules.timeline import LowResult, chronicity, group_draws
 from .rules.treatment import chemotherapy_hold, drug_monitoring
 
 #: Which low analyte the chronicity verdict speaks about, in order of clinical weight (the article

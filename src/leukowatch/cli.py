@@ -75,10 +75,15 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
+#: Files read as text without consulting the lab readers (keeps `assess FILE.json` start-up light).
+_TEXT_SUFFIXES = (".json", ".hl7", ".er7", ".msg", ".txt")
+
+
 def load_request_file(file: str, fmt: str, patient: str | None = None) -> dict[str, Any]:
     """A request dict from FILE (- for stdin). CSV, Parquet and OMOP (a folder or DuckDB file) go
     through the lab readers by path; the JSON request, FHIR and HL7 through `load_request_text`."""
-    if file != "-":
+    text_input = fmt in ("json", "fhir", "hl7") or (fmt == "auto" and file.lower().endswith(_TEXT_SUFFIXES))
+    if file != "-" and not text_input:
         from .io import TABLE_FORMATS, path_format, request_from_path  # light: no duckdb/pyarrow here
 
         if path_format(file, fmt) in TABLE_FORMATS:
@@ -399,10 +404,46 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
 
+def cmd_screen(args: argparse.Namespace) -> int:
+    import os
+
+    from .population import print_summary, screen
+
+    result = screen(args.inputs, args.outdir, engine=args.engine, profile=args.profile, criteria=args.criteria,
+                    memory_limit=args.memory_limit, spark_master=args.spark_master,
+                    progress=not args.quiet and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(result.summary, indent=2, default=str))
+    else:
+        print_summary(result)
+        print(f"outputs in {os.fspath(result.outdir)}: " + ", ".join(sorted(p.name for p in result.paths.values())))
+    return EXIT_OK
+
+
+def _add_screen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("screen", help="screen a population of results on DuckDB (default) or Spark",
+                       description="Grade every result, find episodes, chronic and drug-associated cases, and "
+                                   "write Parquet outputs, a summary and the rejects to OUTDIR.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="CSV/Parquet files or folders (tabular mapping; medications.* and temperatures.* beside "
+                        "them), OMOP CDM tables (measurement.*, person.*, drug_exposure.*), an OMOP DuckDB file "
+                        "or the leukowatch store (.duckdb)")
+    p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    p.add_argument("--engine", default="duckdb", choices=("duckdb", "spark"))
+    p.add_argument("--spark-master", metavar="URL", help="Spark master (default local[2]), e.g. spark://host:7077")
+    p.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 2GB (spills to disk beyond)")
+    p.add_argument("--profile", help="one reference profile for everybody (default: standard; duffy_null "
+                                     "for Duffy-null persons)")
+    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_screen)
+
+
 #: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_assess, _add_knowledge, _add_read, _add_ingest, _add_history, _add_report, _add_demo, _add_validate,
-    _add_serve,
+    _add_serve, _add_screen,
 ]
 
 
@@ -411,17 +452,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that sub-command's arguments are built (start-up matters:
+    building every sub-parser costs more than assessing a blood count)."""
     parser = _Parser(prog="leukowatch", description="Sourced verdicts on leukopenia from white-blood-cell counts.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in REGISTRARS:
+    registrars = [r for r in REGISTRARS if r.__name__ == f"_add_{command}"] if command else []
+    for register in registrars or REGISTRARS:
         register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         return int(args.func(args) or EXIT_OK)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)

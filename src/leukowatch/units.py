@@ -9,7 +9,7 @@ both, never a guess: a factor-of-1000 mistake would turn a normal count into agr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from .knowledge import load_table
 from .model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, InputError
@@ -25,6 +25,7 @@ _DIMENSION_OF: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def normalise_unit(text: str) -> str:
     """Fold the cosmetic differences labs introduce: case, spaces, micro signs, ^ vs *, 'x' prefix."""
     u = text.strip().replace("µ", "u").replace("μ", "u").replace("^", "*").replace(" ", "")

@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import tomllib
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,11 @@ TABLES: tuple[str, ...] = (
 )
 
 
+_HERE = Path(__file__).resolve().parent
+
+
 def _read_bytes(name: str) -> bytes:
-    return resources.files(__package__).joinpath(f"{name}.toml").read_bytes()
+    return (_HERE / f"{name}.toml").read_bytes()
 
 
 @cache
@@ -63,6 +64,8 @@ def _all_tables() -> dict[str, dict[str, Any]]:
         pass
     tables = {name: tomllib.loads(data.decode("utf-8")) for name, data in _raw().items()}
     try:  # best effort: a read-only home still works, only slower
+        import tempfile
+
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as tmp:
             pickle.dump(tables, tmp, protocol=pickle.HIGHEST_PROTOCOL)

@@ -8,7 +8,7 @@ value exactly on a cut-off gets the milder grade.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..knowledge import load_table
@@ -24,6 +24,7 @@ class Grade:
     lln_used: bool
 
 
+@cache
 def criteria_versions() -> dict[str, dict[str, Any]]:
     return load_table("criteria")["versions"]
 
@@ -32,10 +33,12 @@ def default_criteria() -> str:
     return load_table("criteria")["default"]
 
 
+@cache
 def criteria_label(version: str) -> str:
     return criteria_versions()[version]["label"]
 
 
+@cache
 def criteria_source(version: str) -> str:
     return criteria_versions()[version]["source"]
 
@@ -98,11 +101,13 @@ def row_holds(row: dict[str, Any], value: float, lln: float | None, uln: float |
     return at_most is None or value <= float(at_most)
 
 
+@lru_cache(maxsize=65536)
 def grade(version: str, analyte: str, direction: str, value: float,
           lln: float | None = None, uln: float | None = None) -> Grade | None:
     """The CTCAE grade of a value, or None when no row holds (or the term has no rows).
 
-    Grade 1 needs the LLN; grades 2-4 do not, so a missing LLN can only cost grade 1.
+    Grade 1 needs the LLN; grades 2-4 do not, so a missing LLN can only cost grade 1. Cached: a
+    pure function of its arguments, and lab values repeat (they are reported to 2-3 digits).
     """
     for row in criteria_rows(version, analyte, direction):
         if row_holds(row, value, lln, uln):
@@ -117,5 +122,6 @@ def term_for(version: str, analyte: str, direction: str) -> str | None:
     return rows[0]["term"] if rows else None
 
 
+@cache
 def severity_word(grade_value: int) -> str:
     return load_table("criteria")["severity_words"][str(grade_value)]

@@ -106,6 +106,7 @@ def profile_range(profile: str, analyte: str, sex: str, age: float | None, perce
     return ResolvedRange(low, high, from_lab=False)
 
 
+@lru_cache(maxsize=65536)
 def resolve_range(profile: str, analyte: str, sex: str, age: float | None, percent: bool,
                   lab: ReferenceRange | None) -> ResolvedRange:
     """The lab's range where it gives a bound, else the profile's bound for that side."""

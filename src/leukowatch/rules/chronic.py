@@ -1,0 +1,86 @@
+"""Draws and chronicity: the part of the time-course rules every single assessment needs.
+
+Kept apart from `timeline` (episodes, cyclic, chemotherapy, drug timing) so that `leukowatch
+assess` imports only this; "chronic" means the same everywhere: low on at least `min_low_results`
+occasions spanning at least `min_span_days` (the article's "three occasions over 3 months", read as
+90 days so every engine agrees to the day).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..knowledge import load_table
+from ..model import Chronicity, Observation
+
+
+def chronic_rule() -> dict:
+    return load_table("timeline")["chronic"]
+
+
+def group_draws(observations: list[Observation]) -> list[tuple[datetime | None, list[Observation]]]:
+    """Observations grouped by time, oldest first; untimed ones join the latest draw (they are 'now')."""
+    by_time: dict[datetime | None, list[Observation]] = defaultdict(list)
+    for obs in observations:
+        by_time[obs.time].append(obs)
+    timed = sorted(t for t in by_time if t is not None)
+    untimed = by_time.pop(None, [])
+    if not timed:
+        return [(None, untimed)]
+    draws = [(t, by_time[t]) for t in timed]
+    draws[-1] = (draws[-1][0], draws[-1][1] + untimed)
+    return draws
+
+
+@dataclass(frozen=True)
+class LowResult:
+    time: datetime
+    value: float
+
+
+def chronic_evidence(lows: list[LowResult]) -> list[LowResult] | None:
+    """The earliest window of low results meeting the chronic rule, or None.
+
+    Any `min_low_results` lows whose first and last are at least `min_span_days` apart satisfy the
+    rule; the evidence returned is the first low, the last low at least the span later, and the lows
+    between them (what a clinician would cite).
+    """
+    rule = chronic_rule()
+    need, span = int(rule["min_low_results"]), int(rule["min_span_days"])
+    ordered = sorted(lows, key=lambda r: r.time)
+    for i, first in enumerate(ordered):
+        for j in range(len(ordered) - 1, i, -1):
+            last = ordered[j]
+            if (last.time - first.time).days >= span and j - i + 1 >= need:
+                return ordered[i:j + 1]
+    return None
+
+
+def chronicity(analyte: str, lows: list[LowResult], n_results: int, low_now: bool, unit: str = "x10^9/L"
+               ) -> Chronicity:
+    """Chronic / acute / undetermined for one analyte from its low results, with the evidence."""
+    rule = chronic_rule()
+    evidence = chronic_evidence(lows)
+    if evidence is not None:
+        cited = "; ".join(f"{r.time.date().isoformat()}: {r.value:.2f} {unit}" for r in evidence)
+        days = (evidence[-1].time - evidence[0].time).days
+        return Chronicity("chronic", analyte, [
+            f"{len(evidence)} low {analyte} results over {days} days ({cited})",
+            f"rule: low on >= {rule['min_low_results']} occasions spanning >= {rule['min_span_days']} days "
+            f"({rule['source']})",
+        ])
+    if n_results <= 1:
+        return Chronicity("undetermined", analyte, [
+            "one result only: chronicity needs repeated counts "
+            f"(>= {rule['min_low_results']} low results over >= {rule['min_span_days']} days)"])
+    if low_now:
+        return Chronicity("acute", analyte, [
+            f"low now; {len(lows)} low result(s) among {n_results}, which does not meet the chronic rule "
+            f"(>= {rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
+    if lows:
+        return Chronicity("acute", analyte, [
+            f"{len(lows)} low result(s) among {n_results}, recovered since; not chronic (chronic needs >= "
+            f"{rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
+    return Chronicity("undetermined", analyte, [f"no low result among {n_results}"])
