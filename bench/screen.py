@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 
 RESULTS_PER_DRAW = ("wbc", "neutrophils", "lymphocytes", "monocytes", "eosinophils")
 DRAWS_PER_PERSON = 8
+#: Simulation shares (not clinical thresholds): persons with low counts, their low draws, %-only draws.
+LOW_PERSON_SHARE, LOW_DRAW_SHARE, PERCENT_DRAW_SHARE, MALE_SHARE = 0.08, 0.6, 0.33, 0.5
 
 
 def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000) -> int:
@@ -47,14 +49,14 @@ def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000) 
             np.arange(DRAWS_PER_PERSON), n)  # distinct days per person
         when = t0 + day.astype("timedelta64[D]")
         base = rng.lognormal(np.log(6.0), 0.45, n)  # a person's usual WBC
-        low_person = rng.random(n) < 0.08
+        low_person = rng.random(n) < LOW_PERSON_SHARE
         wbc = np.repeat(base, DRAWS_PER_PERSON) * rng.lognormal(0, 0.2, n * DRAWS_PER_PERSON)
-        wbc = np.where(np.repeat(low_person, DRAWS_PER_PERSON) & (rng.random(n * DRAWS_PER_PERSON) < 0.6),
+        wbc = np.where(np.repeat(low_person, DRAWS_PER_PERSON) & (rng.random(n * DRAWS_PER_PERSON) < LOW_DRAW_SHARE),
                        wbc / 3.5, wbc)
         frac = np.stack([rng.uniform(*b, n * DRAWS_PER_PERSON) for b in
                          ((40, 70), (18, 40), (2, 9), (0.5, 5))], axis=1)
-        pct_draw = rng.random(n * DRAWS_PER_PERSON) < 0.33
-        sexes = np.where(rng.random(n) < 0.5, "male", "female")
+        pct_draw = rng.random(n * DRAWS_PER_PERSON) < PERCENT_DRAW_SHARE
+        sexes = np.where(rng.random(n) < MALE_SHARE, "male", "female")
         birth = np.datetime64("1940-01-01") + rng.integers(0, 80 * 365, n).astype("timedelta64[D]")
         cols: dict[str, list[Any]] = {k: [] for k in ("patient_id", "time", "analyte", "value", "unit", "sex",
                                                       "birth_date")}

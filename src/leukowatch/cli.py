@@ -38,6 +38,8 @@ def _read_text(path: str) -> str:
             return fh.read()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a message file (an OMOP folder needs --format omop)") from None
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text ({exc.reason})") from None
 

@@ -54,6 +54,10 @@ _OMOP_TABLES = ("measurement", "person", "drug_exposure", "concept")
 #: Files (or tables) the demo and exports write next to the observations.
 _MEDICATION_NAMES = ("medications", "medication", "drug_exposure")
 _TEMPERATURE_NAMES = ("temperatures", "temperature", "vitals")
+#: Files a demo set or a previous screen writes beside the observations that are not results.
+_NOT_OBSERVATIONS = ("truth", "persons", "patients", "chemotherapy", "conditions", "dirty_rows", "manifest",
+                     "rejects", "summary", "graded", "findings", "episodes", "chronic", "drug_episodes", "cyclic",
+                     "febrile", "flags")
 
 
 @dataclass
@@ -156,7 +160,7 @@ def classify_inputs(inputs: list[str]) -> dict[str, list[Path]]:
                 groups["medications"].append(f)
             elif stem in _TEMPERATURE_NAMES:
                 groups["temperatures"].append(f)
-            elif stem in ("truth", "patients", "rejects", "summary") or f.suffix.lower() not in (".parquet", ".csv"):
+            elif stem in _NOT_OBSERVATIONS or f.suffix.lower() not in (".parquet", ".csv"):
                 continue
             else:
                 groups["observations"].append(f)

@@ -140,7 +140,7 @@ def _derived_counts(obs: ir.Table) -> ir.Table:
             aggs[f"abs_{a}"] = absolute(a)
     d = obs.group_by(["patient_id", "time"]).agg(**aggs)
     zero = ibis.literal(0.0)
-    parts = []
+    items = []
     for a in rel.DERIVABLE:
         from_pct = d.wbc * d[f"pct_{a}"] / PERCENT
         if a == "neutrophils":
@@ -158,11 +158,15 @@ def _derived_counts(obs: ir.Table) -> ir.Table:
         else:
             value = ibis.cases((d[f"abs_{a}"].isnull(), from_pct), else_=ibis.null("float64"))
             percent = d[f"pct_{a}"]
-        part = d.select(patient_id=d.patient_id, time=d.time, analyte=ibis.literal(a), value=value,
-                        derived=ibis.literal(True), comparator=ibis.null("string"), lab_low=ibis.null("float64"),
-                        lab_high=ibis.null("float64"), percent_value=percent)
-        parts.append(part.filter(part.value.notnull()))
-    return ibis.union(*parts)
+        items.append(ibis.struct({"analyte": ibis.literal(a), "value": value.cast("float64"),
+                                  "percent": percent.cast("float64")}))
+    # One pass: every draw's derivable counts as an array, unnested (a union of one query per analyte
+    # would aggregate the draws once per analyte).
+    u = d.select("patient_id", "time", item=ibis.array(items).unnest())
+    u = u.filter(u.item.value.notnull())
+    return u.select(patient_id=u.patient_id, time=u.time, analyte=u.item.analyte, value=u.item.value,
+                    derived=ibis.literal(True), comparator=ibis.null("string"), lab_low=ibis.null("float64"),
+                    lab_high=ibis.null("float64"), percent_value=u.item.percent)
 
 
 def counts_of(ranked: ir.Table) -> ir.Table:

@@ -61,12 +61,15 @@ def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: P
     op_map = ibis.memtable({"oc": list(maps["operator"]), "m_op": list(maps["operator"].values())})
     m = m.mutate(_mc=m.measurement_concept_id.cast("string").try_cast("int64"))
     m = m.left_join(concept_map, m._mc == concept_map.mc)
+    m = m.select(*m.columns)
     uc = m.unit_concept_id.cast("string").try_cast("int64") if "unit_concept_id" in m.columns else ibis.null("int64")
     m = m.mutate(_uc=uc)
     m = m.left_join(unit_map, m._uc == unit_map.uc)
+    m = m.select(*m.columns)
     if "operator_concept_id" in m.columns:
         m = m.mutate(_oc=m.operator_concept_id.cast("string").try_cast("int64"))
         m = m.left_join(op_map, m._oc == op_map.oc)
+        m = m.select(*m.columns)
         op = m.m_op
     else:
         op = ibis.null("string")
@@ -93,6 +96,7 @@ def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: P
         genders = ibis.memtable({"gc": list(maps["gender"]), "g_sex": list(maps["gender"].values())})
         p = p.mutate(_gc=p.gender_concept_id.cast("string").try_cast("int64"))
         p = p.left_join(genders, p._gc == genders.gc)
+        p = p.select(*p.columns)
         year = p.year_of_birth.cast("string").try_cast("int64")
         month = (p.month_of_birth.cast("string").try_cast("int64") if "month_of_birth" in p.columns
                  else ibis.null("int64")).fill_null(int(rule["missing_month"]))
@@ -112,6 +116,7 @@ def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: P
             c = c.select(cid=c.concept_id.cast("string").try_cast("int64"), cname=c.concept_name.cast("string"))
             d = d.mutate(_dc=d.drug_concept_id.cast("string").try_cast("int64"))
             d = d.left_join(c, d._dc == c.cid)
+            d = d.select(*d.columns)
             name = d.cname.fill_null(d.drug_source_value.cast("string"))
         meds = d.select(patient_id=d.person_id.cast("string"), name=name,
                         start=parse_date_col(d.drug_exposure_start_date),

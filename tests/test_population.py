@@ -1,0 +1,128 @@
+"""`leukowatch screen` on DuckDB: inputs (tabular, OMOP, store), rejects, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from leukowatch.cli import main
+from leukowatch.population import screen
+
+CSV = """patient_id,sex,birth_date,time,analyte,loinc,value,unit,low,high
+H1,male,1987-03-02,2026-01-05T09:00:00Z,neutrophils,,1.1,10*9/L,,
+H1,male,1987-03-02,2026-01-05T09:00:00Z,wbc,,3.2,K/uL,,
+H1,male,1987-03-02,2026-02-05T09:00:00Z,wbc,,2.2,K/uL,,
+H1,male,1987-03-02,2026-02-05T09:00:00Z,,770-8,20,%,,
+H1,male,1987-03-02,2026-05-05T09:00:00Z,wbc,,2.0,K/uL,,
+H1,male,1987-03-02,2026-05-05T09:00:00Z,neutrophils,,0.4,10*9/L,,
+H1,male,1987-03-02,2026-06-05T09:00:00Z,neutrophils,,2.4,10*9/L,,
+H2,f,1990-01-01,2026-01-05,wbc,,1.9,10*9/L,,
+H2,f,1990-01-01,2026-01-05,hgb,,9,g/dL,,
+H2,f,1990-01-01,2026-01-05,plt,,100,10*9/L,,
+H2,f,1990-01-01,2026-01-05,wbc,,-1,10*9/L,,
+H3,male,1987-03-02,not a time,wbc,,3.2,K/uL,,
+H3,male,1987-03-02,2026-01-05,wbc,,3.2,bananas,,
+H3,male,1987-03-02,2026-01-05,wbc,,3.2,,,
+H3,male,1987-03-02,2026-01-05,foo,,3.2,K/uL,,
+H3,male,1987-03-02,2026-01-05,,99999-9,3.2,K/uL,,
+H3,male,1987-03-02,2026-01-05,wbc,,2000,10*9/L,,
+"""
+MEDS = "patient_id,name,start,stop\nH1,Bactrim DS,2025-12-20,2026-01-20\nH1,paracetamol,2025-12-20,\n"
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tab")
+    (d / "observations.csv").write_text(CSV)
+    (d / "medications.csv").write_text(MEDS)
+    return d
+
+
+@pytest.fixture(scope="module")
+def result(tabular: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return screen([str(tabular)], tmp_path_factory.mktemp("out"), memory_limit="500MB")
+
+
+def test_reconciles_and_names_every_reject(result) -> None:  # type: ignore[no-untyped-def]
+    r = result.reconciliation
+    assert r["read"] == 17 and r["rejected"] == 7 and r["read"] == r["accepted"] + r["rejected"]
+    reasons = dict(zip(result.frame("rejects")["_row"].astype(int) % (1 << 40), result.frame("rejects")["reason_code"],
+                       strict=True))
+    assert set(reasons.values()) == {"implausible", "bad_time", "unknown_unit", "missing_unit", "unknown_analyte",
+                                     "unknown_code"}
+    assert sum(v == "implausible" for v in reasons.values()) == 2  # negative count and WBC 2000 x10^9/L
+
+
+def test_graded_derived_anc_and_grades(result) -> None:  # type: ignore[no-untyped-def]
+    g = result.frame("graded").set_index(["patient_id", "analyte"]).sort_values("time")
+    anc = g.loc[("H1", "neutrophils")]
+    assert list(anc["derived"]) == [False, True, False, False]
+    assert anc["value"].iloc[1] == pytest.approx(2.2 * 20 / 100)  # WBC x % / 100 at the same draw
+    assert [None if x != x else int(x) for x in anc["grade"]] == [2, 4, 4, None]
+    assert set(g["unit"]) <= {"10^9/L", "g/dL"} and set(g["criteria"]) == {"CTCAE v5.0"}
+
+
+def test_episodes_chronic_drugs_and_flags(result) -> None:  # type: ignore[no-untyped-def]
+    e = result.frame("episodes").set_index(["patient_id", "finding"])
+    neut = e.loc[("H1", "neutropenia")]
+    assert (neut["n_low"], neut["worst_grade"], neut["nadir_value"]) == (3, 4, 0.4)
+    assert str(neut["recovery"]).startswith("2026-06-05")
+    chronic = result.frame("chronic")
+    assert set(zip(chronic["patient_id"], chronic["finding"], strict=True)) == {("H1", "neutropenia"),
+                                                                                  ("H1", "leukopenia")}
+    d = result.frame("drug_episodes")
+    assert set(d["generic"]) == {"sulfamethoxazole/trimethoprim"} and set(d["days_from_start"]) == {16}
+    flags = result.frame("flags").set_index("patient_id")
+    assert flags.loc["H1", ["neutropenia", "chronic_neutropenia", "drug_associated"]].all()
+    assert flags.loc["H2", "pancytopenia"] and not flags.loc["H2", "neutropenia"]
+    assert "H3" not in flags.index  # every H3 row was rejected
+
+
+def test_summary_json(result) -> None:  # type: ignore[no-untyped-def]
+    s = json.loads((result.outdir / "summary.json").read_text())
+    assert s["reconciliation"]["read"] == 17 and s["engine"] == "duckdb"
+    rows = {(r["finding"], r["grade"]) for r in s["by_finding"]}
+    assert ("neutropenia", 4) in rows and ("pancytopenia", None) in rows
+    assert s["by_drug_class"][0]["drug_class"] == "sulfonamide"
+
+
+def test_cli_screen(tabular: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["screen", str(tabular), "-o", str(tmp_path / "o"), "--profile", "article", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "read 17 = graded 10 + rejected 7" in out and "neutropenia" in out
+    assert main(["screen", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o")]) == 2
+    assert main(["screen", str(tabular), "-o", str(tmp_path / "o"), "--profile", "nope"]) == 2
+
+
+def test_omop_duckdb_and_store(tmp_path: Path) -> None:
+    omop = tmp_path / "omop.duckdb"
+    with duckdb.connect(str(omop)) as c:
+        c.execute("""CREATE TABLE measurement AS SELECT * FROM (VALUES
+            (1, 10, 3013650, TIMESTAMP '2026-01-05 08:00', 800.0, 8647, NULL, NULL, '751-8', '/uL'),
+            (2, 10, 3000905, TIMESTAMP '2026-01-05 08:00', 2.5, 9444, NULL, NULL, '6690-2', '10*9/L'),
+            (3, 10, 1234567, TIMESTAMP '2026-01-05 08:00', 2.5, 9444, NULL, NULL, 'xyz', NULL))
+            t(measurement_id, person_id, measurement_concept_id, measurement_datetime, value_as_number,
+              unit_concept_id, range_low, range_high, measurement_source_value, unit_source_value)""")
+        c.execute("CREATE TABLE person AS SELECT 10 AS person_id, 8532 AS gender_concept_id, 1970 AS year_of_birth")
+        c.execute("""CREATE TABLE drug_exposure AS SELECT 10 AS person_id, 0 AS drug_concept_id,
+                     'clozapine 100 mg' AS drug_source_value, DATE '2025-11-20' AS drug_exposure_start_date,
+                     NULL::DATE AS drug_exposure_end_date""")
+    r = screen([str(omop)], tmp_path / "o1")
+    g = r.frame("graded").set_index("analyte")
+    assert g.loc["neutrophils", "value"] == pytest.approx(0.8) and g.loc["neutrophils", "grade"] == 3
+    assert g.loc["wbc", "sex"] == "female" and r.reconciliation["rejected"] == 1
+    assert list(r.frame("drug_episodes")["generic"].unique()) == ["clozapine"]
+
+    store = tmp_path / "store.duckdb"
+    with duckdb.connect(str(store)) as c:
+        c.execute("""CREATE TABLE observations AS SELECT 'S1' AS patient_id, TIMESTAMPTZ '2026-01-05 08:00:00+00' AS time,
+                     'neutrophils' AS analyte, 0.3 AS value, '10^9/L' AS unit, false AS percent,
+                     NULL::VARCHAR AS comparator, NULL::DOUBLE AS ref_low, NULL::DOUBLE AS ref_high""")
+        c.execute("""CREATE TABLE patients AS SELECT 'S1' AS patient_id, 'male' AS sex, DATE '1950-01-01' AS birth_date,
+                     NULL::DOUBLE AS age_years, false AS duffy_null""")
+        c.execute("CREATE TABLE medications (patient_id VARCHAR, name VARCHAR, start DATE, stop DATE)")
+    r = screen([str(store)], tmp_path / "o2")
+    assert r.frame("graded")["grade"].tolist() == [4] and r.frame("flags")["neutropenia"].tolist() == [True]
