@@ -17,21 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from fixtures import FULL_CBC
+
 from leukowatch.assess import assess
 from leukowatch.request import parse_request
 
-REQUEST = {
-    "patient": {"id": "bench", "sex": "female", "age_years": 54},
-    "observations": [
-        {"analyte": "wbc", "value": 2.1, "unit": "10*9/L", "reference_range": {"low": 3.5, "high": 11.0}},
-        {"code": "770-8", "value": 34, "unit": "%"}, {"code": "736-9", "value": 50, "unit": "%"},
-        {"code": "5905-5", "value": 12, "unit": "%"}, {"code": "713-8", "value": 3, "unit": "%"},
-        {"code": "706-2", "value": 1, "unit": "%"}, {"analyte": "hemoglobin", "value": 11.2, "unit": "g/dL"},
-        {"analyte": "platelets", "value": 140, "unit": "K/uL"},
-    ],
-    "medications": ["Bactrim DS 800/160 mg BID", "clozapine 100 mg", "Keflex 500mg", "metformin", "lisinopril"],
-    "conditions": ["lupus"], "symptoms": ["fever", "sore throat"], "temperature_c": 38.6,
-}
+REQUEST = FULL_CBC
 
 
 def per_assessment(n: int) -> tuple[float, float]:

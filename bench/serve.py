@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures import FULL_CBC  # noqa: E402
 from service_helpers import (  # noqa: E402
     Signer,
     condition,
@@ -38,18 +39,7 @@ from service_helpers import (  # noqa: E402
 )
 
 ISS = "https://bench-ehr.example"
-CBC = {
-    "patient": {"id": "bench", "sex": "female", "age_years": 54},
-    "observations": [
-        {"analyte": "wbc", "value": 2.1, "unit": "10*9/L", "reference_range": {"low": 3.5, "high": 11.0}},
-        {"code": "770-8", "value": 34, "unit": "%"}, {"code": "736-9", "value": 50, "unit": "%"},
-        {"code": "5905-5", "value": 12, "unit": "%"}, {"code": "713-8", "value": 3, "unit": "%"},
-        {"code": "706-2", "value": 1, "unit": "%"}, {"analyte": "hemoglobin", "value": 11.2, "unit": "g/dL"},
-        {"analyte": "platelets", "value": 140, "unit": "K/uL"},
-    ],
-    "medications": ["Bactrim DS", "clozapine 100 mg", "amoxicillin 500 mg", "metformin", "omeprazole"],
-    "conditions": ["lupus"], "symptoms": ["sore throat"], "temperature_c": 38.4,
-}
+CBC = FULL_CBC
 HOOK = {
     "hook": "patient-view", "hookInstance": "bench",
     "context": {"userId": "Practitioner/1", "patientId": "pat-1"},

@@ -93,13 +93,19 @@ def _select_advice(keys: set[str], low: bool) -> dict[str, list[str]]:
     return out
 
 
-def assess(request: Request | dict[str, Any]) -> Assessment:
-    """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request)."""
+def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[Draw]]:
+    """Validate a request and judge every draw in it: the start shared by `assess` and `history`,
+    so both see the same profile, criteria and flagged draws."""
     if not isinstance(request, Request):
         request = parse_request(request)
     profile = profile_for(request.profile, request.patient.duffy_null)
     criteria = check_criteria(request.criteria)
-    draws = evaluate_history(request, profile)
+    return request, profile, criteria, evaluate_history(request, profile)
+
+
+def assess(request: Request | dict[str, Any]) -> Assessment:
+    """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request)."""
+    request, profile, criteria, draws = prepare(request)
     current = draws[-1]
     counts = current.counts
     findings = _findings(counts, criteria)

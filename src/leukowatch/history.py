@@ -15,13 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from .assess import chronicity_from_draws, evaluate_history
+from .assess import chronicity_from_draws, prepare
 from .model import Chronicity, MedicationInput, Patient, Request, jsonable
-from .request import parse_request
 from .rules.causes import match_medications
 from .rules.findings import LOW_FINDING
-from .rules.grading import check_criteria, criteria_label, grade
-from .rules.ranges import profile_for
+from .rules.grading import criteria_label, grade
 from .rules.timeline import (
     ChemoNadirPattern,
     CyclicSuspicion,
@@ -127,11 +125,7 @@ def _dose_dates(request: Request) -> list[date]:
 
 def build_history(request: Request | dict[str, Any]) -> History:
     """The history verdict for one person's request (every timed observation is part of the history)."""
-    if not isinstance(request, Request):
-        request = parse_request(request)
-    profile = profile_for(request.profile, request.patient.duffy_null)
-    criteria = check_criteria(request.criteria)
-    draws = evaluate_history(request, profile)
+    request, profile, criteria, draws = prepare(request)
     timed = [d for d in draws if d.time is not None]
     series = {a: s for a in HISTORY_ANALYTES if (s := _series(draws, a, criteria))}
     eps = {LOW_FINDING[a]: found for a, s in series.items() if (found := episodes(a, _points(s)))}

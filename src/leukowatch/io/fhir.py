@@ -18,7 +18,7 @@ from typing import Any
 
 from ..model import InputError, MedicationInput, Patient
 from ..units import canonical_analyte, loinc_lookup
-from .result import Collector, ReadResult, parse_range
+from .result import Collector, ReadResult, lenient_date, parse_range
 
 try:  # fhir.resources 8 keeps R4 (as R4B) in a sub-package; its top level is R5
     from fhir.resources.R4B import get_fhir_model_class
@@ -326,7 +326,7 @@ class _Reader:
                     break
             start = start or res.authoredOn
         self.col.result.medications.append((self.patient_id(res.subject), MedicationInput(
-            name=name, start=_as_date(start), stop=_as_date(stop))))
+            name=name, start=lenient_date(start), stop=lenient_date(stop))))
 
     def condition(self, res: Any) -> None:
         verification = _concept_text(res.verificationStatus) or ""
@@ -335,19 +335,6 @@ class _Reader:
         name = _concept_text(res.code)
         if name:
             self.col.result.conditions.append((self.patient_id(res.subject), name))
-
-
-def _as_date(value: Any) -> date | None:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str) and len(value) >= 10:
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
 
 
 def _map_concept(code: Any) -> tuple[dict[str, str] | None, str]:

@@ -20,7 +20,7 @@ import duckdb
 from ..knowledge import load_table
 from ..model import InputError, MedicationInput, Patient
 from ..units import loinc_lookup
-from .result import Collector, ReadResult
+from .result import Collector, ReadResult, lenient_date
 
 _TABLES = ("measurement", "person", "drug_exposure", "concept")
 _SUFFIXES = (".csv", ".parquet", ".tsv", ".csv.gz")
@@ -205,18 +205,7 @@ def _drugs(con: duckdb.DuckDBPyConnection) -> list[tuple[str | None, MedicationI
         if not row["name"]:
             continue
         out.append((str(_int(row["person_id"]) or row["person_id"]), MedicationInput(
-            name=str(row["name"]), start=_date(row["start"]), stop=_date(row["stop"]))))
+            name=str(row["name"]), start=lenient_date(row["start"]), stop=lenient_date(row["stop"]))))
     return out
 
 
-def _date(value: Any) -> date | None:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str) and len(value) >= 10:
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, Literal
 
 from ..model import CONTEXT_ANALYTES, InputError, MedicationInput, Observation, Patient
@@ -23,6 +24,21 @@ from ..request import parse_observation
 from ..units import canonical_analyte, loinc_lookup
 
 log = logging.getLogger("leukowatch.io")
+
+
+def lenient_date(value: Any) -> date | None:
+    """A date from a date, date-time or ISO string; None when absent or unreadable. For optional
+    context (a medicine's start/stop) where an unreadable date must not sink the lab result."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and len(value) >= 10:
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
 
 RejectKind = Literal["invalid", "skipped", "duplicate"]
 _RANGE = re.compile(r"^\s*(?:([<>]=?)\s*)?(\d+(?:\.\d+)?)\s*(?:(?:-|to|–)\s*(\d+(?:\.\d+)?))?\s*$", re.IGNORECASE)
