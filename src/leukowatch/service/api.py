@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, ORJSONResponse, Response
 
 from ..assess import assess
 from ..knowledge import summary
@@ -97,7 +97,7 @@ async def api_assess(request: Request, profile: str | None = Query(None, descrip
     """Project JSON, FHIR JSON or an HL7 v2 message (by Content-Type) -> the Assessment as JSON."""
     body = await request.body()
     data = _override(request_from_body(body, request.headers.get("content-type")), profile, criteria)
-    return JSONResponse(assessment_dict(assess(data)))
+    return ORJSONResponse(assessment_dict(assess(data)))  # orjson: the hot path's serialiser
 
 
 knowledge_summary = summary  # re-exported for the web page
