@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, ORJSONResponse, Response
+from fastapi.responses import ORJSONResponse, Response
 
 from ..assess import assess
 from ..knowledge import summary
