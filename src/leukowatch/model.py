@@ -165,6 +165,8 @@ class Count:
     comparator: str | None = None
     time: datetime | None = None
     derivation: str | None = None
+    low_source: str | None = None  # citation of the lower limit used (lab, or the profile row's source)
+    high_source: str | None = None
 
     @property
     def per_uL(self) -> int | None:

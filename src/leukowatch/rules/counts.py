@@ -34,6 +34,7 @@ def evaluate_draw(observations: list[Observation], patient: Patient, profile: st
             percent=dv.percent, reference_range=rng.reference_range, range_source=rng.describe(profile),
             comparator=obs.comparator if obs is not None and not dv.derived else None,
             time=time, derivation=dv.derivation,
+            low_source=rng.low.source if rng.low else None, high_source=rng.high.source if rng.high else None,
         )
     order = {a: i for i, a in enumerate(ANALYTES)}
     return Draw(time, dict(sorted(counts.items(), key=lambda kv: order[kv[0]])), warnings)

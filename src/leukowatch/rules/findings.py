@@ -57,7 +57,9 @@ def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Find
     notes: list[str] = []
     g = None if code in UNGRADED else grade(criteria, count.analyte, direction, count.value, lln, uln)
     term = term_for(criteria, count.analyte, direction)
-    sources = [count.range_source]
+    citation = count.low_source if direction == "low" else count.high_source
+    sources = [f"{count.range_source}: {citation}" if citation and citation != "lab reference range"
+               else count.range_source]
     if g is not None:
         sources.append(criteria_source(criteria))
         if g.lln_used:
