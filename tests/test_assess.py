@@ -359,3 +359,11 @@ def test_recovered_lows_are_acute_not_undetermined() -> None:
     a = assess(_history(("2026-01-01", 1.0), ("2026-01-20", 2.4)))
     assert a.chronicity.status == "acute" and "recovered since" in a.chronicity.evidence[0]
     assert assess(_history(("2026-01-01", 2.0), ("2026-01-20", 2.4))).chronicity.status == "undetermined"
+
+
+def test_finding_cites_the_range_row_it_used() -> None:
+    f = assess(request("female", 40, wbc=3.0)).finding("leukopenia")
+    assert "Leukemia & Lymphoma Society" in f.source and "CTCAE" not in f.source.split(";")[0]
+    r = request("female", 40)
+    r["observations"] = [{"analyte": "wbc", "value": 3.0, "unit": "K/uL", "reference_range": {"low": 4.0}}]
+    assert assess(r).finding("leukopenia").source.startswith("lab;")
