@@ -7,7 +7,9 @@
 Times, on one generated Parquet file: (a) `screen` end to end on DuckDB (2GB memory limit);
 (b) the floor: one DuckDB query grading ANC only with a CASE, written to Parquet; (c) pandas doing
 the same outputs as a data scientist would (grade, episodes, chronic); (d) Spark local[2] on a 1/10
-sample. Each runs in a fresh process so its peak memory (ru_maxrss) is its own.
+sample. Each runs in a fresh process; its peak memory is the high-water mark of that process and all
+its children (the JVM for Spark), and its CPU seconds (all threads; not the JVM's) are printed beside
+the wall time because on a shared machine wall time depends on what else runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -30,6 +33,8 @@ import pyarrow.parquet as pq
 
 RESULTS_PER_DRAW = ("wbc", "neutrophils", "lymphocytes", "monocytes", "eosinophils")
 DRAWS_PER_PERSON = 8
+#: Seconds between memory samples of a running contender.
+POLL_S = 0.2
 #: Simulation shares (not clinical thresholds): persons with low counts, their low draws, %-only draws.
 LOW_PERSON_SHARE, LOW_DRAW_SHARE, PERCENT_DRAW_SHARE, MALE_SHARE = 0.08, 0.6, 0.33, 0.5
 
@@ -165,18 +170,60 @@ def child(name: str, file: Path, out: Path) -> None:
     elif name == "pandas":
         run_pandas(file, out)
     seconds = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if name == "spark":  # the JVM is a child process
-        peak_kb += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = None if name == "spark" else usage.ru_utime + usage.ru_stime  # Spark works in its JVM
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu,
+                      "hwm_kb": _status_kb(os.getpid(), "VmHWM")}))
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory of a process and every descendant (Spark's JVM, its Python workers), Linux /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += _status_kb(pid, "VmRSS")
+        stack += children.get(pid, [])
+    return total
 
 
 def measure(name: str, file: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, __file__, "--run", name, str(file), str(out)], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run one contender in a fresh process; peak memory is the larger of its own high-water mark (VmHWM:
+    ru_maxrss would include the parent's memory at fork) and the polled RSS of its whole process tree."""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, __file__, "--run", name, str(file), str(out)], stdout=stdout,
+                                stderr=stderr, text=True)
+        peak_kb = 0
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, _tree_rss_kb(proc.pid))
+            time.sleep(POLL_S)
+        stdout.seek(0)
+        stderr.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{stderr.read()[-3000:]}")
+        r = json.loads(stdout.read().strip().splitlines()[-1])
+    r["peak_mb"] = max(peak_kb, r.pop("hwm_kb")) / 1024
+    return r
+
+
+def _cpu(r: dict[str, Any]) -> str:
+    return "-" if r.get("cpu_s") is None else f"{r['cpu_s']:.1f}"
 
 
 def main() -> None:
@@ -211,16 +258,16 @@ def main() -> None:
         r["rows"] = n
         r["rows_per_s"] = n / r["seconds"]
         results[name] = r
-        print(f"{name:7s} {n:>12,} rows {r['seconds']:8.1f} s {r['rows_per_s']:>12,.0f} rows/s "
-              f"peak {r['peak_mb']:,.0f} MB", flush=True)
+        print(f"{name:7s} {n:>12,} rows {r['seconds']:8.1f} s (cpu {_cpu(r)} s) "
+              f"{r['rows_per_s']:>12,.0f} rows/s peak {r['peak_mb']:,.0f} MB", flush=True)
     labels = {"screen": "(a) leukowatch screen, DuckDB", "floor": "(b) bare DuckDB, ANC CASE only",
               "pandas": "(c) pandas", "spark": "(d) leukowatch screen, Spark local[2] (1/10 sample)"}
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM, "
           f"Python {platform.python_version()}")
-    print("| run | rows | seconds | rows/s | peak memory |\n|---|---:|---:|---:|---:|")
+    print("| run | rows | seconds | CPU seconds | rows/s | peak memory |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {labels[name]} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+        print(f"| {labels[name]} | {r['rows']:,} | {r['seconds']:.1f} | {_cpu(r)} | {r['rows_per_s']:,.0f} | "
               f"{r['peak_mb']:,.0f} MB |")
     if "screen" in results and "floor" in results:
         print(f"\n(a)/(b) time ratio: {results['screen']['seconds'] / results['floor']['seconds']:.1f}x (goal <= 2x)")

@@ -61,7 +61,8 @@ class DuckDBEngine(Engine):
                  temp_directory: Path | None = None) -> None:
         self.con = ibis.duckdb.connect()
         self._tmp = temp_directory or Path(tempfile.mkdtemp(prefix="leukowatch-duckdb-"))
-        settings = {"TimeZone": "UTC", "temp_directory": str(self._tmp), "preserve_insertion_order": "false"}
+        settings = {"TimeZone": "UTC", "temp_directory": str(self._tmp), "preserve_insertion_order": "false",
+                    "enable_progress_bar": "false"}  # screen draws its own progress
         if memory_limit:
             settings["memory_limit"] = memory_limit
         if threads:

@@ -10,6 +10,8 @@ Each function mirrors one per-patient function and says which; the parity test h
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import timedelta
 from typing import Any
 
@@ -44,47 +46,62 @@ def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.Integer
 # 1. validate: request.parse_observation row by row
 
 
-def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table) -> ir.Table:
-    """Every raw row with its canonical analyte, value in canonical units, lab range, and reason (or NULL)."""
-    k = raw.mutate(_ak=raw.analyte.fill_null(""), _ck=raw.loinc.fill_null(""), _uk=raw.unit.fill_null(""),
-                   _sk=raw.sex.fill_null(""))
-    j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
-    number, comparator = value_number(j.value)
-    value = number * j.c_factor
-    lab_low, lab_high = j.low * j.c_factor, j.high * j.c_factor
+#: Only the whitespace Ibis's strip() removes, as a regular expression: TRIM with a character set costs
+#: DuckDB about six times more than this match, on every row.
+_BLANK = "^[ \t\n\r\x0b\x0c]*$"
+
+
+def _checks(j: ir.Table) -> list[tuple[Any, Any, Any]]:
+    """request.parse_observation's checks in its order: (fails, reason, reason_code)."""
     limits = plausibility()
     code_problem = j.c_reason_code.isin(["unknown_analyte", "unknown_code"])
-    reasons: list[tuple[Any, str, str]] = [
-        (j.patient_id.isnull() | (j.patient_id.strip() == ""), "missing patient_id", "missing_patient"),
+    return [
+        (j.patient_id.isnull() | j.patient_id.re_search(_BLANK), "missing patient_id", "missing_patient"),
         (code_problem, j.c_reason, j.c_reason_code),
         (j.value.isnull(), "missing value", "missing_value"),
-        (number.isnull(), "value is not a number", "bad_value"),
+        (j.number.isnull(), "value is not a number", "bad_value"),
         (j.c_reason.notnull(), j.c_reason, j.c_reason_code),
-        (number.isnan() | number.isinf(), "value is not a finite number", "bad_value"),
-        (value < limits["min_value"], "value is negative", "implausible"),
-        (j.c_percent & (value > limits["max_percent"]), "percentage is above 100%", "implausible"),
-        ((j.c_analyte == "wbc") & ~j.c_percent & (value > limits["max_wbc"]),
+        (j.number.isnan() | j.number.isinf(), "value is not a finite number", "bad_value"),
+        (j.value_c < limits["min_value"], "value is negative", "implausible"),
+        (j.c_percent & (j.value_c > limits["max_percent"]), "percentage is above 100%", "implausible"),
+        ((j.c_analyte == "wbc") & ~j.c_percent & (j.value_c > limits["max_wbc"]),
          f"wbc above {limits['max_wbc']:g} x10^9/L is implausible; check the unit", "implausible"),
-        (lab_low.notnull() & lab_high.notnull() & (lab_low > lab_high), "reference range low is above high",
+        (j.lab_low.notnull() & j.lab_high.notnull() & (j.lab_low > j.lab_high), "reference range low is above high",
          "bad_range"),
         (j.time.isnull(), "missing or unparseable time", "bad_time"),
         (j.s_reason.notnull(), j.s_reason, "bad_sex"),
     ]
-    reason = ibis.cases(*[(c, r) for c, r, _ in reasons], else_=ibis.null("string"))
-    reason_code = ibis.cases(*[(c, rc) for c, _, rc in reasons], else_=ibis.null("string"))
-    return j.mutate(analyte_c=j.c_analyte, percent=j.c_percent, value_c=value, comparator=comparator,
-                    lab_low=lab_low, lab_high=lab_high, sex_c=j.s_sex, reason=reason, reason_code=reason_code)
+
+
+def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table) -> ir.Table:
+    """Every raw row with its canonical analyte, value in canonical units, lab range, and `ok`.
+
+    `ok` is one AND of the checks (NULL read as passing, as a CASE reads it); the reasons themselves
+    are two CASE chains worked out in `rejects_of` for the few failing rows only, not for every row.
+    """
+    k = raw.mutate(_ak=raw.analyte.fill_null(""), _ck=raw.loinc.fill_null(""), _uk=raw.unit.fill_null(""),
+                   _sk=raw.sex.fill_null(""))
+    j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
+    number, comparator = value_number(j.value)
+    j = j.mutate(number=number, comparator=comparator, analyte_c=j.c_analyte, percent=j.c_percent,
+                 value_c=number * j.c_factor, lab_low=j.low * j.c_factor, lab_high=j.high * j.c_factor,
+                 sex_c=j.s_sex)
+    fails = [cond.fill_null(False) for cond, _, _ in _checks(j)]
+    return j.mutate(ok=~functools.reduce(operator.or_, fails))
 
 
 def rejects_of(checked: ir.Table) -> ir.Table:
-    r = checked.filter(checked.reason.notnull())
+    r = checked.filter(~checked.ok)
+    checks = _checks(r)
+    reason = ibis.cases(*[(c, why) for c, why, _ in checks], else_=ibis.null("string"))
+    reason_code = ibis.cases(*[(c, code) for c, _, code in checks], else_=ibis.null("string"))
     return r.select(_row=r._row, source=r._src, patient_id=r.patient_id, time=r.time, analyte=r.analyte,
-                    loinc=r.loinc, value=r.value.cast("string"), unit=r.unit, reason=r.reason,
-                    reason_code=r.reason_code)
+                    loinc=r.loinc, value=r.value.cast("string"), unit=r.unit, reason=reason,
+                    reason_code=reason_code)
 
 
 def accepted_of(checked: ir.Table) -> ir.Table:
-    a = checked.filter(checked.reason.isnull())
+    a = checked.filter(checked.ok)
     return a.select(_row=a._row, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c, percent=a.percent,
                     value=a.value_c, comparator=a.comparator, lab_low=a.lab_low, lab_high=a.lab_high,
                     sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years, duffy_null=a.duffy_null)
@@ -226,10 +243,12 @@ def findings_of(graded: ir.Table) -> ir.Table:
     f = graded.filter(graded.finding.notnull())
     f = f.select("patient_id", "time", "finding", "analyte", "value", "grade", "severity", "profile", "sex",
                  "age_band")
-    g = graded
+    # a draw is pancytopenic when its low results include all three analytes, so only low results of
+    # those analytes are grouped (profile, sex and age band are the person's, the same on every row)
+    g = graded.filter((graded.flag == "low") & graded.analyte.isin(["wbc", "hemoglobin", "platelets"]))
 
     def low(a: str) -> ir.BooleanValue:
-        return ((g.analyte == a) & (g.flag == "low")).any()
+        return (g.analyte == a).any()
 
     d = g.group_by(["patient_id", "time"]).agg(
         all_low=low("wbc") & low("hemoglobin") & low("platelets"),
@@ -243,25 +262,30 @@ def findings_of(graded: ir.Table) -> ir.Table:
 
 
 def episodes_of(graded: ir.Table) -> ir.Table:
-    """rules.timeline.episodes as gaps and islands: an island is a run of lows between non-low results."""
+    """rules.timeline.episodes as gaps and islands: an island is a run of lows between non-low results.
+
+    One window pass numbers the islands (a running count of non-low results) and looks one result
+    ahead: the result after an island's last low is its recovery, so no join back is needed. The
+    nadir is the smallest (value, time), i.e. the earliest of equal lowest values, as the rule picks.
+    """
     p = graded.filter(graded.analyte.isin(list(LOW_FINDING)))
+    # only series with a low result can hold an island: the window then sorts just those
+    with_low = p.filter(p.flag == "low").select("patient_id", "analyte").distinct()
+    p = p.semi_join(with_low, ["patient_id", "analyte"])
     low = p.flag == "low"
-    w = ibis.cumulative_window(group_by=[p.patient_id, p.analyte], order_by=p.time)
-    p = p.mutate(is_low=low, grp=(~low).cast("int64").sum().over(w))
+    by = dict(group_by=[p.patient_id, p.analyte], order_by=p.time)
+    p = p.mutate(is_low=low, grp=(~low).cast("int64").sum().over(ibis.cumulative_window(**by)),
+                 next_time=p.time.lead().over(ibis.window(**by)), next_low=low.lead().over(ibis.window(**by)))
     lows = p.filter(p.is_low)
-    lows = lows.mutate(island_min=lows.value.min().over(group_by=[lows.patient_id, lows.analyte, lows.grp]))
-    islands = lows.group_by(["patient_id", "analyte", "grp"]).agg(
+    nadir = ibis.struct({"value": lows.value, "time": lows.time}).min()
+    e = lows.group_by(["patient_id", "analyte", "grp"]).agg(
         onset=lows.time.min(), last_low=lows.time.max(), n_low=lows.count(), worst_grade=lows.grade.max(),
-        nadir_value=lows.value.min(), nadir_time=lows.time.min(where=lows.value == lows.island_min),
-        sex=lows.sex.max(), profile=lows.profile.max(),
-        age_band=lows.age_band.min())
-    ends = p.filter(~p.is_low).select(r_pid=p.patient_id, r_analyte=p.analyte, r_grp=p.grp, recovery=p.time)
-    e = islands.left_join(ends, [islands.patient_id == ends.r_pid, islands.analyte == ends.r_analyte,
-                                 islands.grp + 1 == ends.r_grp])
+        nadir=nadir, recovery=lows.next_time.max(where=~lows.next_low), sex=lows.sex.max(),
+        profile=lows.profile.max(), age_band=lows.age_band.min())
     finding = ibis.cases(*[(e.analyte == a, code) for a, code in LOW_FINDING.items()], else_=ibis.null("string"))
     return e.select(
         patient_id=e.patient_id, finding=finding, analyte=e.analyte, onset=e.onset, last_low=e.last_low,
-        nadir_value=e.nadir_value, nadir_time=e.nadir_time, worst_grade=e.worst_grade, n_low=e.n_low,
+        nadir_value=e.nadir["value"], nadir_time=e.nadir["time"], worst_grade=e.worst_grade, n_low=e.n_low,
         recovery=e.recovery, duration_days=days_between(e.onset, e.recovery.fill_null(e.last_low)),
         ongoing=e.recovery.isnull(), sex=e.sex, profile=e.profile, age_band=e.age_band)
 

@@ -199,7 +199,8 @@ def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
 
 def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.FloatingValue) -> ir.StringValue:
     """rules.findings.findings_from_counts: low -> LOW_FINDING, high -> HIGH_FINDING, basophils 0 -> basopenia."""
-    branches: list[tuple[Any, str]] = []
+    # most results are normal: the first branch settles them before the per-analyte comparisons
+    branches: list[tuple[Any, Any]] = [((flag == "normal") & (analyte != "basophils"), ibis.null("string"))]
     branches += [((flag == "low") & (analyte == a), code) for a, code in LOW_FINDING.items()]
     branches += [((flag == "high") & (analyte == a), code) for a, code in HIGH_FINDING.items()]
     branches.append(((analyte == "basophils") & (value == 0), LOW_FINDING["basophils"]))
@@ -231,12 +232,12 @@ def _graded_pairs() -> list[tuple[str, str, str]]:
 def grade_expr(criteria: str, analyte: ir.StringValue, finding: ir.StringValue, value: ir.FloatingValue,
                lln: ir.FloatingValue, uln: ir.FloatingValue) -> ir.IntegerValue:
     """rules.grading.grade over criteria.toml rows, worst grade first, for each graded finding."""
-    branches: list[tuple[Any, int]] = []
+    branches: list[tuple[Any, Any]] = [(finding.isnull(), ibis.null("int64"))]  # most rows: settled at once
     for a, direction, code in _graded_pairs():
         for row in criteria_rows(criteria, a, direction):
             cond = (analyte == a) & (finding == code) & _row_holds(row, value, lln, uln)
             branches.append((cond, int(row["grade"])))
-    if not branches:
+    if len(branches) == 1:
         return ibis.null("int64")
     return ibis.cases(*branches, else_=ibis.null("int64"))
 
@@ -244,13 +245,15 @@ def grade_expr(criteria: str, analyte: ir.StringValue, finding: ir.StringValue, 
 def term_expr(criteria: str, finding: ir.StringValue) -> ir.StringValue:
     branches = [(finding == code, term) for a, d, code in _graded_pairs()
                 if (term := term_for(criteria, a, d)) is not None]
-    return ibis.cases(*branches, else_=ibis.null("string")) if branches else ibis.null("string")
+    if not branches:
+        return ibis.null("string")
+    return ibis.cases((finding.isnull(), ibis.null("string")), *branches, else_=ibis.null("string"))
 
 
 def severity_expr(finding: ir.StringValue, grade: ir.IntegerValue, value: ir.FloatingValue,
                   lln: ir.FloatingValue) -> ir.StringValue:
     """rules.findings: neutropenia words from severity.toml; other graded findings the CTCAE word."""
-    branches: list[tuple[Any, str]] = []
+    branches: list[tuple[Any, Any]] = [(finding.isnull(), ibis.null("string"))]  # most rows: settled at once
     for row in load_table("severity")["neutropenia"]:
         limit = lln if row["below"] == "LLN" else ibis.literal(float(row["below"]))
         branches.append(((finding == "neutropenia") & limit.notnull() & (value < limit), row["word"]))

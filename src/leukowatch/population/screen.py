@@ -8,6 +8,7 @@ back into Python.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ibis.expr.types as ir
+import pandas as pd
 
 from ..knowledge import knowledge_version, load_table
 from ..model import InputError
@@ -112,11 +114,14 @@ def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
     cand = cand.filter(cand.n >= need).select(c_pid="patient_id")
     g = graded.filter(graded.analyte == "neutrophils")
     series = g.join(cand, g.patient_id == cand.c_pid).select("patient_id", "time", "value", "flag", "grade")
-    df = engine.execute(series)
+    df = engine.execute(series.order_by(["patient_id", "time"]))
+    # plain lists and itertools.groupby: slicing a DataFrame per person cost more than the rule itself
+    cols = zip(df["patient_id"].tolist(), df["time"].tolist(), df["value"].tolist(), df["flag"].tolist(),
+               df["grade"].tolist(), strict=True)
     rows: list[dict[str, Any]] = []
-    for pid, part in df.groupby("patient_id", sort=True):
-        points = [Point(t.to_pydatetime(), float(v), f == "low", None if g_ != g_ else int(g_))
-                  for t, v, f, g_ in zip(part["time"], part["value"], part["flag"], part["grade"], strict=True)]
+    for pid, part in itertools.groupby(cols, key=lambda r: r[0]):
+        points = [Point(t.to_pydatetime(), float(v), f == "low", None if pd.isna(g_) else int(g_))
+                  for _, t, v, f, g_ in part]
         verdict = cyclic_neutropenia(points)
         if verdict.status == "suspected":
             rows.append({"patient_id": str(pid), "period_days": verdict.period_days,
@@ -189,10 +194,11 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("validating rows", bar):
                 checked = pl.validate(src.raw, codes, sex_rel)
                 input_rejects = write(pl.rejects_of(checked), work / "rejects_input.parquet")
-                obs = write(pl.accepted_of(checked), work / "observations.parquet")
+                # ranked once: the grades, the duplicates and the persons all read this one file
+                obs = write(pl.latest_per_draw(pl.accepted_of(checked)), work / "observations.parquet")
             with stage("grading results", bar):
-                ranked = pl.latest_per_draw(obs)
-                dups = write(pl.superseded_rejects(ranked), work / "rejects_duplicates.parquet")
+                ranked = obs
+                dups = pl.superseded_rejects(ranked)
                 patients = pl.patients_of(obs)
                 if src.patients is not None:
                     p = src.patients
