@@ -4,7 +4,7 @@ and a `patient-view` hook with prefetch (JWT verified: ES384, allow-listed issue
 The server is `leukowatch serve` in its own process (one uvicorn worker, 127.0.0.1, a temporary
 DuckDB store, JWT verification on). The load comes from `wrk` when it is on PATH (`apt-get install
 wrk`): a C client measures the server, where a Python client would measure itself (httpx tops out
-near 250 req/s on 2 cores). Every hook request carries its own freshly signed JWT (unique `jti`,
+at a few hundred req/s on 2 cores). Every hook request carries its own freshly signed JWT (unique `jti`,
 `aud` = the service URL): tokens are signed here beforehand and handed out one per request by a Lua
 script, since the server refuses a replayed token. Without wrk the old Python client path runs and
 says so. Latency is measured under the same load (wrk's connections in flight).
@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -83,6 +84,44 @@ class Result:
     p50_ms: float
     p99_ms: float
     failed: int = 0  # non-2xx answers and socket errors
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine: how much CPU did processes other than ours take while we measured? (Linux /proc)
+
+
+class CpuWatch:
+    """CPU used by the whole machine minus this process, its finished children (wrk) and the server,
+    and the hypervisor's steal, between start() and shares(): a shared machine shows up as a number."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+            stat = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server = (int(stat[11]) + int(stat[12])) / self.tick  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = cpu
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = server + me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        busy = (user + nice + system + irq + softirq) / self.tick
+        return busy - ours, steal / self.tick, time.monotonic()
+
+    def start(self) -> None:
+        self.t0 = self._sample()
+
+    def shares(self) -> tuple[float, float] | None:
+        """Cores' worth of CPU other processes used, and cores stolen by the hypervisor, since start()."""
+        t1 = self._sample()
+        if self.t0 is None or t1 is None:
+            return None
+        wall = t1[2] - self.t0[2]
+        return max(0.0, t1[0] - self.t0[0]) / wall, (t1[1] - self.t0[1]) / wall
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,21 +362,21 @@ def main() -> None:
         proc = start_server(port, workdir, jwks)
         try:
             check_endpoints(base, signer)
-            machine = f"{os.cpu_count()} cores, load average {load:.1f} before the run"
+            watch = CpuWatch(proc.pid)
+            watch.start()
             if wrk:
                 version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False).stdout
                 rows = wrk_bench(wrk, base, signer, workdir, args)
-                header = (f"leukowatch serve: 1 uvicorn worker on 127.0.0.1, JWT verification on; {machine}\n"
-                          f"load: {' '.join(version.split()[:2])}, {args.threads} thread(s), {args.connections} "
+                client = (f"{' '.join(version.split()[:2])}, {args.threads} thread(s), {args.connections} "
                           f"connections, {args.duration:g} s per endpoint; latency under that load")
             else:
                 if not args.python:
                     print("wrk not found on PATH: falling back to the Python httpx client, which measures "
                           "itself as much as the server (apt-get install wrk)", file=sys.stderr)
                 rows = python_bench(base, signer, args)
-                header = (f"leukowatch serve: 1 uvicorn worker on 127.0.0.1, JWT verification on; {machine}\n"
-                          f"load: PYTHON httpx client (fallback, client-bound), n={args.n}, {args.connections} "
+                client = (f"PYTHON httpx client (fallback, client-bound), n={args.n}, {args.connections} "
                           f"clients for req/s; latency from one request in flight")
+            shares = watch.shares()
         finally:
             proc.terminate()
             try:
@@ -345,6 +384,11 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+    busy = "" if shares is None else (f", meanwhile other processes used {shares[0]:.1f} cores and the "
+                                      f"hypervisor stole {shares[1]:.1f}")
+    header = (f"leukowatch serve: 1 uvicorn worker on 127.0.0.1, JWT verification on\n"
+              f"machine: {os.cpu_count()} cores, load average {load:.1f} before the run{busy}\n"
+              f"load: {client}")
     report(rows, header, client_bound=not wrk)
     if any(r.failed for r in rows):
         raise SystemExit("some requests failed (see the table): the numbers above are not valid")
