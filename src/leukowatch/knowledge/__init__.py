@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,8 @@ def _all_tables() -> dict[str, dict[str, Any]]:
             return tables
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
         pass
+    import tomllib  # only on a cache miss: importing it costs more than reading the pickle
+
     tables = {name: tomllib.loads(data.decode("utf-8")) for name, data in _raw().items()}
     try:  # best effort: a read-only home still works, only slower
         import tempfile

@@ -1,6 +1,6 @@
 """An Assessment as FHIR R4 resources, in a transaction Bundle a FHIR server accepts.
 
-Resource choice (docs/interop.md explains it at more length):
+Resource choice (README, "Writing FHIR", explains it at more length):
 - the counts of the assessed draw -> `Observation` (LOINC code, UCUM 10*9/L, referenceRange, and
   `interpretation` L / LL / H / HH / N from the v3-ObservationInterpretation code system);
 - each finding (neutropenia grade 4 ...) -> an `Observation` derived from the count

@@ -1,7 +1,7 @@
 """Service settings, read once from the environment (and overridden by `leukowatch serve` flags).
 
 Everything an operator may need to change without editing code lives here, with the environment
-variable that sets it; docs/service.md lists them. Security defaults are strict: with no trusted
+variable that sets it; the README section "Configuration" lists them. Security defaults are strict: with no trusted
 issuer configured every CDS Hooks call is refused, unless `insecure_dev` is switched on on purpose.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Environment variables, in the order docs/service.md lists them.
+#: Environment variables, in the order the README section "Configuration" lists them.
 ENV_DB = "LEUKOWATCH_DB"
 ENV_PUBLIC_URL = "LEUKOWATCH_PUBLIC_URL"
 ENV_INSECURE_DEV = "LEUKOWATCH_INSECURE_DEV"
