@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 
 from ..assess import assess
 from ..knowledge import summary
@@ -97,7 +98,8 @@ async def api_assess(request: Request, profile: str | None = Query(None, descrip
     """Project JSON, FHIR JSON or an HL7 v2 message (by Content-Type) -> the Assessment as JSON."""
     body = await request.body()
     data = _override(request_from_body(body, request.headers.get("content-type")), profile, criteria)
-    return ORJSONResponse(assessment_dict(assess(data)))  # orjson: the hot path's serialiser
+    # orjson directly: the hot path's serialiser (FastAPI's ORJSONResponse is deprecated)
+    return Response(orjson.dumps(assessment_dict(assess(data))), media_type="application/json")
 
 
 knowledge_summary = summary  # re-exported for the web page
