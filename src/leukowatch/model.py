@@ -75,7 +75,7 @@ class Observation:
     """One lab result, already in canonical units.
 
     `percent` is True for a differential given as % of the WBC; `value` is then that percentage.
-    `comparator` keeps a reported '<' or '>' (e.g. "<0.1"): the value is the bound, and rules treat
+    `comparator` keeps a reported '<' or '>' (e.g. a reported "less than 0.1"): the value is the bound, and rules treat
     it as that bound, which for '<' is the milder reading and is said in the output.
     """
 

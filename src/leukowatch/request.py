@@ -64,7 +64,7 @@ def parse_date(value: Any, field: str) -> date | None:
 
 
 def parse_number(value: Any, field: str) -> tuple[float, str | None]:
-    """A number, or a string such as '<0.1' (the comparator is kept, never dropped)."""
+    """A number, or a string with a comparator such as '<1' (the comparator is kept, never dropped)."""
     if isinstance(value, bool):
         raise InputError(field, "expected a number, got true/false")
     if isinstance(value, (int, float)):

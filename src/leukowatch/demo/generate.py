@@ -103,6 +103,12 @@ class Population:
     truth: dict[str, np.ndarray]
 
 
+
+def _chance(rng: np.random.Generator, shape: Any, share: float) -> np.ndarray:
+    """True for about `share` of the draws: a simulation setting (how many persons get a fever, a
+    G-CSF course...), never a clinical threshold."""
+    return rng.random(shape) < share
+
 def _u(rng: np.random.Generator, band: Band, size: Any) -> np.ndarray:
     return rng.uniform(band.lo, band.hi, size)
 
@@ -133,7 +139,7 @@ def _healthy(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[lis
     k = 1 + np.minimum(rng.poisson(3, n), 7)
     days = _sorted_days(rng, n, 8, 0, 730)
     mask = np.arange(8)[None, :] < k[:, None]
-    on_med = rng.random(n) < 0.3
+    on_med = _chance(rng, n, 0.3)
     side.med(pid[on_med], rng.choice(S.OTHER_MEDICINES, on_med.sum()), -_days(rng, 30, 400, on_med.sum()))
     return _matrix_cols(days, mask), {}
 
@@ -143,15 +149,15 @@ def _viral(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[list[
     base_k = rng.integers(0, 3, n)
     base = _sorted_days(rng, n, 2, 0, 300)
     d = _days(rng, 330, 390, n)
-    febrile = rng.random(n) < 0.6
+    febrile = _chance(rng, n, 0.6)
     temp = np.where(febrile, _u(rng, S.VIRAL_FEVER_C, n), np.nan)
     cols = _matrix_cols(base, np.arange(2)[None, :] < base_k[:, None])
     cols += [
-        Col(d, anc=ONSET, temp=temp),  # fever at presentation, ANC >= 1.0: not febrile neutropenia
+        Col(d, anc=ONSET, temp=temp),  # fever at presentation, ANC at least 1.0: not febrile neutropenia
         Col(d + _days(rng, 3, 7, n), anc=LOW),
-        Col(d + _days(rng, 10, 14, n), rng.random(n) < 0.5, anc=LOW),
+        Col(d + _days(rng, 10, 14, n), _chance(rng, n, 0.5), anc=LOW),
         Col(d + _days(rng, 21, 45, n)),  # recovered
-        Col(d + _days(rng, 90, 300, n), rng.random(n) < 0.5),
+        Col(d + _days(rng, 90, 300, n), _chance(rng, n, 0.5)),
     ]
     side.condition(pid, rng.choice(["influenza", "COVID-19"], n), d - _days(rng, 1, 4, n))
     return cols, {}
@@ -162,19 +168,19 @@ def _chemotherapy(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tupl
     # the clinician (who would not call treatment-induced nadirs chronic neutropenia) agree.
     n = len(pid)
     ncyc = rng.choice([3, 4], n)
-    delay = np.where(rng.random((n, 4)) < 0.8, 0, rng.integers(1, 8, (n, 4)))
+    delay = np.where(_chance(rng, (n, 4), 0.8), 0, rng.integers(1, 8, (n, 4)))
     delay[:, 0] = 0
     dose = 14 + 21 * np.arange(4)[None, :] + np.cumsum(delay, axis=1)  # (n, 4)
-    fn = rng.random(n) < 0.25
+    fn = _chance(rng, n, 0.25)
     fn_cycle = (rng.random(n) * (ncyc - 1)).astype(int)  # never the last cycle: G-CSF follows
-    primary = ~fn & (rng.random(n) < 0.2)
+    primary = ~fn & (_chance(rng, n, 0.2))
     cols: list[Col] = []
     for k in range(4):
         has = k < ncyc
         state = np.where(fn & (k == fn_cycle), SEVERE,
                          np.where(primary | (fn & (k > fn_cycle)), GCSF, LOW))
         temp = np.where(state == SEVERE, _u(rng, S.FEVER_C, n),
-                        np.where(rng.random(n) < 0.3, _u(rng, S.AFEBRILE_C, n), np.nan))
+                        np.where(_chance(rng, n, 0.3), _u(rng, S.AFEBRILE_C, n), np.nan))
         cols.append(Col(dose[:, k] - _days(rng, 0, 2, n), has))  # pre-cycle CBC: recovered
         cols.append(Col(dose[:, k] + _days(rng, 7, 14, n), has, anc=state, marrow=True, temp=temp))  # nadir
     last = dose[np.arange(n), ncyc - 1]
@@ -202,8 +208,8 @@ def _drug_induced(rng: np.random.Generator, pid: np.ndarray, side: Side, child: 
     interval = np.array([d[4] for d in S.DRUGS])[drug]
     start = _days(rng, 30, 230, n)
     onset = start + _days(rng, 19, 60, n)  # Andersohn 2007: onset 19-60 days after the start
-    severe = rng.random(n) < 0.35  # agranulocytosis
-    fn = severe & (rng.random(n) < 0.4)
+    severe = _chance(rng, n, 0.35)  # agranulocytosis
+    fn = severe & (_chance(rng, n, 0.4))
     cols = [Col(start - _days(rng, 0, 10, n))]  # baseline before the first dose
     for j in range(1, 9):  # monitoring draws while counts are still normal
         day = start + j * interval
@@ -224,7 +230,7 @@ def _drug_induced(rng: np.random.Generator, pid: np.ndarray, side: Side, child: 
 
 def _drug_monitored(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[list[Col], dict[str, Any]]:
     n = len(pid)
-    clozapine = rng.random(n) < 0.6
+    clozapine = _chance(rng, n, 0.6)
     k = np.where(clozapine, rng.integers(18, 27, n), rng.integers(4, 9, n))
     interval = np.where(clozapine, 7, rng.integers(14, 31, n))
     start = _days(rng, 7, 60, n)
@@ -239,7 +245,7 @@ def _autoimmune(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[
     n = len(pid)
     k = rng.integers(4, 9, n)
     day = _days(rng, 0, 60, n)[:, None] + np.cumsum(rng.integers(35, 91, (n, 8)), axis=1)
-    lupus = rng.random(n) < 0.5
+    lupus = _chance(rng, n, 0.5)
     side.condition(pid, np.where(lupus, "systemic lupus erythematosus", "rheumatoid arthritis"),
                    day[:, 0] - _days(rng, 60, 900, n))
     side.med(pid[lupus], np.full(lupus.sum(), "hydroxychloroquine", object), day[lupus, 0] - 30)
@@ -247,11 +253,11 @@ def _autoimmune(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[
 
 
 def _cyclic(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[list[Col], dict[str, Any]]:
-    # Nadir phase 0-4 (ANC < 0.2, Dale & Welte: 3-5 days), recovering 5-7 and falling in the last 3
+    # Nadir phase 0-4 (ANC below 0.2, Dale & Welte: 3-5 days), recovering 5-7 and falling in the last 3
     # days of the period (low), normal otherwise. Period 21 d in 80% (clinical-reference §8), else
     # 18-23 d, short enough that three nadirs fall inside the 8 weeks of 3x/week sampling.
     n = len(pid)
-    period = np.where(rng.random(n) < 0.8, 21, rng.choice([18, 19, 20, 22, 23], n))
+    period = np.where(_chance(rng, n, 0.8), 21, rng.choice([18, 19, 20, 22, 23], n))
     study = _days(rng, 400, 430, n)
     t0 = study + _days(rng, 1, 4, n)  # first nadir of the study
     offsets = (7 * np.arange(8)[:, None] + np.array([0, 2, 4])[None, :]).ravel()  # Mon/Wed/Fri x 8 weeks
@@ -276,8 +282,8 @@ def _b12_folate(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[
     d = _days(rng, 300, 360, n)
     low = {"anc": PANCYTO, "lym": L_LOW_WBC, "marrow": True, "cytopenic": True}
     cols += [Col(d, **low), Col(d + _days(rng, 5, 10, n), **low), Col(d + _days(rng, 50, 70, n)),
-             Col(d + _days(rng, 100, 150, n), rng.random(n) < 0.7)]
-    b12 = rng.random(n) < 0.6
+             Col(d + _days(rng, 100, 150, n), _chance(rng, n, 0.7))]
+    b12 = _chance(rng, n, 0.6)
     side.condition(pid, np.where(b12, "vitamin B12 deficiency", "folate deficiency"), d)
     side.med(pid, np.where(b12, "cyanocobalamin", "folic acid"), d + 1, np.where(b12, -1, d + 120))
     return cols, {}
@@ -290,7 +296,7 @@ def _hiv(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[list[Co
     side.condition(pid, "HIV", day[:, 0] - _days(rng, 100, 2000, n))
     side.med(pid, np.full(n, "Biktarvy", object), day[:, 0] - _days(rng, 30, 900, n))
     # TMP-SMX prophylaxis: a listed medicine with normal neutrophils (not drug-associated).
-    pjp = rng.random(n) < 0.3
+    pjp = _chance(rng, n, 0.3)
     side.med(pid[pjp], np.full(pjp.sum(), "Bactrim DS", object), day[pjp, 0] - 10)
     return _matrix_cols(day, np.arange(8)[None, :] < k[:, None], lym=L_LOW), {}
 
@@ -308,8 +314,8 @@ def _leukaemia_low(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tup
     base = _days(rng, 0, 200, n)
     d = _days(rng, 300, 360, n)
     low = {"anc": LEUK_LOW, "lym": L_LOW_WBC, "marrow": True, "cytopenic": True}
-    cols = [Col(base, rng.random(n) < 0.6), Col(d, **low), Col(d + _days(rng, 2, 5, n), **low),
-            Col(d + _days(rng, 7, 14, n), rng.random(n) < 0.6, **low)]
+    cols = [Col(base, _chance(rng, n, 0.6)), Col(d, **low), Col(d + _days(rng, 2, 5, n), **low),
+            Col(d + _days(rng, 7, 14, n), _chance(rng, n, 0.6), **low)]
     side.condition(pid, rng.choice(["acute myeloid leukemia", "hairy cell leukemia"], n), d + 2)
     return cols, {}
 
@@ -336,7 +342,7 @@ def _persons(rng: np.random.Generator, n: int) -> Persons:
     age = np.where(child, rng.uniform(*S.CHILD_AGE_YEARS, n), rng.uniform(*S.ADULT_AGE_YEARS, n))
     start = ANCHOR + rng.integers(0, 540, n).astype("timedelta64[D]")
     birth = start - np.round(age * 365.25).astype("timedelta64[D]")
-    sex = np.where(rng.random(n) < 0.5, "female", "male").astype(object)
+    sex = np.where(_chance(rng, n, 0.5), "female", "male").astype(object)
     duffy = rng.random(n) < S.DUFFY_NULL_SHARE
     names = [s.name for s in S.SCENARIOS]
     p_adult = np.array([s.adult_weight for s in S.SCENARIOS])

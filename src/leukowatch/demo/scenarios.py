@@ -12,19 +12,19 @@ Duffy-null persons take part in every scenario:
 | band              | range        | clear of                                                        |
 |-------------------|--------------|-----------------------------------------------------------------|
 | ANC normal        | 2.5-6.8      | LLN 1.5 (standard), ULN 7.5                                     |
-| ANC low (episode) | 0.30-1.15    | 1.5 (standard) and 1.21 (Duffy-null DANC); >= 0.3 so not < 0.2  |
-| ANC viral onset   | 1.00-1.15    | low for everyone; >= 1.0 so a fever then is not febrile neutropenia |
+| ANC low (episode) | 0.30-1.15    | 1.5 (standard) and 1.21 (Duffy-null DANC); at least 0.3 so not below 0.2  |
+| ANC viral onset   | 1.00-1.15    | low for everyone; at least 1.0 so a fever then is not febrile neutropenia |
 | ANC under G-CSF   | 0.80-1.15    | low for everyone (shallower nadir)                              |
-| ANC severe        | 0.10-0.45    | < 0.5: grade 4, febrile-neutropenia eligible (IDSA)             |
-| ANC cyclic nadir  | 0.05-0.18    | < 0.2: the cyclic nadir of timeline.toml                        |
-| ANC Duffy-null    | 1.25-1.45    | >= 1.21 (DANC LLN, Merz JAMA 2023) yet < 1.5 (standard LLN)     |
-| ANC chronic       | 0.60-1.15    | < 1.21 (Duffy-null LLN), > 0.5                                  |
+| ANC severe        | 0.10-0.45    | below 0.5: grade 4, febrile-neutropenia eligible (IDSA)             |
+| ANC cyclic nadir  | 0.05-0.18    | below 0.2: the cyclic nadir of timeline.toml                        |
+| ANC Duffy-null    | 1.25-1.45    | at least 1.21 (DANC LLN, Merz JAMA 2023) yet below 1.5 (standard LLN)     |
+| ANC chronic       | 0.60-1.15    | below 1.21 (Duffy-null LLN), above 0.5                                  |
 | lymphocytes       | 1.5-3.4      | LLN 1.0 adults, 1.25 for 5-18 y; ULN 4.0 adults, 7.0 children   |
-| lymphocytes low   | 0.30-0.80    | < 1.0 (MSD Manual)                                              |
+| lymphocytes low   | 0.30-0.80    | below 1.0 (MSD Manual)                                              |
 | WBC (normal draw) | 5.3-9.6      | male/child 5.0-10.0, female 3.5-11.0                            |
 | Hb male/female    | 13.9-17 / 12.4-15.5 g/dL | 13.5 / 12.0 g/dL                                    |
 | platelets         | 160-400      | 150                                                             |
-| pancytopenic draw | WBC < 3.0, Hb 7.0-9.8 g/dL, platelets 15-120                   |
+| pancytopenic draw | WBC below 3.0, Hb 7.0-9.8 g/dL, platelets 15-120                   |
 Children are 5-15 years old at the start of their history, so their ranges (Univ. Iowa 5-18 y
 bands and the article's children's WBC range) do not change during it.
 """
@@ -57,7 +57,7 @@ class Band:
 
 ANC_NORMAL = Band(2.5, 6.8)
 ANC_LOW = Band(0.30, 1.15)
-ANC_ONSET = Band(1.0, 1.15)  # viral onset draw (febrile): low, yet >= 1.0 so never febrile neutropenia
+ANC_ONSET = Band(1.0, 1.15)  # viral onset draw (febrile): low, yet at least 1.0 so never febrile neutropenia
 ANC_GCSF = Band(0.8, 1.15)  # nadir under G-CSF: shallower, still low
 ANC_SEVERE = Band(0.10, 0.45)
 ANC_CYCLIC_NADIR = Band(0.05, 0.18)
@@ -83,7 +83,7 @@ HB_LOW = Band(7.0, 9.8)
 PLT_NORMAL = Band(160.0, 400.0)
 PLT_LOW = Band(15.0, 120.0)
 
-FEVER_C = Band(38.4, 39.8)  # >= 38.3 once (IDSA 2010)
+FEVER_C = Band(38.4, 39.8)  # at least 38.3 once (IDSA 2010)
 VIRAL_FEVER_C = Band(38.1, 39.2)
 AFEBRILE_C = Band(36.2, 37.4)
 

@@ -66,7 +66,7 @@ def duplicate_key(obs: Observation) -> tuple[Any, ...]:
 
 
 def parse_range(text: str) -> dict[str, str] | None:
-    """A range as labs write it: "4.0-11.0", "4300 to 10800", "<0.21", ">4" -> {"low", "high"}
+    """A range as labs write it: "4.0-11.0", "4300 to 10800", "<1", ">4" -> {"low", "high"}
     (strings, converted later with the value's unit). None when the text is not a range."""
     m = _RANGE.match(text or "")
     if not m:

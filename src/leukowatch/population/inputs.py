@@ -123,7 +123,7 @@ def standardise(t: ir.Table, src: str, row: ir.IntegerValue) -> ir.Table:
 
 
 def value_number(value: ir.Value) -> tuple[ir.FloatingValue, ir.StringValue]:
-    """A numeric value and its comparator ('<0.1' -> 0.1, '<'), as request.parse_number reads it."""
+    """A numeric value and its comparator (a leading '<' or '>' is kept as the comparator), as request.parse_number reads it."""
     if not value.type().is_string():
         return value.cast("float64"), ibis.null("string")
     text = value.strip()

@@ -70,7 +70,7 @@ def _fmt(x: float) -> str:
 
 
 def describe_row(row: dict[str, Any], lln: float | None = None, uln: float | None = None) -> str:
-    """Human form of a criteria row, e.g. '<2.0-1.0 x10^9/L' or '<LLN (3.5)-3.0'."""
+    """Human form of a criteria row, e.g. 'below 2 and at least 1' or 'below the LLN and at least 3'."""
     def show(spec: Any, limit: float | None) -> str:
         if spec in ("LLN", "ULN"):
             return f"{spec} ({_fmt(limit)})" if limit is not None else str(spec)

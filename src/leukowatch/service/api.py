@@ -28,7 +28,7 @@ _OBSERVATION_SCHEMA: dict[str, Any] = {
     "properties": {
         "analyte": {"type": "string", "examples": ["wbc"]},
         "code": {"type": "string", "description": "LOINC code, e.g. 770-8 (neutrophils %)"},
-        "value": {"oneOf": [{"type": "number"}, {"type": "string", "examples": ["<0.1"]}]},
+        "value": {"oneOf": [{"type": "number"}, {"type": "string", "examples": ["<1"]}]},
         "unit": {"type": "string", "examples": ["10*9/L", "K/uL", "%"]},
         "time": {"type": "string", "format": "date-time"},
         "reference_range": {"type": "object", "properties": {"low": {"type": "number"}, "high": {"type": "number"}}},
