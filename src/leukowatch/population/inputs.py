@@ -56,7 +56,7 @@ _MEDICATION_NAMES = ("medications", "medication", "drug_exposure")
 _TEMPERATURE_NAMES = ("temperatures", "temperature", "vitals")
 #: Files a demo set or a previous screen writes beside the observations that are not results.
 _NOT_OBSERVATIONS = ("truth", "persons", "patients", "chemotherapy", "conditions", "dirty_rows", "manifest",
-                     "rejects", "summary", "graded", "findings", "episodes", "chronic", "drug_episodes", "cyclic",
+                     "rejects", "summary", "graded", "ranges", "findings", "episodes", "chronic", "drug_episodes", "cyclic",
                      "febrile", "flags")
 
 

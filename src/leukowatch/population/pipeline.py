@@ -13,16 +13,17 @@ from __future__ import annotations
 import functools
 import operator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import ibis
 import ibis.expr.types as ir
 
 from ..io.result import RESULT_KEY
 from ..knowledge import load_table
-from ..model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES
+from ..model import ANALYTES, CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, FINDING_CODES, Sex
 from ..rules.findings import LOW_FINDING
-from ..rules.ranges import profile_for
+from ..rules.grading import criteria_versions
+from ..rules.ranges import profile_for, profile_names
 from ..rules.timeline import chronic_rule
 from ..units import plausibility
 from . import relations as rel
@@ -46,17 +47,24 @@ def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.Integer
 # 1. validate: request.parse_observation row by row
 
 
-#: Only the whitespace Ibis's strip() removes, as a regular expression: TRIM with a character set costs
-#: DuckDB about six times more than this match, on every row.
+#: Only the whitespace Ibis's strip() removes, as a regular expression (TRIM with a character set costs
+#: DuckDB about six times more than this match).
 _BLANK = "^[ \t\n\r\x0b\x0c]*$"
 
 
-def _checks(j: ir.Table) -> list[tuple[Any, Any, Any]]:
+def blank_ids(raw: ir.Table) -> ir.Table:
+    """The distinct blank (whitespace-only) patient ids: matched once, so that each later pass over the rows
+    tests membership in this (almost always empty) list instead of running a regular expression."""
+    return raw.filter(raw.patient_id.re_search(_BLANK)).select("patient_id").distinct()
+
+
+def _checks(j: ir.Table, blank: list[str]) -> list[tuple[Any, Any, Any]]:
     """request.parse_observation's checks in its order: (fails, reason, reason_code)."""
     limits = plausibility()
     code_problem = j.c_reason_code.isin(["unknown_analyte", "unknown_code"])
+    missing_id = j.patient_id.isnull() | j.patient_id.isin(blank) if blank else j.patient_id.isnull()
     return [
-        (j.patient_id.isnull() | j.patient_id.re_search(_BLANK), "missing patient_id", "missing_patient"),
+        (missing_id, "missing patient_id", "missing_patient"),
         (code_problem, j.c_reason, j.c_reason_code),
         (j.value.isnull(), "missing value", "missing_value"),
         (j.number.isnull(), "value is not a number", "bad_value"),
@@ -73,7 +81,7 @@ def _checks(j: ir.Table) -> list[tuple[Any, Any, Any]]:
     ]
 
 
-def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table) -> ir.Table:
+def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) -> ir.Table:
     """Every raw row with its canonical analyte, value in canonical units, lab range, and `ok`.
 
     `ok` is one AND of the checks (NULL read as passing, as a CASE reads it); the reasons themselves
@@ -86,13 +94,13 @@ def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table) -> ir.Table:
     j = j.mutate(number=number, comparator=comparator, analyte_c=j.c_analyte, percent=j.c_percent,
                  value_c=number * j.c_factor, lab_low=j.low * j.c_factor, lab_high=j.high * j.c_factor,
                  sex_c=j.s_sex)
-    fails = [cond.fill_null(False) for cond, _, _ in _checks(j)]
+    fails = [cond.fill_null(False) for cond, _, _ in _checks(j, blank)]
     return j.mutate(ok=~functools.reduce(operator.or_, fails))
 
 
-def rejects_of(checked: ir.Table) -> ir.Table:
+def rejects_of(checked: ir.Table, blank: list[str]) -> ir.Table:
     r = checked.filter(~checked.ok)
-    checks = _checks(r)
+    checks = _checks(r, blank)
     reason = ibis.cases(*[(c, why) for c, why, _ in checks], else_=ibis.null("string"))
     reason_code = ibis.cases(*[(c, code) for c, _, code in checks], else_=ibis.null("string"))
     return r.select(_row=r._row, source=r._src, patient_id=r.patient_id, time=r.time, analyte=r.analyte,
@@ -102,67 +110,92 @@ def rejects_of(checked: ir.Table) -> ir.Table:
 
 def accepted_of(checked: ir.Table) -> ir.Table:
     a = checked.filter(checked.ok)
-    return a.select(_row=a._row, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c, percent=a.percent,
-                    value=a.value_c, comparator=a.comparator, lab_low=a.lab_low, lab_high=a.lab_high,
-                    sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years, duffy_null=a.duffy_null)
+    return a.select(_row=a._row, _src=a._src, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c,
+                    percent=a.percent, bit=a.c_bit, value=a.value_c, comparator=a.comparator, lab_low=a.lab_low,
+                    lab_high=a.lab_high, sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years,
+                    duffy_null=a.duffy_null)
 
 
 def patients_of(obs: ir.Table) -> ir.Table:
-    """One row per person: a stated sex wins over 'unknown'; birth date, age and Duffy status if any row has them."""
+    """One row per person: a stated sex wins over 'unknown'; birth date, age and Duffy status if any row has
+    them; `n_results` (accepted rows) lets the reconciliation add up without another pass over the data."""
     known = ibis.cases((obs.sex != "unknown", obs.sex), else_=ibis.null("string"))
     return obs.group_by("patient_id").agg(
         sex=known.max().fill_null("unknown"), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
-        duffy_null=obs.duffy_null.fill_null(False).max())
+        duffy_null=obs.duffy_null.fill_null(False).max(), n_results=obs.count())
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. grade: rules.counts.evaluate_draw + rules.findings over every draw
 
 
-def latest_per_draw(obs: ir.Table) -> ir.Table:
-    """rules.differential._latest_by_analyte: of two results for one analyte in one draw, the later is used.
+def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
+    """One hash aggregation per draw (patient, time) instead of a sort of every result.
 
-    "One analyte in one draw" is `io.result.RESULT_KEY` (patient_id, time, analyte, percent), the key
-    the readers share: the earlier rows of a group become the "duplicate" rejects below.
+    `has_dup`: some (analyte, percent) occurs twice in the draw. Each result carries the bit of its
+    slot, so the plain sum of the bits exceeds their OR exactly when a bit is counted twice.
+    The other columns are what rules.differential.derive_draw reads: which absolute counts were
+    measured (`mask`), the WBC, segments, bands and every percentage. They are plain maxima, right only
+    where each slot holds one result: when `has_dup` is found, the screen removes the superseded rows
+    (`superseded_of`) and aggregates again. `present` holds the slot bits the input uses (from the
+    distinct codes and units): an absent slot is a NULL column, not an aggregate over every row.
+    Only draws with a derivation to do (a percentage, or absolute segments) or a duplicate are kept.
     """
-    w = ibis.window(group_by=[obs[c] for c in RESULT_KEY], order_by=ibis.desc(obs._row))
-    return obs.mutate(_rank=ibis.row_number().over(w))
+    def value(analyte: str, percent: bool) -> ir.FloatingValue:
+        bit = rel.slot_bit(analyte, percent)
+        return obs.value.max(where=obs.bit == bit) if bit in present else ibis.null("float64")
+
+    percent_bits = sum(b for b in present if any(rel.slot_bit(a, True) == b for a in DIFFERENTIAL_ANALYTES))
+    aggs: dict[str, Any] = {"bits": obs.bit.sum(), "mask": obs.bit.bit_or(), "wbc": value("wbc", False),
+                            "abs_segs": value("segmented_neutrophils", False), "abs_bands": value("bands", False)}
+    aggs.update({f"pct_{a}": value(a, True) for a in DIFFERENTIAL_ANALYTES})
+    d = obs.group_by(["patient_id", "time"]).agg(**aggs)
+    d = d.mutate(has_dup=d.bits != d.mask, derives=((d.mask & percent_bits) != 0) | d.abs_segs.notnull())
+    return d.filter(d.derives | d.has_dup).drop("bits")
 
 
-def superseded_rejects(ranked: ir.Table) -> ir.Table:
-    """The rows `latest_per_draw` does not use, reason_code "duplicate". Exact duplicates (the same
-    value and unit again: `io.result.DUPLICATE_KEY`) are the part of these the readers reject too
-    ("duplicate of line N"), so `leukowatch read` and the screen count them alike; a same-draw result
-    with a different value is rejected here but kept by the readers (assess warns, uses the later)."""
-    r = ranked.filter(ranked._rank > 0)
-    return r.select(_row=r._row, source=ibis.literal("observations"), patient_id=r.patient_id, time=r.time,
+def superseded_of(obs: ir.Table, draws: ir.Table) -> ir.Table:
+    """The results `rules.differential._latest_by_analyte` does not use: of two results for one analyte in
+    one draw (`io.result.RESULT_KEY`), the earlier in reading order. Only draws flagged `has_dup` are
+    ranked, so a clean warehouse is never sorted."""
+    dup = draws.filter(draws.has_dup).select("patient_id", "time")
+    o = obs.semi_join(dup, ["patient_id", "time"])
+    w = ibis.window(group_by=[o[c] for c in RESULT_KEY], order_by=ibis.desc(o._row))
+    o = o.mutate(_rank=ibis.row_number().over(w))
+    return o.filter(o._rank > 0).drop("_rank")
+
+
+def without(obs: ir.Table, superseded: ir.Table) -> ir.Table:
+    """The accepted rows minus the superseded ones (by source and reading position)."""
+    return obs.anti_join(superseded.select("_src", "_row"), ["_src", "_row"])
+
+
+def superseded_rejects(superseded: ir.Table) -> ir.Table:
+    """Superseded rows as rejects, reason_code "duplicate". Exact duplicates (the same value and unit again:
+    `io.result.DUPLICATE_KEY`) are the part of these the readers reject too ("duplicate of line N"), so
+    `leukowatch read` and the screen count them alike; a same-draw result with a different value is
+    rejected here but kept by the readers (assess warns, uses the later)."""
+    r = superseded
+    return r.select(_row=r._row, source=r._src, patient_id=r.patient_id, time=r.time,
                     analyte=r.analyte, loinc=ibis.null("string"), value=r.value.cast("string"),
                     unit=ibis.null("string"),
                     reason=ibis.literal("superseded by a later result for the same analyte in the same draw"),
                     reason_code=ibis.literal("duplicate"))
 
 
-def _derived_counts(obs: ir.Table) -> ir.Table:
+def _derived_counts(d: ir.Table) -> ir.Table:
     """rules.differential.derive_draw: ANC from segments (+ bands), other counts as WBC x % / 100."""
-    def absolute(a: str) -> ir.FloatingValue:
-        return obs.value.max(where=(obs.analyte == a) & ~obs.percent)
+    def measured(a: str) -> ir.BooleanValue:
+        return (d.mask & rel.slot_bit(a, False)) != 0
 
-    def pct(a: str) -> ir.FloatingValue:
-        return obs.value.max(where=(obs.analyte == a) & obs.percent)
-
-    aggs: dict[str, Any] = {"wbc": absolute("wbc"), "abs_segs": absolute("segmented_neutrophils")}
-    for a in DIFFERENTIAL_ANALYTES:
-        aggs[f"pct_{a}"] = pct(a)
-        if a != "segmented_neutrophils":
-            aggs[f"abs_{a}"] = absolute(a)
-    d = obs.group_by(["patient_id", "time"]).agg(**aggs)
+    d = d.filter(d.derives)
     zero = ibis.literal(0.0)
     items = []
     for a in rel.DERIVABLE:
         from_pct = d.wbc * d[f"pct_{a}"] / PERCENT
         if a == "neutrophils":
             value = ibis.cases(
-                (d.abs_neutrophils.notnull(), ibis.null("float64")),
+                (measured("neutrophils"), ibis.null("float64")),
                 (d.abs_segs.notnull(), d.abs_segs + d.abs_bands.fill_null(zero)),
                 (d.pct_neutrophils.notnull(), from_pct),
                 (d.pct_segmented_neutrophils.notnull(),
@@ -173,7 +206,7 @@ def _derived_counts(obs: ir.Table) -> ir.Table:
                 (d.pct_neutrophils.notnull(), d.pct_neutrophils),
                 else_=d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero))
         else:
-            value = ibis.cases((d[f"abs_{a}"].isnull(), from_pct), else_=ibis.null("float64"))
+            value = ibis.cases((measured(a), ibis.null("float64")), else_=from_pct)
             percent = d[f"pct_{a}"]
         items.append(ibis.struct({"analyte": ibis.literal(a), "value": value.cast("float64"),
                                   "percent": percent.cast("float64")}))
@@ -186,19 +219,42 @@ def _derived_counts(obs: ir.Table) -> ir.Table:
                     lab_high=ibis.null("float64"), percent_value=u.item.percent)
 
 
-def counts_of(ranked: ir.Table) -> ir.Table:
-    """Absolute counts of every draw: measured ones (not segments) and those derived from the differential."""
-    obs = ranked.filter(ranked._rank == 0)
+def counts_of(obs: ir.Table, draws: ir.Table) -> ir.Table:
+    """Absolute counts of every draw: measured ones (not segments) and those derived from the differential.
+    `obs` holds no superseded row (see `without`)."""
     measured = obs.filter(~obs.percent & (obs.analyte != "segmented_neutrophils"))
     measured = measured.select(patient_id=measured.patient_id, time=measured.time, analyte=measured.analyte,
                                value=measured.value, derived=ibis.literal(False), comparator=measured.comparator,
                                lab_low=measured.lab_low, lab_high=measured.lab_high,
                                percent_value=ibis.null("float64"))
-    return measured.union(_derived_counts(obs))
+    # a materialised relation may type `time` with its precision (timestamp(6)); the union needs one type
+    return measured.union(_derived_counts(draws).cast(measured.schema()))
+
+
+def age_band_of(age: ir.FloatingValue) -> ir.StringValue:
+    """The summary's decade ("40-49"), or "unknown"."""
+    decade = (age // AGE_BAND_YEARS).floor().cast("int64") * AGE_BAND_YEARS
+    return ibis.cases((age.isnull(), "unknown"),
+                      else_=decade.cast("string") + "-" + (decade + AGE_BAND_YEARS - 1).cast("string"))
+
+
+#: A result's flag against its range.
+FLAGS: tuple[str, ...] = ("low", "normal", "high")
+
+
+def graded_categories() -> dict[str, tuple[str, ...]]:
+    """Every value each string column of `grade` can hold, for engines that encode such columns compactly."""
+    return {"analyte": ANALYTES, "unit": tuple(dict.fromkeys(CANONICAL_UNIT.values())), "flag": FLAGS,
+            "finding": FINDING_CODES, "criteria": tuple(rel.criteria_text(v) for v in criteria_versions()),
+            "profile": tuple(profile_names()), "sex": get_args(Sex)}
 
 
 def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str) -> ir.Table:
-    """Ranges (lab first, per side, then the profile row for this sex and age), flag, finding, grade."""
+    """Ranges (lab first, per side, then the profile row for this sex and age), flag, finding, grade.
+
+    One row per result, kept narrow (it is the one output as long as the input): the range's sources
+    are in `ranges` (by `range_id`), the CTCAE term and severity word in `findings`.
+    """
     c = counts.join(patients, "patient_id")
     days = c.time.date().delta(c.birth_date, unit="day")
     age = ibis.cases((c.birth_date.notnull(), days / DAYS_PER_YEAR), else_=c.age_years)
@@ -212,39 +268,33 @@ def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, c
     c = c.left_join(r, ["profile", "analyte", "sex", "band"])
     low = c.lab_low.fill_null(c.prof_low)
     high = c.lab_high.fill_null(c.prof_high)
-    from_lab = c.lab_low.notnull() | c.lab_high.notnull()
-    flag = ibis.cases((low.notnull() & (c.value < low), "low"), (high.notnull() & (c.value > high), "high"),
-                      else_="normal")
-    c = c.mutate(low=low, high=high, flag=flag,
-                 range_source=ibis.cases((from_lab, "lab"), else_=ibis.literal("profile ") + c.profile),
-                 low_source=ibis.cases((c.lab_low.notnull(), "lab reference range"), else_=c.low_source))
+    lo, normal, hi = FLAGS
+    flag = ibis.cases((low.notnull() & (c.value < low), lo), (high.notnull() & (c.value > high), hi), else_=normal)
+    c = c.mutate(low=low, high=high, flag=flag, lab_range=c.lab_low.notnull() | c.lab_high.notnull())
     c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value))
     c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high))
     unit = ibis.cases(*[(c.analyte == a, u) for a, u in CANONICAL_UNIT.items()], else_=ibis.null("string"))
-    decade = (c.age // AGE_BAND_YEARS).floor().cast("int64") * AGE_BAND_YEARS
-    age_band = ibis.cases((c.age.isnull(), "unknown"),
-                          else_=decade.cast("string") + "-" + (decade + AGE_BAND_YEARS - 1).cast("string"))
     return c.select(
         patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, unit=unit, derived=c.derived,
         percent=c.percent_value, comparator=c.comparator, flag=c.flag, low=c.low, high=c.high,
-        range_source=c.range_source, low_source=c.low_source, finding=c.finding, grade=c.grade,
-        term=rel.term_expr(criteria, c.finding),
-        severity=rel.severity_expr(c.finding, c.grade, c.value, c.low),
-        criteria=ibis.literal(rel.criteria_text(criteria)), profile=c.profile, sex=c.sex, age=c.age,
-        age_band=age_band)
+        lab_range=c.lab_range, range_id=c.range_id, finding=c.finding, grade=c.grade,
+        criteria=ibis.literal(rel.criteria_text(criteria)), profile=c.profile, sex=c.sex, age=c.age)
 
 
 # ---------------------------------------------------------------------------------------------
 # 3. findings per draw (with pancytopenia), episodes, chronic cases
 
 
-def findings_of(graded: ir.Table) -> ir.Table:
-    """Finding rows, plus pancytopenia where WBC, hemoglobin and platelets are low in one draw."""
+def findings_of(graded: ir.Table, criteria: str) -> ir.Table:
+    """Finding rows with their CTCAE term and severity word, plus pancytopenia where WBC, hemoglobin and
+    platelets are low in one draw."""
     f = graded.filter(graded.finding.notnull())
-    f = f.select("patient_id", "time", "finding", "analyte", "value", "grade", "severity", "profile", "sex",
-                 "age_band")
+    f = f.select(patient_id=f.patient_id, time=f.time, finding=f.finding, analyte=f.analyte, value=f.value,
+                 grade=f.grade, term=rel.term_expr(criteria, f.finding),
+                 severity=rel.severity_expr(f.finding, f.grade, f.value, f.low), profile=f.profile, sex=f.sex,
+                 age_band=age_band_of(f.age))
     # a draw is pancytopenic when its low results include all three analytes, so only low results of
-    # those analytes are grouped (profile, sex and age band are the person's, the same on every row)
+    # those analytes are grouped (profile, sex and age are the person's, the same on every row)
     g = graded.filter((graded.flag == "low") & graded.analyte.isin(["wbc", "hemoglobin", "platelets"]))
 
     def low(a: str) -> ir.BooleanValue:
@@ -252,12 +302,11 @@ def findings_of(graded: ir.Table) -> ir.Table:
 
     d = g.group_by(["patient_id", "time"]).agg(
         all_low=low("wbc") & low("hemoglobin") & low("platelets"),
-        value=g.value.max(where=g.analyte == "wbc"), profile=g.profile.max(), sex=g.sex.max(),
-        age_band=g.age_band.max())
+        value=g.value.max(where=g.analyte == "wbc"), profile=g.profile.max(), sex=g.sex.max(), age=g.age.max())
     d = d.filter(d.all_low)
     pan = d.select(patient_id=d.patient_id, time=d.time, finding=ibis.literal("pancytopenia"),
-                   analyte=ibis.literal("wbc"), value=d.value, grade=ibis.null("int64"),
-                   severity=ibis.null("string"), profile=d.profile, sex=d.sex, age_band=d.age_band)
+                   analyte=ibis.literal("wbc"), value=d.value, grade=ibis.null("int64"), term=ibis.null("string"),
+                   severity=ibis.null("string"), profile=d.profile, sex=d.sex, age_band=age_band_of(d.age))
     return f.union(pan)
 
 
@@ -269,6 +318,7 @@ def episodes_of(graded: ir.Table) -> ir.Table:
     nadir is the smallest (value, time), i.e. the earliest of equal lowest values, as the rule picks.
     """
     p = graded.filter(graded.analyte.isin(list(LOW_FINDING)))
+    p = p.select("patient_id", "analyte", "time", "value", "flag", "grade", "sex", "profile", "age")
     # only series with a low result can hold an island: the window then sorts just those
     with_low = p.filter(p.flag == "low").select("patient_id", "analyte").distinct()
     p = p.semi_join(with_low, ["patient_id", "analyte"])
@@ -281,13 +331,13 @@ def episodes_of(graded: ir.Table) -> ir.Table:
     e = lows.group_by(["patient_id", "analyte", "grp"]).agg(
         onset=lows.time.min(), last_low=lows.time.max(), n_low=lows.count(), worst_grade=lows.grade.max(),
         nadir=nadir, recovery=lows.next_time.max(where=~lows.next_low), sex=lows.sex.max(),
-        profile=lows.profile.max(), age_band=lows.age_band.min())
+        profile=lows.profile.max(), age=lows.age.min())
     finding = ibis.cases(*[(e.analyte == a, code) for a, code in LOW_FINDING.items()], else_=ibis.null("string"))
     return e.select(
         patient_id=e.patient_id, finding=finding, analyte=e.analyte, onset=e.onset, last_low=e.last_low,
         nadir_value=e.nadir["value"], nadir_time=e.nadir["time"], worst_grade=e.worst_grade, n_low=e.n_low,
         recovery=e.recovery, duration_days=days_between(e.onset, e.recovery.fill_null(e.last_low)),
-        ongoing=e.recovery.isnull(), sex=e.sex, profile=e.profile, age_band=e.age_band)
+        ongoing=e.recovery.isnull(), sex=e.sex, profile=e.profile, age_band=age_band_of(e.age))
 
 
 def chronic_of(graded: ir.Table) -> ir.Table:

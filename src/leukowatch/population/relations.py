@@ -27,7 +27,7 @@ import ibis
 import ibis.expr.types as ir
 
 from ..knowledge import load_table
-from ..model import DIFFERENTIAL_ANALYTES, InputError, Sex
+from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, InputError, Sex
 from ..request import parse_patient
 from ..rules.causes import match_medications
 from ..rules.findings import HIGH_FINDING, LOW_FINDING, UNGRADED
@@ -72,13 +72,14 @@ def age_edges() -> list[float]:
     return sorted(edges)
 
 
-def _band_ages() -> list[tuple[int, float | None]]:
-    """(band index, an age inside the band) for every band, plus the unknown-age band."""
+def _band_ages() -> list[tuple[int, float | None, float | None]]:
+    """(band index, first age of the band, first age after it) for every band, plus the unknown-age band;
+    the first age stands for the whole band when `profile_range` is asked."""
     edges = age_edges()
-    bands: list[tuple[int, float | None]] = [(UNKNOWN_AGE_BAND, None)]
+    bands: list[tuple[int, float | None, float | None]] = [(UNKNOWN_AGE_BAND, None, None)]
     if edges:
-        bands.append((BEFORE_BIRTH_BAND, edges[0] - 1))
-    bands += [(i, edge) for i, edge in enumerate(edges)]
+        bands.append((BEFORE_BIRTH_BAND, edges[0] - 1, edges[0]))
+    bands += [(i, edge, edges[i + 1] if i + 1 < len(edges) else None) for i, edge in enumerate(edges)]
     return bands
 
 
@@ -101,24 +102,36 @@ def _range_analytes() -> list[str]:
     return names
 
 
-def ranges_relation() -> ir.Table:
-    """profile x analyte x sex x age band -> low/high with their sources (absolute counts only)."""
+def ranges_rows() -> list[dict[str, Any]]:
+    """profile x analyte x sex x age band -> low/high with their sources (absolute counts only), numbered.
+
+    The screen writes these rows as `ranges.parquet` and each graded result carries its `range_id`, so
+    the source of every profile limit is one join away without repeating its text on millions of rows.
+    """
     rows: list[dict[str, Any]] = []
     for profile in profile_names():
         for analyte in _range_analytes():
             for sex in get_args(Sex):
-                for band, age in _band_ages():
+                for band, age, age_to in _band_ages():
                     rng = profile_range(profile, analyte, sex, age, percent=False)
                     rows.append({
-                        "profile": profile, "analyte": analyte, "sex": sex, "band": band,
+                        "range_id": len(rows), "profile": profile, "analyte": analyte, "sex": sex, "band": band,
+                        "age_from": None if band == BEFORE_BIRTH_BAND else age, "age_to": age_to,
                         "prof_low": rng.low.value if rng.low else None,
                         "prof_high": rng.high.value if rng.high else None,
                         "low_source": rng.low.source if rng.low else None,
                         "high_source": rng.high.source if rng.high else None,
                     })
-    schema = {"profile": "string", "analyte": "string", "sex": "string", "band": "int64",
-              "prof_low": "float64", "prof_high": "float64", "low_source": "string", "high_source": "string"}
-    return memtable(rows, schema, keys=("profile", "analyte", "sex"))
+    return rows
+
+
+RANGES_SCHEMA = {"range_id": "int64", "profile": "string", "analyte": "string", "sex": "string", "band": "int64",
+                 "age_from": "float64", "age_to": "float64", "prof_low": "float64", "prof_high": "float64",
+                 "low_source": "string", "high_source": "string"}
+
+
+def ranges_relation() -> ir.Table:
+    return memtable(ranges_rows(), RANGES_SCHEMA, keys=("profile", "analyte", "sex"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +178,15 @@ def classify(analyte_raw: str | None, loinc_raw: str | None, unit_raw: str | Non
     return CodeAnswer(analyte, converted.percent, converted.factor, converted.unit, None, None)
 
 
+#: Every (analyte, percent) a result can be, numbered, so a draw's results fit in the bits of one integer:
+#: the screen finds duplicate results in a draw (a bit counted twice) with two sums, no sort.
+SLOTS: tuple[tuple[str, bool], ...] = tuple((a, p) for a in ANALYTES for p in (False, True))
+
+
+def slot_bit(analyte: str, percent: bool) -> int:
+    return 1 << SLOTS.index((analyte, percent))
+
+
 def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> ir.Table:
     """(analyte key, loinc key, unit key) -> canonical analyte, %, factor, or the reject reason.
 
@@ -175,9 +197,11 @@ def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]
         ans = classify(a or None, c or None, u or None)
         rows.append({"_ak": a or "", "_ck": c or "", "_uk": u or "", "c_analyte": ans.analyte,
                      "c_percent": ans.percent, "c_factor": ans.factor, "c_unit": ans.unit,
-                     "c_reason": ans.reason, "c_reason_code": ans.reason_code})
+                     "c_reason": ans.reason, "c_reason_code": ans.reason_code,
+                     "c_bit": None if ans.analyte is None or ans.percent is None else slot_bit(ans.analyte, ans.percent)})
     schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
-              "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string"}
+              "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string",
+              "c_bit": "int64"}
     return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
 
 

@@ -32,7 +32,7 @@ from .engines import Engine, make_engine
 from .sources import empty_medications, open_sources
 
 #: Output tables, in the order they are written.
-OUTPUTS: tuple[str, ...] = ("rejects", "graded", "findings", "episodes", "chronic", "drug_episodes",
+OUTPUTS: tuple[str, ...] = ("rejects", "graded", "ranges", "findings", "episodes", "chronic", "drug_episodes",
                             "cyclic", "febrile", "flags")
 
 
@@ -176,8 +176,8 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
         timings[name] = round(time.perf_counter() - t0, 3)
         bar.advance()
 
-    def write(expr: ir.Table, path: Path) -> ir.Table:
-        eng.to_parquet(expr, path)
+    def write(expr: ir.Table, path: Path, categories: dict[str, tuple[str, ...]] | None = None) -> ir.Table:
+        eng.to_parquet(expr, path, categories)
         return eng.read_parquet([path])
 
     try:
@@ -190,28 +190,40 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     (None if a != a else a, None if c != c else c, None if u != u else u)
                     for a, c, u in keys.itertuples(index=False))
                 sex_rel = rel.sexes_relation(None if s != s else s for s in sexes["sex"])
+                blank = eng.execute(pl.blank_ids(src.raw))["patient_id"].tolist()
                 read = _count(eng, src.raw)
             with stage("validating rows", bar):
-                checked = pl.validate(src.raw, codes, sex_rel)
-                input_rejects = write(pl.rejects_of(checked), work / "rejects_input.parquet")
-                # ranked once: the grades, the duplicates and the persons all read this one file
-                obs = write(pl.latest_per_draw(pl.accepted_of(checked)), work / "observations.parquet")
-            with stage("grading results", bar):
-                ranked = obs
-                dups = pl.superseded_rejects(ranked)
-                patients = pl.patients_of(obs)
+                checked = pl.validate(src.raw, codes, sex_rel, blank)
+                input_rejects = write(pl.rejects_of(checked, blank), work / "rejects_input.parquet")
+                # accepted rows stay a view over the input: every later query re-reads (and re-checks) the
+                # files, which costs less than writing them out once more
+                obs = pl.accepted_of(checked)
+                found = eng.materialize(pl.patients_of(obs), "patients", work)
+                patients = found
                 if src.patients is not None:
                     p = src.patients
-                    known = patients.select(k_pid="patient_id", k_age="age_years")
+                    known = found.select(k_pid="patient_id", k_age="age_years", k_n="n_results")
                     patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
-                        age_years=p.age_years.fill_null(known.k_age)).drop("k_pid", "k_age")
-                    missing = pl.patients_of(obs).anti_join(p, "patient_id")
-                    patients = patients.union(missing)
-                patients = write(patients, work / "patients.parquet")
-                graded = write(pl.grade(pl.counts_of(ranked), patients, profile, criteria), paths["graded"])
-                rejects = write(input_rejects.union(dups), paths["rejects"])
+                        age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
+                    ).drop("k_pid", "k_age", "k_n")
+                    patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "persons", work)
+            with stage("grading results", bar):
+                present = frozenset(int(b) for b in eng.execute(codes.select("c_bit"))["c_bit"].dropna())
+                draws = eng.materialize(pl.draws_of(obs, present), "draws", work)
+                superseded = None
+                if _count(eng, draws.filter(draws.has_dup)):
+                    # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
+                    superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
+                    obs = pl.without(obs, superseded)
+                    draws = eng.materialize(pl.draws_of(obs, present), "draws_clean", work)
+                graded = write(pl.grade(pl.counts_of(obs, draws), patients, profile, criteria), paths["graded"],
+                               pl.graded_categories())
+                rejects = input_rejects if superseded is None else input_rejects.union(
+                    pl.superseded_rejects(superseded))
+                rejects = write(rejects, paths["rejects"])
+                write(rel.ranges_relation(), paths["ranges"])
             with stage("findings", bar):
-                findings = write(pl.findings_of(graded), paths["findings"])
+                findings = write(pl.findings_of(graded, criteria), paths["findings"])
             with stage("episodes", bar):
                 episodes = write(pl.episodes_of(graded), paths["episodes"])
             with stage("chronic cases", bar):
@@ -231,10 +243,11 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("per-person flags and summary", bar):
                 flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
                 n_rejected = _count(eng, rejects)
-                n_dups = _count(eng, dups)
+                n_dups = 0 if superseded is None else _count(eng, superseded)
+                n_checked = int(eng.execute(found.n_results.sum()) or 0)
                 n_graded = _count(eng, graded)
                 n_derived = _count(eng, graded.filter(graded.derived))
-                reconciliation = {"read": read, "accepted": _count(eng, obs) - n_dups, "rejected": n_rejected,
+                reconciliation = {"read": read, "accepted": n_checked - n_dups, "rejected": n_rejected,
                                   "duplicates": n_dups, "graded": n_graded, "derived": n_derived}
                 summary = build_summary(eng, graded, findings, episodes, chronic, drug_eps, flags, rejects)
                 summary.update({
