@@ -214,6 +214,17 @@ def test_duckdb_matches_per_patient(histories: list[dict[str, Any]], tmp_path_fa
     check_parity(histories, tmp_path_factory.mktemp("duck"), "duckdb")
 
 
+@settings(max_examples=8, **_SETTINGS)
+@given(histories=st.lists(history(), min_size=4, max_size=10))
+def test_duckdb_buckets_match_per_patient(histories: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large inputs are screened in buckets of persons (one per memory-limit's worth of rows): forced here."""
+    from leukowatch.population.engines import DuckDBEngine
+
+    monkeypatch.setattr(DuckDBEngine, "buckets", lambda self, rows: 3)
+    check_parity(histories, tmp_path_factory.mktemp("buckets"), "duckdb")
+
+
 @pytest.mark.spark
 @settings(max_examples=2, **_SETTINGS)
 @given(histories=st.lists(history(), min_size=15, max_size=25))

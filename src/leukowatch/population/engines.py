@@ -7,6 +7,8 @@ than RAM stream through; Spark writes Parquet directories as usual.
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+
+from ..model import InputError
 
 
 def _quote(path: Path | str) -> str:
@@ -53,6 +57,21 @@ class Engine:
         self.to_parquet(expr, path)
         return self.read_parquet([path])
 
+    def cache(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
+        """A bucket's input rows, read by several queries: an engine may keep a copy (Spark re-reads)."""
+        return expr
+
+    def drop(self, name: str) -> None:
+        """Free what `cache` or `materialize` kept under `name` (nothing to do for Spark's re-reads)."""
+
+    def buckets(self, rows: int) -> int:
+        """Into how many buckets of persons to split `rows` input rows (Spark partitions by itself)."""
+        return 1
+
+    def part_path(self, outdir: Path, name: str, k: int) -> Path:
+        """Where bucket `k` writes its part of output `name` (a directory of parts; one bucket: the output)."""
+        return self.output_path(outdir, name)
+
     def execute(self, expr: ir.Expr) -> Any:
         return self.con.execute(expr)
 
@@ -60,8 +79,40 @@ class Engine:
         """Release the backend (Spark sessions are shared and left running)."""
 
 
+#: Bytes of DuckDB working memory one input row needs while its bucket is screened (its cached copy, its
+#: share of the draws and of the episode sort), measured on the 30M-row benchmark; sets the bucket count.
+BUCKET_BYTES_PER_ROW = 300
+#: Part of a --memory-limit kept back for what DuckDB's own accounting leaves out (allocator slack,
+#: Parquet writer buffers, the Python side of the screen).
+_UNCOUNTED_SHARE = 0.15
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.I)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+          "TIB": 2**40}
+
+
+def parse_size(text: str, field: str = "memory_limit") -> int:
+    """'2GB', '1.5 GiB', '500MB' -> bytes (a bare number is bytes)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise InputError(field, f"{text!r} is not a size; write e.g. 2GB or 500MB")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class DuckDBEngine(Engine):
-    """Embedded DuckDB: `memory_limit` caps RAM, `temp_directory` takes what does not fit."""
+    """Embedded DuckDB: `memory_limit` caps the process, `temp_directory` takes what does not fit.
+
+    The limit is for the whole screen, as an operator means it: DuckDB gets what is left after the
+    Python side already resident, less a share for memory DuckDB does not count.
+    """
 
     name = "duckdb"
 
@@ -72,13 +123,24 @@ class DuckDBEngine(Engine):
         settings = {"TimeZone": "UTC", "temp_directory": str(self._tmp), "preserve_insertion_order": "false",
                     "enable_progress_bar": "false"}  # screen draws its own progress
         if memory_limit:
-            settings["memory_limit"] = memory_limit
+            budget = parse_size(memory_limit)
+            own = int(budget * (1 - _UNCOUNTED_SHARE)) - _resident_bytes()
+            if own <= 0:
+                raise InputError("memory_limit", f"{memory_limit} is less than the screen itself needs "
+                                                 f"({_resident_bytes() / 2**20:.0f} MB before any data)")
+            settings["memory_limit"] = f"{own // 2**20}MiB"
         if threads:
             settings["threads"] = str(threads)
         for key, value in settings.items():
             self.con.raw_sql(f"SET {key} = {_quote(value)}")
+        self.memory_bytes = self._limit_bytes()
         self._attached: dict[Path, str] = {}
         self._views = 0
+
+    def _limit_bytes(self) -> int:
+        """DuckDB's memory limit in bytes (it reports it as text, e.g. '1.4 GiB')."""
+        text = self.con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+        return parse_size(text.replace(" ", ""))
 
     def _sql(self, query: str) -> ir.Table:
         """A relation from SQL via a view: Ibis 12's `con.sql()` calls `fetch_arrow_table`, which DuckDB 2
@@ -88,8 +150,11 @@ class DuckDBEngine(Engine):
         self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
         return self.con.table(name)
 
-    def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+    def _read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
         files = "[" + ", ".join(_quote(p) for p in paths) + "]"
+        if row_number and len(paths) == 1:
+            return self._sql(f"SELECT * EXCLUDE (file_row_number), file_row_number::BIGINT AS _rn "
+                             f"FROM read_parquet({files}, file_row_number = true)")
         if row_number:
             # file index x 2^40 + row within the file: a reading order that survives parallel scans
             return self._sql(
@@ -121,6 +186,26 @@ class DuckDBEngine(Engine):
         if cast:
             sql = f"SELECT * REPLACE ({', '.join(cast)}) FROM ({sql})"
         self.con.raw_sql(f"COPY ({sql}) TO {_quote(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+    def cache(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
+        return self.materialize(expr, name, workdir)
+
+    def drop(self, name: str) -> None:
+        self.con.raw_sql(f"DROP TABLE IF EXISTS lw_{name}")
+
+    def buckets(self, rows: int) -> int:
+        """Enough buckets that one bucket's working set (its rows, draws, sorts) fits the memory limit: a
+        spilled hash table or sort costs several times an extra scan of the input."""
+        return max(1, -(-rows * BUCKET_BYTES_PER_ROW // self.memory_bytes))
+
+    def part_path(self, outdir: Path, name: str, k: int) -> Path:
+        folder = self.output_path(outdir, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"part-{k:05d}.parquet"
+
+    def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+        """Files, or output directories (all their parts)."""
+        return self._read_parquet([p / "*.parquet" if p.is_dir() else p for p in paths], row_number)
 
     def materialize(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
         """A temporary table: DuckDB's own storage under the memory limit (spilled to `temp_directory`),

@@ -108,12 +108,41 @@ def rejects_of(checked: ir.Table, blank: list[str]) -> ir.Table:
                     reason_code=reason_code)
 
 
+#: Raw columns a judged row keeps only when it failed (to rebuild its reason), NULL when it passed.
+_RAW_FOR_REJECTS = ("analyte", "loinc", "value", "unit", "low", "high", "sex")
+
+
+def judged_of(checked: ir.Table) -> ir.Table:
+    """Every row once judged, compact: the canonical columns the rules read, `ok`, and the raw columns of the
+    failed rows only (a screen keeps this one relation per bucket; see `accepted_of`, `failed_of`)."""
+    c = checked
+    raw = {f"r_{k}": ibis.cases((c.ok, ibis.null(c[k].type())), else_=c[k]) for k in _RAW_FOR_REJECTS}
+    return c.select(ok=c.ok, _row=c._row, _src=c._src, patient_id=c.patient_id, time=c.time,
+                    analyte_c=c.analyte_c, percent=c.percent, c_bit=c.c_bit, value_c=c.value_c,
+                    comparator=c.comparator, lab_low=c.lab_low, lab_high=c.lab_high, sex_c=c.sex_c,
+                    birth_date=c.birth_date, age_years=c.age_years, duffy_null=c.duffy_null, **raw)
+
+
+def failed_of(judged: ir.Table) -> ir.Table:
+    """The failed rows back in the raw shape, so `validate` + `rejects_of` name their reasons (a few rows)."""
+    f = judged.filter(~judged.ok)
+    return f.select(_row=f._row, _src=f._src, patient_id=f.patient_id, time=f.time,
+                    **{k: f[f"r_{k}"] for k in _RAW_FOR_REJECTS},
+                    birth_date=f.birth_date, age_years=f.age_years, duffy_null=f.duffy_null)
+
+
 def accepted_of(checked: ir.Table) -> ir.Table:
+    """The rows that passed, in canonical units (from `validate` or `judged_of`)."""
     a = checked.filter(checked.ok)
     return a.select(_row=a._row, _src=a._src, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c,
                     percent=a.percent, bit=a.c_bit, value=a.value_c, comparator=a.comparator, lab_low=a.lab_low,
                     lab_high=a.lab_high, sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years,
                     duffy_null=a.duffy_null)
+
+
+def bucket_of(patient_id: ir.StringValue, buckets: int) -> ir.IntegerValue:
+    """Which of `buckets` buckets a person's rows go to (every rule is per person, so buckets never meet)."""
+    return (patient_id.hash() % buckets).abs().fill_null(0)
 
 
 def patients_of(obs: ir.Table) -> ir.Table:

@@ -145,6 +145,61 @@ def _count(engine: Engine, expr: ir.Table) -> int:
     return int(engine.execute(expr.count()))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every bucket shares: the small relations built once from the distinct codes, sexes and ids."""
+
+    codes: ir.Table
+    sexes: ir.Table
+    blank: list[str]
+    present: frozenset[int]
+    persons: ir.Table | None  # PERSON / the store's patients table, when the source has one
+    profile: str | None
+    criteria: str
+
+
+def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int, out: Path,
+                   work: Path) -> dict[str, int]:
+    """Validate, grade and find the episodes of one bucket of persons (every rule is per person, so buckets
+    never meet); each output gets one part file. Returns the bucket's accepted and superseded rows."""
+    # one pass over the input: every row judged and kept compact; the few failures are judged again to
+    # name their reasons, from the raw columns kept for them alone
+    judged = eng.cache(pl.judged_of(pl.validate(raw, plan.codes, plan.sexes, plan.blank)), "judged", work)
+    obs = pl.accepted_of(judged)
+    failed = pl.validate(pl.failed_of(judged), plan.codes, plan.sexes, plan.blank)
+    rejects = pl.rejects_of(failed, plan.blank)
+    found = eng.materialize(pl.patients_of(obs), "patients", work)
+    n_checked = int(eng.execute(found.n_results.sum()) or 0)
+    patients = found
+    if plan.persons is not None:
+        p = plan.persons if buckets == 1 else plan.persons.filter(pl.bucket_of(plan.persons.patient_id, buckets) == k)
+        known = found.select(k_pid="patient_id", k_age="age_years", k_n="n_results")
+        patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
+            age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
+        ).drop("k_pid", "k_age", "k_n")
+        patients = patients.union(found.anti_join(p, "patient_id"))
+    patients = eng.materialize(patients, "persons", work)
+    eng.to_parquet(patients, eng.part_path(work, "persons", k))
+    draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+    n_dups = 0
+    if _count(eng, draws.filter(draws.has_dup)):
+        # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
+        superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
+        n_dups = _count(eng, superseded)
+        obs = pl.without(obs, superseded)
+        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+        rejects = rejects.union(pl.superseded_rejects(superseded))
+    eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
+    graded_path = eng.part_path(out, "graded", k)
+    eng.to_parquet(pl.grade(pl.counts_of(obs, draws), patients, plan.profile, plan.criteria), graded_path,
+                   pl.graded_categories())
+    graded = eng.read_parquet([graded_path])
+    eng.to_parquet(pl.findings_of(graded, plan.criteria), eng.part_path(out, "findings", k))
+    eng.to_parquet(pl.episodes_of(graded), eng.part_path(out, "episodes", k))
+    eng.to_parquet(pl.chronic_of(graded), eng.part_path(out, "chronic", k))
+    return {"checked": n_checked, "duplicates": n_dups}
+
+
 def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", *,
            profile: str | None = None, criteria: str | None = None, memory_limit: str | None = None,
            spark_master: str | None = None, spark_session: Any = None, threads: int | None = None,
@@ -167,6 +222,11 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                       spark_session_=spark_session, threads=threads)
     timings: dict[str, float] = {}
     paths = {name: eng.output_path(out, name) for name in OUTPUTS}
+    for path in paths.values():  # a previous screen's parts must not be read as this one's
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
     @contextmanager
     def stage(name: str, bar: _Progress) -> Iterator[None]:
@@ -181,7 +241,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
         return eng.read_parquet([path])
 
     try:
-        with _Progress(progress, 9) as bar:
+        with _Progress(progress, 5) as bar:
             with stage("reading inputs", bar):
                 src = open_sources(eng, inputs, work)
                 keys = eng.execute(src.raw.select("analyte", "loinc", "unit").distinct())
@@ -189,45 +249,24 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                 codes = rel.codes_relation(
                     (None if a != a else a, None if c != c else c, None if u != u else u)
                     for a, c, u in keys.itertuples(index=False))
-                sex_rel = rel.sexes_relation(None if s != s else s for s in sexes["sex"])
-                blank = eng.execute(pl.blank_ids(src.raw))["patient_id"].tolist()
+                plan = _Plan(
+                    codes=codes, sexes=rel.sexes_relation(None if s != s else s for s in sexes["sex"]),
+                    blank=eng.execute(pl.blank_ids(src.raw))["patient_id"].tolist(),
+                    present=frozenset(int(b) for b in eng.execute(codes.select("c_bit"))["c_bit"].dropna()),
+                    persons=src.patients, profile=profile, criteria=criteria)
                 read = _count(eng, src.raw)
-            with stage("validating rows", bar):
-                checked = pl.validate(src.raw, codes, sex_rel, blank)
-                input_rejects = write(pl.rejects_of(checked, blank), work / "rejects_input.parquet")
-                # accepted rows stay a view over the input: every later query re-reads (and re-checks) the
-                # files, which costs less than writing them out once more
-                obs = pl.accepted_of(checked)
-                found = eng.materialize(pl.patients_of(obs), "patients", work)
-                patients = found
-                if src.patients is not None:
-                    p = src.patients
-                    known = found.select(k_pid="patient_id", k_age="age_years", k_n="n_results")
-                    patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
-                        age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
-                    ).drop("k_pid", "k_age", "k_n")
-                    patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "persons", work)
-            with stage("grading results", bar):
-                present = frozenset(int(b) for b in eng.execute(codes.select("c_bit"))["c_bit"].dropna())
-                draws = eng.materialize(pl.draws_of(obs, present), "draws", work)
-                superseded = None
-                if _count(eng, draws.filter(draws.has_dup)):
-                    # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
-                    superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
-                    obs = pl.without(obs, superseded)
-                    draws = eng.materialize(pl.draws_of(obs, present), "draws_clean", work)
-                graded = write(pl.grade(pl.counts_of(obs, draws), patients, profile, criteria), paths["graded"],
-                               pl.graded_categories())
-                rejects = input_rejects if superseded is None else input_rejects.union(
-                    pl.superseded_rejects(superseded))
-                rejects = write(rejects, paths["rejects"])
+                buckets = eng.buckets(read)
+            counts = {"checked": 0, "duplicates": 0}
+            with stage("grading results, findings, episodes, chronic cases", bar):
+                for k in range(buckets):
+                    bar.step(f"grading results, findings, episodes (persons bucket {k + 1} of {buckets})")
+                    raw = src.raw if buckets == 1 else src.raw.filter(pl.bucket_of(src.raw.patient_id, buckets) == k)
+                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work).items():
+                        counts[key] += n
                 write(rel.ranges_relation(), paths["ranges"])
-            with stage("findings", bar):
-                findings = write(pl.findings_of(graded, criteria), paths["findings"])
-            with stage("episodes", bar):
-                episodes = write(pl.episodes_of(graded), paths["episodes"])
-            with stage("chronic cases", bar):
-                chronic = write(pl.chronic_of(graded), paths["chronic"])
+            graded, rejects, findings, episodes, chronic = (eng.read_parquet([paths[name]]) for name in (
+                "graded", "rejects", "findings", "episodes", "chronic"))
+            patients = eng.read_parquet([eng.output_path(work, "persons")])
             with stage("drug-associated episodes", bar):
                 meds = src.medications if src.medications is not None else empty_medications()
                 names = eng.execute(meds.select("name").distinct())["name"].dropna().tolist()
@@ -243,12 +282,11 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("per-person flags and summary", bar):
                 flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
                 n_rejected = _count(eng, rejects)
-                n_dups = 0 if superseded is None else _count(eng, superseded)
-                n_checked = int(eng.execute(found.n_results.sum()) or 0)
                 n_graded = _count(eng, graded)
                 n_derived = _count(eng, graded.filter(graded.derived))
-                reconciliation = {"read": read, "accepted": n_checked - n_dups, "rejected": n_rejected,
-                                  "duplicates": n_dups, "graded": n_graded, "derived": n_derived}
+                reconciliation = {"read": read, "accepted": counts["checked"] - counts["duplicates"],
+                                  "rejected": n_rejected, "duplicates": counts["duplicates"], "graded": n_graded,
+                                  "derived": n_derived}
                 summary = build_summary(eng, graded, findings, episodes, chronic, drug_eps, flags, rejects)
                 summary.update({
                     "engine": eng.name, "inputs": [str(i) for i in inputs], "source": src.kind,
