@@ -126,3 +126,36 @@ def test_omop_duckdb_and_store(tmp_path: Path) -> None:
         c.execute("CREATE TABLE medications (patient_id VARCHAR, name VARCHAR, start DATE, stop DATE)")
     r = screen([str(store)], tmp_path / "o2")
     assert r.frame("graded")["grade"].tolist() == [4] and r.frame("flags")["neutropenia"].tolist() == [True]
+
+
+def test_memory_limit_is_checked_and_sizes_the_buckets(tabular: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from leukowatch.population.engines import BUCKET_BYTES_PER_ROW, DuckDBEngine, parse_size
+
+    assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5 GiB") == int(1.5 * 2**30) and parse_size("512") == 512
+    eng = DuckDBEngine("2GB")
+    try:
+        assert eng.memory_bytes < 2 * 10**9  # the limit caps the process: DuckDB gets less than all of it
+        rows = eng.memory_bytes // BUCKET_BYTES_PER_ROW
+        assert (eng.buckets(rows), eng.buckets(rows + 1), eng.buckets(10 * rows)) == (1, 2, 10)
+    finally:
+        eng.close()
+    for bad, problem in (("lots", "is not a size"), ("1MB", "less than the screen itself needs")):
+        assert main(["screen", str(tabular), "-o", str(tmp_path / "o"), "--memory-limit", bad]) == 2
+        assert problem in capsys.readouterr().err
+
+
+def test_outputs_are_folders_of_parts_and_a_rerun_replaces_them(tabular: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from leukowatch.population.engines import DuckDBEngine
+
+    monkeypatch.setattr(DuckDBEngine, "buckets", lambda self, rows: 3)
+    first = screen([str(tabular)], tmp_path / "o")
+    assert len(list((tmp_path / "o" / "graded.parquet").glob("part-*.parquet"))) == 3
+    monkeypatch.setattr(DuckDBEngine, "buckets", lambda self, rows: 1)
+    again = screen([str(tabular)], tmp_path / "o")
+    assert len(list((tmp_path / "o" / "graded.parquet").glob("part-*.parquet"))) == 1
+    assert again.reconciliation == first.reconciliation and again.table("graded").num_rows == 10
+    ranges = again.frame("ranges")
+    assert set(again.frame("graded")["range_id"].dropna()) <= set(ranges["range_id"])
+    assert ranges["low_source"].notna().any()

@@ -433,7 +433,8 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
     p.add_argument("--engine", default="duckdb", choices=("duckdb", "spark"))
     p.add_argument("--spark-master", metavar="URL", help="Spark master (default local[2]), e.g. spark://host:7077")
-    p.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 2GB (spills to disk beyond)")
+    p.add_argument("--memory-limit", metavar="SIZE", help="memory for the whole screen, e.g. 2GB (DuckDB: persons are screened in "
+                        "buckets that fit, the rest spills to disk)")
     p.add_argument("--profile", help="one reference profile for everybody (default: standard; duffy_null "
                                      "for Duffy-null persons)")
     p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
