@@ -7,10 +7,11 @@ pure rule in `rules/`; this module only wires them and adds the plain-language s
 
 from __future__ import annotations
 
+from functools import cache, lru_cache
 from typing import Any
 
 from .knowledge import knowledge_version, load_table
-from .model import Advice, Alert, Assessment, Chronicity, Finding, Request
+from .model import Advice, Alert, Assessment, Chronicity, Count, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
 from .request import parse_request
 from .rules.causes import match_conditions, match_medications, match_symptoms
@@ -33,18 +34,27 @@ def evaluate_history(request: Request, profile: str) -> list[Draw]:
     return [evaluate_draw(obs, request.patient, profile, t) for t, obs in group_draws(request.observations)]
 
 
+def _first_low(counts: dict[str, Count], analytes: list[str] | tuple[str, ...]) -> str | None:
+    for analyte in analytes:
+        count = counts.get(analyte)
+        if count is not None and count.flag == "low":
+            return analyte
+    return None
+
+
 def chronicity_from_draws(draws: list[Draw]) -> Chronicity:
-    current = draws[-1].counts
-    low_now = [a for a in _CHRONICITY_ORDER if a in current and current[a].flag == "low"]
-    measured = [a for a in _CHRONICITY_ORDER if any(a in d.counts for d in draws)]
-    if not measured:
-        return Chronicity("undetermined", None, ["no white-cell counts"])
-    had_lows = [a for a in measured if any(a in d.counts and d.counts[a].flag == "low" for d in draws)]
-    analyte = (low_now or had_lows or measured)[0]
+    # The analyte spoken about: the first low now, else the first low at any draw, else the first measured.
+    analyte = _first_low(draws[-1].counts, _CHRONICITY_ORDER)
+    low_now = analyte is not None
+    if analyte is None:
+        measured = [a for a in _CHRONICITY_ORDER if any(a in d.counts for d in draws)]
+        if not measured:
+            return Chronicity("undetermined", None, ["no white-cell counts"])
+        analyte = next((a for a in measured if any(_first_low(d.counts, (a,)) for d in draws)), measured[0])
     series = [d for d in draws if analyte in d.counts]
     lows = [LowResult(d.time, d.counts[analyte].value) for d in series
             if d.time is not None and d.counts[analyte].flag == "low"]
-    return chronicity(analyte, lows, len(series), bool(low_now))
+    return chronicity(analyte, lows, len(series), low_now)
 
 
 def _patient_warnings(request: Request) -> list[str]:
@@ -56,19 +66,26 @@ def _patient_warnings(request: Request) -> list[str]:
     return warnings
 
 
-def _advice_keys(request: Request, findings: list[Finding], alerts: list[Alert],
-                 meds: list[Any], conditions: list[Any], symptoms: list[Any]) -> set[str]:
-    codes = {f.code for f in findings}
+#: Findings that make a count "low white cells" for the advice (anemia and low platelets do not).
+_LOW_WHITE_FINDINGS = frozenset(LOW_FINDING.values()) - {"anemia", "thrombocytopenia"}
+#: Findings that make any count low (the advice then includes the general "always" entries).
+_LOW_FINDINGS = frozenset(LOW_FINDING.values()) | {"pancytopenia"}
+_ADVICE_SECTIONS = ("treatment", "home_care", "contact_doctor")  # Advice's fields, in order
+
+
+def _advice_keys(request: Request, codes: set[str], alerts: list[Alert],
+                 meds: list[Any], conditions: list[Any], symptoms: list[Any]) -> frozenset[str]:
+    """Which advice.toml `when` conditions hold; `codes` are the finding codes."""
     keys = {"always"}
-    if codes & set(LOW_FINDING.values()) - {"anemia", "thrombocytopenia"}:
+    if not _LOW_WHITE_FINDINGS.isdisjoint(codes):
         keys.add("low_wbc")
     if "neutropenia" in codes:
         keys.add("neutropenia")
     if symptoms:
         keys.add("infection_symptoms")
-    fever_words = {label for _, label in symptoms if "fever" in label.lower()}
-    fn_rule = load_table("infection")["febrile_neutropenia"]
-    if fever_words or (request.temperature_c is not None and request.temperature_c >= fn_rule["sustained_temp_c"]):
+    temperature = request.temperature_c
+    if (any(["fever" in label.lower() for _, label in symptoms])
+            or (temperature is not None and temperature >= _fever_temp_c())):
         keys.add("fever")
     if request.chemotherapy.active or any(m.chemotherapy for m in meds):
         keys.add("chemotherapy")
@@ -80,17 +97,29 @@ def _advice_keys(request: Request, findings: list[Finding], alerts: list[Alert],
         keys.add("genetic_cause")
     if any(a.code == "febrile_neutropenia" for a in alerts):
         keys.add("febrile_neutropenia")
-    return keys
+    return frozenset(keys)
 
 
-def _select_advice(keys: set[str], low: bool) -> dict[str, list[str]]:
+@cache
+def _fever_temp_c() -> float:
+    """A temperature this high counts as a fever for the advice (the sustained febrile-neutropenia one)."""
+    return load_table("infection")["febrile_neutropenia"]["sustained_temp_c"]
+
+
+@lru_cache(maxsize=1024)
+def _advice_texts(keys: frozenset[str], low: bool) -> tuple[tuple[str, ...], ...]:
+    """The advice per section for one set of keys: a few dozen combinations occur, each worked out once."""
     table = load_table("advice")
-    out: dict[str, list[str]] = {}
-    for section in ("treatment", "home_care", "contact_doctor"):
-        entries = table.get(section, [])
-        out[section] = [e["text"] for e in entries
-                        if e["when"] in keys and (low or e["when"] != "always" or section == "contact_doctor")]
-    return out
+    return tuple(
+        tuple(e["text"] for e in table.get(section, [])
+              if e["when"] in keys and (low or e["when"] != "always" or section == "contact_doctor"))
+        for section in _ADVICE_SECTIONS
+    )
+
+
+def _select_advice(keys: frozenset[str], low: bool) -> Advice:
+    treatment, home_care, contact_doctor = _advice_texts(keys, low)
+    return Advice(list(treatment), list(home_care), list(contact_doctor))
 
 
 def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[Draw]]:
@@ -109,24 +138,24 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     current = draws[-1]
     counts = current.counts
     findings = _findings(counts, criteria)
+    codes = {f.code for f in findings}
     warnings = current.warnings + _patient_warnings(request)
 
     anc = counts["neutrophils"].value if "neutrophils" in counts else None
     alerts: list[Alert] = []
     fn_alert, fn_note = febrile_neutropenia(anc, request.temperature_c, request.fever_sustained_1h,
                                             request.anc_expected_to_fall)
-    neutropenia = next((f for f in findings if f.code == "neutropenia"), None)
     if fn_alert:
         alerts.append(fn_alert)
-    if fn_note and neutropenia is not None:
-        neutropenia.notes.append(fn_note)
+    if fn_note and "neutropenia" in codes:
+        next(f for f in findings if f.code == "neutropenia").notes.append(fn_note)
     if (severe := severe_neutropenia(anc)) is not None:
         alerts.append(severe)
 
     symptoms = match_symptoms(request.symptoms)
-    low_white = any(f.code in ("leukopenia", "neutropenia") for f in findings)
+    low_white = "leukopenia" in codes or "neutropenia" in codes
     if symptoms:
-        labels = ", ".join(label for _, label in symptoms)
+        labels = ", ".join([label for _, label in symptoms])
         alerts.append(Alert(
             code="infection_symptoms", level="warning" if low_white else "info",
             message=(f"Signs of infection reported ({labels})"
@@ -171,11 +200,11 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
         "conditions": conditions,
         "unlinked_medications": [m.name for m in request.medications if m.name not in matched_inputs],
     }
-    low = any(f.code in LOW_FINDING.values() or f.code == "pancytopenia" for f in findings)
-    advice_lists = _select_advice(_advice_keys(request, findings, alerts, meds, conditions, symptoms), low)
+    low = not _LOW_FINDINGS.isdisjoint(codes)
+    advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms), low)
     assessment = Assessment(
         counts=counts, findings=findings, alerts=alerts, chronicity=chron, possible_causes=possible_causes,
-        advice=Advice(**advice_lists), profile=profile, criteria=criteria_label(criteria),
+        advice=advice, profile=profile, criteria=criteria_label(criteria),
         knowledge_version=knowledge_version(), disclaimer=DISCLAIMER, scores=scores, warnings=warnings,
         patient=request.patient, time=current.time,
     )

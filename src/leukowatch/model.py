@@ -273,11 +273,19 @@ class Assessment:
     patient: Patient | None = None
     time: datetime | None = None
 
+    # Plain loops: the narrative asks these several times per assessment, and a generator costs more
+    # than the search.
     def finding(self, code: str) -> Finding | None:
-        return next((f for f in self.findings if f.code == code), None)
+        for f in self.findings:
+            if f.code == code:
+                return f
+        return None
 
     def alert(self, code: str) -> Alert | None:
-        return next((a for a in self.alerts if a.code == code), None)
+        for a in self.alerts:
+            if a.code == code:
+                return a
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of DESIGN.md § Contracts (dates as ISO strings, counts with per_uL)."""

@@ -32,16 +32,14 @@ _PLAIN_NAMES = {
     "thrombocytopenia": "platelets, which help blood clot, are low (thrombocytopenia)",
     "pancytopenia": "red cells, white cells and platelets are all low together (pancytopenia)",
 }
-_WHITE = ("leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia", "eosinopenia", "basopenia")
+_WHITE = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia", "eosinopenia", "basopenia"})
+_OTHER = frozenset({"anemia", "thrombocytopenia", "pancytopenia"})
 
 
 def _grade_text(f: Finding) -> str:
-    parts = []
     if f.grade is not None:
-        parts.append(f"{f.criteria} grade {f.grade}")
-    if f.severity:
-        parts.append(f.severity)
-    return f" ({', '.join(parts)})" if parts else ""
+        return f" ({f.criteria} grade {f.grade}, {f.severity})" if f.severity else f" ({f.criteria} grade {f.grade})"
+    return f" ({f.severity})" if f.severity else ""
 
 
 def verdict_line(a: Assessment) -> str:
@@ -51,7 +49,7 @@ def verdict_line(a: Assessment) -> str:
         head.append("EMERGENCY: febrile neutropenia")
     white = [f for f in a.findings if f.code in _WHITE]
     if white:
-        body = "; ".join(f"{f.code}{_grade_text(f)}" for f in white)
+        body = "; ".join([f"{f.code}{_grade_text(f)}" for f in white])
         if a.chronicity.status in ("acute", "chronic"):
             body += f"; {a.chronicity.status}"
         head.append(body)
@@ -64,9 +62,9 @@ def verdict_line(a: Assessment) -> str:
             head.append(f"No leukopenia: white-cell counts are not low against the {a.profile} profile")
         else:
             head.append("No white-cell counts to assess")
-    others = [f for f in a.findings if f.code in ("anemia", "thrombocytopenia", "pancytopenia")]
+    others = [f for f in a.findings if f.code in _OTHER]
     if others:
-        head.append("also " + ", ".join(f"{f.code}{_grade_text(f)}" for f in others))
+        head.append("also " + ", ".join([f"{f.code}{_grade_text(f)}" for f in others]))
     return " — ".join(head)
 
 
@@ -87,17 +85,18 @@ def patient_lines(a: Assessment) -> list[str]:
             lines.append(f"Your {plain}: {_cells(f.value)}.")
         else:
             lines.append(f"Your {plain}.")
-    if not any(f.code in _WHITE for f in a.findings) and a.counts:
+    codes = {f.code for f in a.findings}
+    if _WHITE.isdisjoint(codes) and a.counts:
         lines.append("Your white blood cell counts are not low.")
     if a.chronicity.status == "chronic":
         lines.append("Your results have been low on several occasions over at least three months, which "
                      "doctors call chronic.")
-    if any(f.code in ("leukopenia", "neutropenia") for f in a.findings):
+    if "leukopenia" in codes or "neutropenia" in codes:
         lines.append("A low white cell count can make infections more likely. Watch for fever, chills, "
                      "sore throat or other signs of infection.")
     meds = a.possible_causes.get("medications", [])
     if meds:
-        names = ", ".join(m.input for m in meds)
+        names = ", ".join([m.input for m in meds])
         lines.append(f"Some medicines you listed ({names}) can lower white cells. Do not stop or change any "
                      "medicine on your own: talk to your doctor or pharmacist first.")
     if a.alert("chemotherapy_hold"):

@@ -3,12 +3,18 @@
 Validation happens here, once, so that every entry point (CLI flags, JSON file, REST body, and the
 FHIR/HL7 readers, which build the same dict shapes) reports a bad field the same way: the JSON path
 and the problem, e.g. `observations[1].unit: unknown unit 'bananas/uL' for analyte 'wbc'`.
+
+Inside a part (an observation, a medicine, the patient) errors name their field relative to it
+(".unit") and the part's own path is put in front only when one is raised (`_under`): formatting
+every path of every good field cost more than checking the fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from math import isfinite
+from typing import Any, TypeVar
 
 from .model import (
     Chemotherapy,
@@ -19,7 +25,9 @@ from .model import (
     ReferenceRange,
     Request,
 )
-from .units import canonical_analyte, check_plausible, convert, loinc_lookup, plausibility
+from .units import canonical_analyte, check_plausible, conversion, loinc_lookup, plausibility
+
+T = TypeVar("T")
 
 _TOP_LEVEL = {
     "patient", "observations", "medications", "conditions", "symptoms", "temperature_c", "temperature_f",
@@ -29,6 +37,7 @@ _TOP_LEVEL = {
 _SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female",
           "unknown": "unknown", "u": "unknown", "other": "unknown", "": "unknown"}
 _COMPARATORS = ("<=", ">=", "<", ">")
+_PLAIN_NUMBERS = (float, int)  # exact types, checked first; bool, an int subclass, is refused
 
 
 def parse_datetime(value: Any, field: str) -> datetime:
@@ -65,11 +74,11 @@ def parse_date(value: Any, field: str) -> date | None:
 
 def parse_number(value: Any, field: str) -> tuple[float, str | None]:
     """A number, or a string with a comparator such as '<1' (the comparator is kept, never dropped)."""
-    if isinstance(value, bool):
-        raise InputError(field, "expected a number, got true/false")
-    if isinstance(value, (int, float)):
+    if type(value) in _PLAIN_NUMBERS or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         number = float(value)
         comparator = None
+    elif isinstance(value, bool):
+        raise InputError(field, "expected a number, got true/false")
     elif isinstance(value, str):
         text = value.strip().replace(",", ".") if value.count(",") == 1 and "." not in value else value.strip()
         comparator = next((c for c in _COMPARATORS if text.startswith(c)), None)
@@ -83,7 +92,7 @@ def parse_number(value: Any, field: str) -> tuple[float, str | None]:
         raise InputError(field, "missing value")
     else:
         raise InputError(field, f"expected a number, got {type(value).__name__}")
-    if number != number or number in (float("inf"), float("-inf")):
+    if not isfinite(number):
         raise InputError(field, "not a finite number")
     return number, comparator
 
@@ -98,91 +107,131 @@ def parse_bool(value: Any, field: str) -> bool:
     raise InputError(field, f"expected true or false, got {value!r}")
 
 
+def _under(prefix: str, err: InputError) -> InputError:
+    """The same problem with its field put under `prefix` ("observations[2]" + ".unit")."""
+    return InputError(prefix + err.field, err.problem)
+
+
+def _each(raws: list[Any], parse: Callable[[Any], T], name: str) -> list[T]:
+    """Parse every item of a list; an error names the item ("medications[3].stop")."""
+    out: list[T] = []
+    for raw in raws:
+        try:
+            out.append(parse(raw))
+        except InputError as err:
+            raise _under(f"{name}[{len(out)}]", err) from None
+    return out
+
+
 def parse_patient(raw: Any, field: str = "patient") -> Patient:
+    try:
+        return _patient(raw)
+    except InputError as err:
+        raise _under(field, err) from None
+
+
+def _patient(raw: Any) -> Patient:
     if raw is None:
         return Patient()
     if not isinstance(raw, dict):
-        raise InputError(field, "expected an object")
+        raise InputError("", "expected an object")
     sex_raw = raw.get("sex", "unknown")
-    if not isinstance(sex_raw, str) or sex_raw.strip().lower() not in _SEXES:
-        raise InputError(f"{field}.sex", f"expected male, female or unknown, got {sex_raw!r}")
+    sex = _SEXES.get(sex_raw.strip().lower()) if isinstance(sex_raw, str) else None
+    if sex is None:
+        raise InputError(".sex", f"expected male, female or unknown, got {sex_raw!r}")
     age = raw.get("age_years")
     if age is not None:
-        age, _ = parse_number(age, f"{field}.age_years")
+        age, _ = parse_number(age, ".age_years")
         if not 0 <= age < 130:
-            raise InputError(f"{field}.age_years", f"age {age:g} is outside 0-130 years")
-    birth = parse_date(raw.get("birth_date"), f"{field}.birth_date")
+            raise InputError(".age_years", f"age {age:g} is outside 0-130 years")
+    birth = parse_date(raw.get("birth_date"), ".birth_date")
     pid = raw.get("id")
-    return Patient(
-        id=None if pid is None else str(pid),
-        sex=_SEXES[sex_raw.strip().lower()],  # type: ignore[arg-type]
-        age_years=age,
-        birth_date=birth,
-        duffy_null=parse_bool(raw.get("duffy_null", False), f"{field}.duffy_null"),
-    )
+    duffy_null = parse_bool(raw.get("duffy_null", False), ".duffy_null")
+    return Patient(None if pid is None else str(pid), sex, age, birth, duffy_null)  # type: ignore[arg-type]
 
 
 def parse_observation(raw: Any, field: str, patient_id: str | None = None) -> Observation:
     """One observation by `analyte` or LOINC `code`, converted to canonical units and checked."""
+    try:
+        return _observation(raw, patient_id)
+    except InputError as err:
+        raise _under(field, err) from None
+
+
+def _observation(raw: Any, patient_id: str | None) -> Observation:
     if not isinstance(raw, dict):
-        raise InputError(field, "expected an object with analyte (or code), value and unit")
+        raise InputError("", "expected an object with analyte (or code), value and unit")
     percent_code: bool | None = None
     code = raw.get("code")
-    if raw.get("analyte") is not None:
-        if not isinstance(raw["analyte"], str):
-            raise InputError(f"{field}.analyte", "expected a string")
-        analyte = canonical_analyte(raw["analyte"], f"{field}.analyte")
+    name = raw.get("analyte")
+    if name is not None:
+        if not isinstance(name, str):
+            raise InputError(".analyte", "expected a string")
+        analyte = canonical_analyte(name, ".analyte")
     elif code is not None:
         entry = loinc_lookup(str(code))
         if entry is None:
-            raise InputError(f"{field}.code", f"LOINC code {code!r} is not a blood count code leukowatch reads")
+            raise InputError(".code", f"LOINC code {code!r} is not a blood count code leukowatch reads")
         analyte, percent_code = entry.analyte, entry.percent
     else:
-        raise InputError(field, "needs an 'analyte' or a LOINC 'code'")
-    value, comparator = parse_number(raw.get("value"), f"{field}.value")
+        raise InputError("", "needs an 'analyte' or a LOINC 'code'")
+    value, comparator = parse_number(raw.get("value"), ".value")
     unit = raw.get("unit")
-    converted = convert(analyte, value, unit, f"{field}.unit")
-    if percent_code is not None and percent_code != converted.percent:
+    rule = conversion(analyte, unit, ".unit")
+    if percent_code is not None and percent_code != rule.percent:
         expected = "a percentage (%)" if percent_code else "an absolute count unit"
-        raise InputError(f"{field}.unit", f"LOINC {code} is {expected} but the unit is {unit!r}")
-    check_plausible(analyte, converted.value, converted.percent, f"{field}.value")
-    rng = None
-    if raw.get("reference_range") is not None:
-        rr = raw["reference_range"]
-        if not isinstance(rr, dict):
-            raise InputError(f"{field}.reference_range", "expected an object with low and/or high")
-        bounds = {}
-        for side in ("low", "high"):
-            if rr.get(side) is not None:
-                number, _ = parse_number(rr[side], f"{field}.reference_range.{side}")
-                bounds[side] = number * converted.factor
-        if "low" in bounds and "high" in bounds and bounds["low"] > bounds["high"]:
-            raise InputError(f"{field}.reference_range", "low is above high")
-        rng = ReferenceRange(bounds.get("low"), bounds.get("high"))
-    time = parse_datetime(raw["time"], f"{field}.time") if raw.get("time") else None
+        raise InputError(".unit", f"LOINC {code} is {expected} but the unit is {unit!r}")
+    value *= rule.factor
+    check_plausible(analyte, value, rule.percent, ".value")
+    rr = raw.get("reference_range")
+    rng = None if rr is None else _reference_range(rr, rule.factor)
+    time = raw.get("time")
     return Observation(
-        analyte=analyte, value=converted.value, unit=converted.unit, percent=converted.percent, time=time,
-        reference_range=rng, comparator=comparator, patient_id=patient_id,
-        source=raw.get("source"), code=None if code is None else str(code), original_unit=str(unit),
-        lab_flag=raw.get("flag"),
+        analyte, value, rule.unit, rule.percent, parse_datetime(time, ".time") if time else None, rng,
+        comparator, patient_id, raw.get("source"), None if code is None else str(code), str(unit), raw.get("flag"),
     )
 
 
+def _reference_range(rr: Any, factor: float) -> ReferenceRange:
+    """A lab's own range, in the unit of its value (hence the value's factor)."""
+    if not isinstance(rr, dict):
+        raise InputError(".reference_range", "expected an object with low and/or high")
+    low = _bound(rr.get("low"), factor, ".reference_range.low")
+    high = _bound(rr.get("high"), factor, ".reference_range.high")
+    if low is not None and high is not None and low > high:
+        raise InputError(".reference_range", "low is above high")
+    return ReferenceRange(low, high)
+
+
+def _bound(raw: Any, factor: float, field: str) -> float | None:
+    if raw is None:
+        return None
+    number, _ = parse_number(raw, field)
+    return number * factor
+
+
 def parse_medication(raw: Any, field: str) -> MedicationInput:
+    try:
+        return _medication(raw)
+    except InputError as err:
+        raise _under(field, err) from None
+
+
+def _medication(raw: Any) -> MedicationInput:
     if isinstance(raw, str):
         if not raw.strip():
-            raise InputError(field, "empty medicine name")
+            raise InputError("", "empty medicine name")
         return MedicationInput(raw.strip())
     if isinstance(raw, dict):
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise InputError(f"{field}.name", "expected a medicine name")
-        start = parse_date(raw.get("start"), f"{field}.start")
-        stop = parse_date(raw.get("stop"), f"{field}.stop")
+            raise InputError(".name", "expected a medicine name")
+        start = parse_date(raw.get("start"), ".start")
+        stop = parse_date(raw.get("stop"), ".stop")
         if start and stop and stop < start:
-            raise InputError(f"{field}.stop", "stop date is before start date")
+            raise InputError(".stop", "stop date is before start date")
         return MedicationInput(name.strip(), start, stop)
-    raise InputError(field, "expected a medicine name or an object with name, start, stop")
+    raise InputError("", "expected a medicine name or an object with name, start, stop")
 
 
 def _string_list(raw: Any, field: str) -> list[str]:
@@ -190,9 +239,16 @@ def _string_list(raw: Any, field: str) -> list[str]:
         return []
     if isinstance(raw, str):
         raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+    if not isinstance(raw, list):
         raise InputError(field, "expected a list of strings")
-    return [x.strip() for x in raw if x.strip()]
+    out = []
+    for x in raw:
+        if not isinstance(x, str):
+            raise InputError(field, "expected a list of strings")
+        x = x.strip()
+        if x:
+            out.append(x)
+    return out
 
 
 def parse_chemotherapy(raw: Any, field: str = "chemotherapy") -> Chemotherapy:
@@ -222,14 +278,15 @@ def parse_request(raw: Any) -> Request:
     """Validate a request dict; raises InputError naming the first bad field."""
     if not isinstance(raw, dict):
         raise InputError("$", "expected a JSON object with 'observations'")
-    unknown = sorted(set(raw) - _TOP_LEVEL)
-    if unknown:
+    if not _TOP_LEVEL.issuperset(raw):
+        unknown = sorted(set(raw) - _TOP_LEVEL)
         raise InputError(unknown[0], f"unknown field; expected one of: {', '.join(sorted(_TOP_LEVEL - {'resourceType'}))}")
     patient = parse_patient(raw.get("patient"))
     obs_raw = raw.get("observations")
     if not isinstance(obs_raw, list) or not obs_raw:
         raise InputError("observations", "expected a non-empty list of observations")
-    observations = [parse_observation(o, f"observations[{i}]", patient.id) for i, o in enumerate(obs_raw)]
+    pid = patient.id
+    observations = _each(obs_raw, lambda o: _observation(o, pid), "observations")
     meds_raw = raw.get("medications") or []
     if not isinstance(meds_raw, list):
         raise InputError("medications", "expected a list")
@@ -249,7 +306,7 @@ def parse_request(raw: Any) -> Request:
     return Request(
         patient=patient,
         observations=observations,
-        medications=[parse_medication(m, f"medications[{i}]") for i, m in enumerate(meds_raw)],
+        medications=_each(meds_raw, _medication, "medications"),
         conditions=_string_list(raw.get("conditions"), "conditions"),
         symptoms=_string_list(raw.get("symptoms"), "symptoms"),
         temperature_c=temperature,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from math import isfinite
+from typing import Any
 
 from .knowledge import load_table
 from .model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, InputError
@@ -61,12 +63,47 @@ def plausibility() -> dict[str, float]:
     return load_table("units")["plausibility"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Converted:
     value: float
     unit: str
     percent: bool
     factor: float
+
+
+def _conversion_of(analyte: str, unit: Any) -> Converted | str:
+    """What one unit of `unit` is for `analyte` (value = factor), or the problem with the unit."""
+    if analyte not in _DIMENSION_OF:
+        return f"unknown analyte {analyte!r}"
+    if unit is None or not str(unit).strip():
+        return f"missing unit for {analyte}"
+    tables = _unit_tables()
+    key = normalise_unit(str(unit))
+    if analyte in DIFFERENTIAL_ANALYTES and key in tables["percent"]:
+        factor = tables["percent"][key]
+        return Converted(factor, "%", True, factor)
+    dimension = _DIMENSION_OF[analyte]
+    factor = tables[dimension].get(key)
+    if factor is None:
+        if any(key in t for t in tables.values()):
+            return (f"unit {unit!r} does not fit analyte {analyte!r} "
+                    f"(expected a {dimension} unit such as {CANONICAL_UNIT[analyte]})")
+        return f"unknown unit {unit!r} for analyte {analyte!r}"
+    return Converted(factor, CANONICAL_UNIT[analyte], False, factor)
+
+
+# Labs send a handful of spellings, so the answer per (analyte, spelling) is worked out once. Only
+# for text: the problem quotes the unit as given, and 5 and 5.0 would share a cache entry.
+_cached_conversion = lru_cache(maxsize=4096)(_conversion_of)
+
+
+def conversion(analyte: str, unit: Any, field: str) -> Converted:
+    """The factor, canonical unit and percent flag of one unit spelling for an analyte (the value is
+    the factor), or InputError naming the field. `convert` is this times the value."""
+    rule = _cached_conversion(analyte, unit) if type(unit) is str else _conversion_of(analyte, unit)
+    if type(rule) is str:
+        raise InputError(field, rule)
+    return rule
 
 
 def convert(analyte: str, value: float, unit: str | None, field: str) -> Converted:
@@ -75,22 +112,8 @@ def convert(analyte: str, value: float, unit: str | None, field: str) -> Convert
     A differential analyte in '%' stays a percentage (the caller derives the absolute count from
     the WBC); any other mismatch between unit and analyte is an error.
     """
-    if analyte not in _DIMENSION_OF:
-        raise InputError(field, f"unknown analyte {analyte!r}")
-    if unit is None or not str(unit).strip():
-        raise InputError(field, f"missing unit for {analyte}")
-    tables = _unit_tables()
-    key = normalise_unit(str(unit))
-    if analyte in DIFFERENTIAL_ANALYTES and key in tables["percent"]:
-        return Converted(value * tables["percent"][key], "%", True, tables["percent"][key])
-    dimension = _DIMENSION_OF[analyte]
-    factor = tables[dimension].get(key)
-    if factor is None:
-        if any(key in t for t in tables.values()):
-            raise InputError(field, f"unit {unit!r} does not fit analyte {analyte!r} "
-                                    f"(expected a {dimension} unit such as {CANONICAL_UNIT[analyte]})")
-        raise InputError(field, f"unknown unit {unit!r} for analyte {analyte!r}")
-    return Converted(value * factor, CANONICAL_UNIT[analyte], False, factor)
+    rule = conversion(analyte, unit, field)
+    return Converted(value * rule.factor, rule.unit, rule.percent, rule.factor)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,7 @@ def _loinc_codes() -> dict[str, LoincEntry]:
     return {code: LoincEntry(e["analyte"], e["kind"] == "percent") for code, e in codes.items()}
 
 
+@lru_cache(maxsize=1024)
 def loinc_lookup(code: str) -> LoincEntry | None:
     """The analyte a LOINC code measures, or None when leukowatch does not use that code."""
     return _loinc_codes().get(code.strip())
@@ -115,30 +139,36 @@ def loinc_codes_for(analyte: str, percent: bool = False) -> list[str]:
     return [c for c, e in _loinc_codes().items() if e.analyte == analyte and e.percent == percent]
 
 
+@cache
+def _limits() -> tuple[float, float, float, str]:
+    limits = plausibility()
+    return (limits["min_value"], limits["max_percent"], limits["max_wbc"], f"{limits['max_wbc']:g}")
+
+
 def check_plausible(analyte: str, value: float, percent: bool, field: str) -> None:
     """Refuse values no lab would release: negative counts, % outside 0-100, WBC beyond 1,000 x10^9/L."""
-    limits = plausibility()
-    if value != value or value in (float("inf"), float("-inf")):
+    min_value, max_percent, max_wbc, max_wbc_text = _limits()
+    if not isfinite(value):
         raise InputError(field, f"{analyte} value is not a finite number")
-    if value < limits["min_value"]:
+    if value < min_value:
         raise InputError(field, f"{analyte} value {value:g} is negative")
-    if percent and value > limits["max_percent"]:
+    if percent and value > max_percent:
         raise InputError(field, f"{analyte} percentage {value:g}% is above 100%")
-    if analyte == "wbc" and not percent and value > limits["max_wbc"]:
-        raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {limits['max_wbc']:g}); "
-                                "check the unit")
+    if analyte == "wbc" and not percent and value > max_wbc:
+        raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {max_wbc_text}); check the unit")
 
 
-@cache
-def _aliases() -> dict[str, str]:
-    return load_table("loinc")["analyte_aliases"]
+@lru_cache(maxsize=1024)
+def _analyte_named(name: str) -> str | None:
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    if key in _DIMENSION_OF:
+        return key
+    return load_table("loinc")["analyte_aliases"].get(key)
 
 
 def canonical_analyte(name: str, field: str) -> str:
     """Map an analyte name or accepted alias ('ANC', 'hgb') to the canonical analyte."""
-    key = name.strip().lower().replace(" ", "_").replace("-", "_")
-    if key in _DIMENSION_OF:
-        return key
-    if key in _aliases():
-        return _aliases()[key]
-    raise InputError(field, f"unknown analyte {name!r}; known: {', '.join(sorted(_DIMENSION_OF))}")
+    analyte = _analyte_named(name)
+    if analyte is None:
+        raise InputError(field, f"unknown analyte {name!r}; known: {', '.join(sorted(_DIMENSION_OF))}")
+    return analyte

@@ -78,9 +78,10 @@ def _all_tables() -> dict[str, dict[str, Any]]:
 
 def load_table(name: str) -> dict[str, Any]:
     """One parsed knowledge table (read-only: callers must not mutate it)."""
-    if name not in TABLES:
-        raise KeyError(f"unknown knowledge table {name!r}; known: {', '.join(TABLES)}")
-    return _all_tables()[name]
+    try:
+        return _all_tables()[name]  # holds exactly TABLES
+    except KeyError:
+        raise KeyError(f"unknown knowledge table {name!r}; known: {', '.join(TABLES)}") from None
 
 
 def summary() -> dict[str, Any]:

@@ -249,11 +249,10 @@ def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationM
         if isinstance(med, str):
             med = MedicationInput(name=med)
         for d in _drugs_in(med.name):
-            out.append(MedicationMatch(
-                input=med.name, generic=d.generic, drug_class=d.classes[0], classes=list(d.classes),
-                why=d.why, source=d.source, risk=d.risk, chemotherapy=d.chemotherapy,
-                monitoring=d.monitoring, start=med.start, stop=med.stop,
-            ))
+            # Positional, in MedicationMatch's field order (input, generic, drug_class, classes, why,
+            # source, risk, chemotherapy, monitoring, start, stop): keywords cost twice as much here.
+            out.append(MedicationMatch(med.name, d.generic, d.classes[0], list(d.classes), d.why, d.source,
+                                       d.risk, d.chemotherapy, d.monitoring, med.start, med.stop))
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from ..knowledge import load_table
 from ..model import Chronicity, Observation
@@ -20,8 +21,17 @@ def chronic_rule() -> dict:
     return load_table("timeline")["chronic"]
 
 
+@cache
+def _window() -> tuple[int, int]:
+    """(lows needed, days they must span), read once."""
+    rule = chronic_rule()
+    return int(rule["min_low_results"]), int(rule["min_span_days"])
+
+
 def group_draws(observations: list[Observation]) -> list[tuple[datetime | None, list[Observation]]]:
     """Observations grouped by time, oldest first; untimed ones join the latest draw (they are 'now')."""
+    if {obs.time for obs in observations} == {None}:  # one CBC without times: the usual request
+        return [(None, list(observations))]
     by_time: dict[datetime | None, list[Observation]] = defaultdict(list)
     for obs in observations:
         by_time[obs.time].append(obs)
@@ -47,8 +57,9 @@ def chronic_evidence(lows: list[LowResult]) -> list[LowResult] | None:
     rule; the evidence returned is the first low, the last low at least the span later, and the lows
     between them (what a clinician would cite).
     """
-    rule = chronic_rule()
-    need, span = int(rule["min_low_results"]), int(rule["min_span_days"])
+    need, span = _window()
+    if len(lows) < max(need, 2):  # a window has a first and a later last low
+        return None
     ordered = sorted(lows, key=lambda r: r.time)
     for i, first in enumerate(ordered):
         for j in range(len(ordered) - 1, i, -1):

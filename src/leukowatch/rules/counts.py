@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
-from ..model import ANALYTES, Count, Observation, Patient
+from ..model import ANALYTES, Count, Observation, Patient, ReferenceRange
 from .differential import derive_draw
-from .ranges import flag, resolve_range
+from .ranges import ResolvedRange, flag, resolve_range
 
 
 @dataclass
@@ -19,25 +20,48 @@ class Draw:
     warnings: list[str] = field(default_factory=list)
 
 
+#: How a count is judged: the range, what the Count says of it (the range, its name) and the
+#: sources of its lower and upper limits.
+Judged = tuple[ResolvedRange, ReferenceRange, str, str | None, str | None]
+
+
+@lru_cache(maxsize=65536)
+def _judged_by(profile: str, analyte: str, sex: str, age: float | None, lab: ReferenceRange | None) -> Judged:
+    """Worked out once per range: every count of every draw judged against it needs the same."""
+    rng = resolve_range(profile, analyte, sex, age, False, lab)
+    return (rng, rng.reference_range, rng.describe(profile), rng.low.source if rng.low else None,
+            rng.high.source if rng.high else None)
+
+
+@lru_cache(maxsize=16384)
+def _profile_judgements(profile: str, sex: str, age: float | None) -> dict[str, Judged]:
+    """Every analyte's judgement for one person without lab ranges: one cache probe per draw instead
+    of one per count (read-only: shared by every draw of such a person)."""
+    return {analyte: _judged_by(profile, analyte, sex, age, None) for analyte in ANALYTES}
+
+
 def evaluate_draw(observations: list[Observation], patient: Patient, profile: str,
                   time: datetime | None) -> Draw:
     """Derive absolute counts, pick each range (lab first, then profile) and flag low/high."""
     values, warnings = derive_draw(observations)
     age = patient.age_at(time)
+    by_profile = _profile_judgements(profile, patient.sex, age)
     counts: dict[str, Count] = {}
-    for analyte, dv in values.items():
-        obs = dv.observation
-        lab = obs.reference_range if (obs is not None and not dv.derived) else None
-        rng = resolve_range(profile, analyte, patient.sex, age, False, lab)
+    for analyte in ANALYTES:  # the report order
+        dv = values.get(analyte)
+        if dv is None:
+            continue
+        value, unit, percent, derived, derivation, obs = dv
+        measured = None if derived else obs  # a derived count has no lab range or comparator of its own
+        lab = None if measured is None else measured.reference_range
+        rng, reference_range, range_source, low_source, high_source = (
+            by_profile[analyte] if lab is None else _judged_by(profile, analyte, patient.sex, age, lab))
+        # Positional, in Count's field order: keywords cost twice as much on the per-request path.
         counts[analyte] = Count(
-            analyte=analyte, value=dv.value, unit=dv.unit, flag=flag(dv.value, rng), derived=dv.derived,
-            percent=dv.percent, reference_range=rng.reference_range, range_source=rng.describe(profile),
-            comparator=obs.comparator if obs is not None and not dv.derived else None,
-            time=time, derivation=dv.derivation,
-            low_source=rng.low.source if rng.low else None, high_source=rng.high.source if rng.high else None,
+            analyte, value, unit, flag(value, rng), derived, percent, reference_range, range_source,
+            None if measured is None else measured.comparator, time, derivation, low_source, high_source,
         )
-    order = {a: i for i, a in enumerate(ANALYTES)}
-    return Draw(time, dict(sorted(counts.items(), key=lambda kv: order[kv[0]])), warnings)
+    return Draw(time, counts, warnings)
 
 
 def percent_flag(analyte: str, pct: float, patient: Patient, profile: str, time: datetime | None) -> str:

@@ -8,8 +8,6 @@ tolerance is reported, not silently resolved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..model import DIFFERENTIAL_ANALYTES, Observation
 from ..units import plausibility
 
@@ -17,17 +15,14 @@ from ..units import plausibility
 FIVE_PART: tuple[str, ...] = ("neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils")
 
 
-@dataclass
-class DrawValue:
-    """One analyte at one blood draw, absolute where it can be."""
-
-    analyte: str
-    value: float
-    unit: str
-    percent: float | None = None
-    derived: bool = False
-    derivation: str | None = None
-    observation: Observation | None = None  # the measured observation (lab range, comparator)
+#: One analyte at one blood draw, absolute where it can be:
+#: (value, unit, percent, derived, derivation, observation). `observation` is the measured one (its
+#: lab range and comparator count only when the value is not derived). A plain tuple: a draw makes one
+#: per analyte and `counts.evaluate_draw` unpacks it at once, and a class instance costs more to build
+#: than everything done with it.
+DrawValue = tuple[float, str, float | None, bool, str | None, Observation | None]
+#: The differential percentages besides the neutrophils (given as neutrophils or as segmented + bands).
+_FIVE_PART_REST = frozenset(FIVE_PART[1:])
 
 
 def _fmt(x: float) -> str:
@@ -56,38 +51,37 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
     values: dict[str, DrawValue] = {}
     for analyte, obs in absolute.items():
         if analyte != "segmented_neutrophils":
-            values[analyte] = DrawValue(analyte, obs.value, obs.unit, observation=obs)
+            values[analyte] = (obs.value, obs.unit, None, False, None, obs)
 
     wbc = absolute.get("wbc")
     if "neutrophils" not in values:
         _derive_anc(absolute, percent, wbc, values)
+    wbc_text = None if wbc is None else _fmt(wbc.value)
     for analyte in DIFFERENTIAL_ANALYTES:
         if analyte == "segmented_neutrophils" or analyte not in percent:
             continue
         pct = percent[analyte].value
         if analyte in values:
-            values[analyte].percent = values[analyte].percent or pct
-            if wbc is not None and not values[analyte].derived:
+            measured, unit, had_pct, derived, derivation, obs = values[analyte]
+            values[analyte] = (measured, unit, had_pct or pct, derived, derivation, obs)
+            if wbc is not None and not derived:
                 expected = wbc.value * pct / 100.0
-                measured = values[analyte].value
                 scale = max(expected, measured)
                 if scale > 0 and abs(expected - measured) / scale > limits["absolute_vs_percent_tolerance"]:
                     warnings.append(
                         f"{analyte}: absolute count {_fmt(measured)} x10^9/L disagrees with WBC x % "
-                        f"= {_fmt(wbc.value)} x {pct:g}% = {_fmt(expected)} by more than "
+                        f"= {wbc_text} x {pct:g}% = {_fmt(expected)} by more than "
                         f"{limits['absolute_vs_percent_tolerance']:.0%}; the absolute count is used")
         elif wbc is not None:
-            values[analyte] = DrawValue(
-                analyte, wbc.value * pct / 100.0, "10^9/L", percent=pct, derived=True,
-                derivation=f"WBC {_fmt(wbc.value)} x {pct:g}% / 100", observation=percent[analyte])
+            values[analyte] = (wbc.value * pct / 100.0, "10^9/L", pct, True, f"WBC {wbc_text} x {pct:g}% / 100",
+                               percent[analyte])
         else:
             warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")
 
-    present = [a for a in FIVE_PART if a in percent or (a == "neutrophils" and "segmented_neutrophils" in percent)]
-    if len(present) == len(FIVE_PART):
+    if ("neutrophils" in percent or "segmented_neutrophils" in percent) and percent.keys() >= _FIVE_PART_REST:
         neut_pct = percent["neutrophils"].value if "neutrophils" in percent else (
             percent["segmented_neutrophils"].value + (percent["bands"].value if "bands" in percent else 0.0))
-        total = neut_pct + sum(percent[a].value for a in FIVE_PART[1:])
+        total = neut_pct + sum([percent[a].value for a in FIVE_PART[1:]])
         if not limits["differential_sum_low"] <= total <= limits["differential_sum_high"]:
             warnings.append(f"differential percentages add up to {total:g}% (expected "
                             f"{limits['differential_sum_low']:g}-{limits['differential_sum_high']:g}%); "
@@ -102,8 +96,7 @@ def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation
     if segs is not None:
         total = segs.value + (bands.value if bands is not None else 0.0)
         how = f"segmented {_fmt(segs.value)}" + (f" + bands {_fmt(bands.value)}" if bands is not None else "")
-        values["neutrophils"] = DrawValue("neutrophils", total, "10^9/L", derived=True,
-                                          derivation=f"ANC = {how}", observation=segs)
+        values["neutrophils"] = (total, "10^9/L", None, True, f"ANC = {how}", segs)
         return
     if wbc is None:
         return
@@ -112,8 +105,7 @@ def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation
     if "segmented_neutrophils" in percent:
         seg_pct = percent["segmented_neutrophils"].value
         band_pct = percent["bands"].value if "bands" in percent else 0.0
-        values["neutrophils"] = DrawValue(
-            "neutrophils", wbc.value * (seg_pct + band_pct) / 100.0, "10^9/L", percent=seg_pct + band_pct,
-            derived=True,
-            derivation=f"ANC = WBC {_fmt(wbc.value)} x (segmented {seg_pct:g}% + bands {band_pct:g}%) / 100",
-            observation=percent["segmented_neutrophils"])
+        values["neutrophils"] = (
+            wbc.value * (seg_pct + band_pct) / 100.0, "10^9/L", seg_pct + band_pct, True,
+            f"ANC = WBC {_fmt(wbc.value)} x (segmented {seg_pct:g}% + bands {band_pct:g}%) / 100",
+            percent["segmented_neutrophils"])

@@ -6,6 +6,9 @@ range and the grade, so that a clinician can check it without reading code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
 from ..knowledge import load_table
 from ..model import FINDING_CODES, Count, Finding
 from .grading import criteria_label, criteria_source, grade, severity_word, term_for
@@ -30,47 +33,89 @@ _NAMES = {
 }
 
 
+_RANK = {code: i for i, code in enumerate(FINDING_CODES)}
+
+
 def _amount(value: float, unit: str) -> str:
     if unit == "10^9/L":
         return f"{value:g} x10^9/L ({value * 1000:,.0f}/uL)"
     return f"{value:g} {unit}"
 
 
+@cache
+def _severity_rows() -> tuple[tuple[float | None, str], ...]:
+    """severity.toml's neutropenia rows as (limit, word), worst first; a None limit is the LLN."""
+    return tuple((None if row["below"] == "LLN" else float(row["below"]), row["word"])
+                 for row in load_table("severity")["neutropenia"])
+
+
 def neutropenia_severity(anc: float, lln: float | None) -> str | None:
     """Severity word for a low ANC (severity.toml); None when the ANC is not below any row."""
-    for row in load_table("severity")["neutropenia"]:
-        limit = lln if row["below"] == "LLN" else float(row["below"])
+    for below, word in _severity_rows():
+        limit = lln if below is None else below
         if limit is not None and anc < limit:
-            return row["word"]
+            return word
     return None
 
 
-def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Finding:
-    lln = count.reference_range.low if count.reference_range else None
-    uln = count.reference_range.high if count.reference_range else None
-    limit = lln if direction == "low" else uln
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    """Everything a finding says that does not depend on the value itself."""
+
+    threshold: str
+    rule: str
+    term: str | None
+    criteria: str  # label
+    source_graded: str
+    source_ungraded: str
+    lln_note: str
+    ungraded_note: str | None
+
+
+@lru_cache(maxsize=4096)
+def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | None, range_source: str,
+             citation: str | None, criteria: str) -> _Wording:
+    """Worked out once per (finding, range, criteria): a handful per profile, where findings are many."""
     word = "below" if direction == "low" else "above"
     sign = "<" if direction == "low" else ">"
-    threshold = f"{sign} {_amount(limit, count.unit)}" if limit is not None else "lab flag"
-    rule = (f"{code}: {_NAMES.get(count.analyte, count.analyte)} {word} the "
-            f"{'lower' if direction == 'low' else 'upper'} limit of the {count.range_source}")
+    term = term_for(criteria, analyte, direction)
+    sources = [f"{range_source}: {citation}" if citation and citation != "lab reference range" else range_source]
+    graded = [*sources, criteria_source(criteria)]
+    if code == "neutropenia":
+        sources.append(load_table("severity")["source"])
+        graded.append(load_table("severity")["source"])
+    if code in UNGRADED:
+        ungraded_note: str | None = "no accepted threshold for basopenia: reported, not graded (clinical-reference §4)"
+    elif term is None:
+        ungraded_note = f"{criteria_label(criteria)} has no term for {code}; not graded"
+    else:
+        ungraded_note = None
+    return _Wording(
+        threshold=f"{sign} {_amount(limit, unit)}" if limit is not None else "lab flag",
+        rule=(f"{code}: {_NAMES.get(analyte, analyte)} {word} the "
+              f"{'lower' if direction == 'low' else 'upper'} limit of the {range_source}"),
+        term=term, criteria=criteria_label(criteria), source_graded="; ".join(graded),
+        source_ungraded="; ".join(sources), lln_note=f"grade 1 uses the LLN from the {range_source}",
+        ungraded_note=ungraded_note,
+    )
+
+
+def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Finding:
+    rr = count.reference_range
+    lln = rr.low if rr else None
+    uln = rr.high if rr else None
+    low = direction == "low"
+    words = _wording(code, count.analyte, direction, count.unit, lln if low else uln, count.range_source,
+                     count.low_source if low else count.high_source, criteria)
     notes: list[str] = []
     g = None if code in UNGRADED else grade(criteria, count.analyte, direction, count.value, lln, uln)
-    term = term_for(criteria, count.analyte, direction)
-    citation = count.low_source if direction == "low" else count.high_source
-    sources = [f"{count.range_source}: {citation}" if citation and citation != "lab reference range"
-               else count.range_source]
     if g is not None:
-        sources.append(criteria_source(criteria))
         if g.lln_used:
-            notes.append(f"grade 1 uses the LLN from the {count.range_source}")
-    elif code in UNGRADED:
-        notes.append("no accepted threshold for basopenia: reported, not graded (clinical-reference §4)")
-    elif term is None:
-        notes.append(f"{criteria_label(criteria)} has no term for {code}; not graded")
+            notes.append(words.lln_note)
+    elif words.ungraded_note is not None:
+        notes.append(words.ungraded_note)
     if code == "neutropenia":
         severity = neutropenia_severity(count.value, lln)
-        sources.append(load_table("severity")["source"])
     else:
         severity = severity_word(g.grade) if g is not None else None
     if count.comparator in ("<", "<="):
@@ -78,12 +123,13 @@ def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Find
                      "shown is the mildest it can be")
     if count.derived and count.derivation:
         notes.append(f"derived: {count.derivation}")
-    return Finding(
-        code=code, analyte=count.analyte, value=round(count.value, 4), unit=count.unit,
-        grade=g.grade if g else None, criteria=g.criteria if g else criteria_label(criteria),
-        severity=severity, threshold=threshold + (f"; {g.term} grade {g.grade}: {g.threshold}" if g else ""),
-        rule=rule, source="; ".join(sources), term=g.term if g else term, notes=notes,
-    )
+    # Positional, in Finding's field order (code, analyte, value, unit, grade, criteria, severity,
+    # threshold, rule, source, term, notes): keywords cost twice as much on the per-request path.
+    if g is None:
+        return Finding(code, count.analyte, round(count.value, 4), count.unit, None, words.criteria, severity,
+                       words.threshold, words.rule, words.source_ungraded, words.term, notes)
+    return Finding(code, count.analyte, round(count.value, 4), count.unit, g.grade, g.criteria, severity,
+                   f"{words.threshold}; {g.label}", words.rule, words.source_graded, g.term, notes)
 
 
 def range_sources(counts: dict[str, Count]) -> dict[str, str]:
@@ -92,19 +138,25 @@ def range_sources(counts: dict[str, Count]) -> dict[str, str]:
 
 def findings_from_counts(counts: dict[str, Count], criteria: str) -> list[Finding]:
     """Every finding the counts support, in the order of the white-cell analytes, then context."""
-    findings: list[Finding] = []
+    ranked: list[tuple[int, Finding]] = []  # a code occurs at most once per draw, so ranks never tie
     for analyte, count in counts.items():
         if count.flag == "low" and analyte in LOW_FINDING:
-            findings.append(_finding_for(count, "low", LOW_FINDING[analyte], criteria))
+            code, direction = LOW_FINDING[analyte], "low"
         elif count.flag == "high" and analyte in HIGH_FINDING:
-            findings.append(_finding_for(count, "high", HIGH_FINDING[analyte], criteria))
+            code, direction = HIGH_FINDING[analyte], "high"
         elif analyte == "basophils" and count.value == 0:
             # A zero basophil count is reported even without a range (clinical-reference §4).
-            findings.append(_finding_for(count, "low", "basopenia", criteria))
-    findings.sort(key=lambda f: FINDING_CODES.index(f.code))
-    if all(counts.get(a) is not None and counts[a].flag == "low" for a in ("wbc", "hemoglobin", "platelets")):
+            code, direction = "basopenia", "low"
+        else:
+            continue
+        ranked.append((_RANK[code], _finding_for(count, direction, code, criteria)))
+    ranked.sort()
+    findings = [f for _, f in ranked]
+    wbc, hemoglobin, platelets = counts.get("wbc"), counts.get("hemoglobin"), counts.get("platelets")
+    if (wbc is not None and hemoglobin is not None and platelets is not None
+            and wbc.flag == hemoglobin.flag == platelets.flag == "low"):
         findings.append(Finding(
-            code="pancytopenia", analyte="wbc", value=round(counts["wbc"].value, 4), unit="10^9/L",
+            code="pancytopenia", analyte="wbc", value=round(wbc.value, 4), unit="10^9/L",
             grade=None, criteria=None, severity=None,
             threshold="low WBC, low hemoglobin and low platelets together",
             rule="pancytopenia: leukopenia, anemia and thrombocytopenia in the same draw",

@@ -8,7 +8,7 @@ value exactly on a cut-off gets the milder grade.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 from ..knowledge import load_table
@@ -22,6 +22,11 @@ class Grade:
     criteria: str  # label, e.g. "CTCAE v5.0"
     threshold: str
     lln_used: bool
+
+    @cached_property
+    def label(self) -> str:
+        """e.g. 'Neutrophil count decreased grade 4: <0.5' (grades are cached, so built once)."""
+        return f"{self.term} grade {self.grade}: {self.threshold}"
 
 
 @cache

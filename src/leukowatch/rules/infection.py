@@ -6,6 +6,7 @@ neutropenia if febrile" and no alert, because an alarm built on a guessed fever 
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from ..knowledge import load_table
@@ -40,10 +41,15 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
         code="febrile_neutropenia", level="critical",
         message=(f"Febrile neutropenia: temperature {temperature_c:.1f} °C with {anc_text} ({how}). "
                  "This is a medical emergency: urgent assessment and empirical antibiotics per local protocol."),
-        rule=(f"temperature >= {fn['single_temp_c']:g} °C (or >= {fn['sustained_temp_c']:g} °C over 1 h) and "
-              f"ANC < {fn['anc_below']:g} (or < {fn['anc_below_if_falling']:g} and expected to fall)"),
-        source=fn["source"],
+        rule=_fn_rule_text(), source=fn["source"],
     ), None
+
+
+@cache
+def _fn_rule_text() -> str:
+    fn = _rules()["febrile_neutropenia"]
+    return (f"temperature >= {fn['single_temp_c']:g} °C (or >= {fn['sustained_temp_c']:g} °C over 1 h) and "
+            f"ANC < {fn['anc_below']:g} (or < {fn['anc_below_if_falling']:g} and expected to fall)")
 
 
 def severe_neutropenia(anc: float | None) -> Alert | None:
@@ -73,6 +79,26 @@ def _answer(inputs: dict[str, Any], item: dict[str, Any]) -> tuple[bool, bool]:
     return True, value in favourable
 
 
+@cache
+def _mascc_inputs() -> tuple[tuple[str, str, int], ...]:
+    """(input, what to call it when missing, the most points it can earn) per MASCC input, in order.
+
+    Several items can share an input (burden of illness: mild earns 5, moderate 3).
+    """
+    items = _rules()["mascc"]["items"]
+    out = []
+    for inp in dict.fromkeys(i["input"] for i in items):
+        mine = [i for i in items if i["input"] == inp]
+        out.append((inp, "Burden of illness" if inp == "burden_of_illness" else mine[0]["label"],
+                    max(i["points"] for i in mine)))
+    return tuple(out)
+
+
+@cache
+def _mascc_age_below() -> float | None:
+    return next((i["age_below"] for i in reversed(_rules()["mascc"]["items"]) if i["input"] == "age_under_60"), None)
+
+
 def mascc(inputs: dict[str, Any], age_years: float | None) -> Score:
     """MASCC risk index; items not given are listed as missing and earn nothing (never assumed)."""
     spec = _rules()["mascc"]
@@ -83,25 +109,20 @@ def mascc(inputs: dict[str, Any], age_years: float | None) -> Score:
         derived["tumour_or_fungal"] = True
     elif tumour in ("hematologic", "haematological", "hematological") and fungal is not None:
         derived["tumour_or_fungal"] = not bool(fungal)
-    for item in spec["items"]:
-        if item["input"] == "age_under_60" and age_years is not None:
-            derived["age_under_60"] = age_years < item["age_below"]
+    age_below = _mascc_age_below()
+    if age_below is not None and age_years is not None:
+        derived["age_under_60"] = age_years < age_below
     items: dict[str, int] = {}
-    missing: list[str] = []
     given_inputs: set[str] = set()
     for item in spec["items"]:
         given, earns = _answer(derived, item)
         if given:
             given_inputs.add(item["input"])
             items[item["key"]] = item["points"] if earns else 0
-    for inp in dict.fromkeys(i["input"] for i in spec["items"]):
-        if inp not in given_inputs:
-            labels = [i["label"] for i in spec["items"] if i["input"] == inp]
-            missing.append("Burden of illness" if inp == "burden_of_illness" else labels[0])
+    missing = [label for inp, label, _ in _mascc_inputs() if inp not in given_inputs]
     points = sum(items.values())
     complete = not missing
-    missing_max = sum(max(i["points"] for i in spec["items"] if i["input"] == inp)
-                      for inp in {i["input"] for i in spec["items"]} if inp not in given_inputs)
+    missing_max = sum(most for inp, _, most in _mascc_inputs() if inp not in given_inputs)
     threshold = spec["low_risk_at_least"]
     if points >= threshold:
         risk = "low"
@@ -131,7 +152,7 @@ def cisne(inputs: dict[str, Any], monocytes: float | None) -> Score:
             continue
         items[item["key"]] = item["points"] if earns else 0
     points = sum(items.values())
-    max_points = sum(i["points"] for i in spec["items"])
+    max_points = _cisne_max_points()
     bands = spec["bands"]
     risk_now = next(b["risk"] for b in bands if points <= b["max_points"])
     worst = points + sum(i["points"] for i in spec["items"] if i["label"] in missing)
@@ -141,3 +162,8 @@ def cisne(inputs: dict[str, Any], monocytes: float | None) -> Score:
                                            f"at least {risk_now} risk; missing items could raise it"))
     return Score(spec["name"], points, max_points, not missing, risk, items, missing,
                  interp + f". Applies to: {spec['applies_to']}.", spec["source"])
+
+
+@cache
+def _cisne_max_points() -> int:
+    return sum(i["points"] for i in _rules()["cisne"]["items"])

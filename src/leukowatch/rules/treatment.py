@@ -6,6 +6,9 @@ stays with the prescriber; patient-facing text never tells anyone to stop a medi
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from ..knowledge import load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
 
@@ -55,8 +58,7 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
         seen.add(key)
         spec = load_table("treatment")["monitoring"][key]
         table_name = "duffy_null" if duffy_null and "duffy_null" in spec else "general"
-        for band in spec[table_name]:
-            limit = float("inf") if band["below"] == "inf" else float(band["below"])
+        for limit, band in _bands(key, table_name):
             if anc < limit:
                 which = "Duffy-null/BEN table" if table_name == "duffy_null" else "general-population table"
                 alerts.append(Alert(
@@ -67,3 +69,10 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
                 ))
                 break
     return alerts
+
+
+@cache
+def _bands(drug: str, table_name: str) -> tuple[tuple[float, dict[str, Any]], ...]:
+    """A label's ANC bands with their upper limits as numbers ("inf" for the last), read once."""
+    bands = load_table("treatment")["monitoring"][drug][table_name]
+    return tuple((float("inf") if band["below"] == "inf" else float(band["below"]), band) for band in bands)
