@@ -178,7 +178,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
         ).drop("k_pid", "k_age", "k_n")
         patients = patients.union(found.anti_join(p, "patient_id"))
-    patients = eng.materialize(patients, "persons", work)
+    patients = eng.materialize(patients, "bucket_persons", work)
     eng.to_parquet(patients, eng.part_path(work, "persons", k))
     draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
     n_dups = 0
@@ -187,7 +187,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
         superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
         n_dups = _count(eng, superseded)
         obs = pl.without(obs, superseded)
-        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws_clean", work)
         rejects = rejects.union(pl.superseded_rejects(superseded))
     eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
