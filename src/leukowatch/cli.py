@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -450,7 +451,36 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _help_width() -> int:
+    """The width argparse gives help (`shutil.get_terminal_size` columns - 2), found without
+    importing shutil: argparse builds a formatter for every argument it adds, and shutil's import
+    (it loads the compression modules) costs more than building the whole parser."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or _FALLBACK_COLUMNS
+        except (AttributeError, ValueError, OSError):
+            columns = _FALLBACK_COLUMNS
+    return columns - 2
+
+
+_FALLBACK_COLUMNS = 80  # shutil.get_terminal_size's fallback
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
 

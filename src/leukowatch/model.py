@@ -66,6 +66,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class ReferenceRange:
+    """A lab's or a profile's limits, in the analyte's canonical unit; either side may be open."""
+
     low: float | None = None
     high: float | None = None
 
@@ -95,6 +97,8 @@ class Observation:
 
 @dataclass
 class Patient:
+    """Who the counts belong to: sex and age choose the reference range, Duffy status the profile."""
+
     id: str | None = None
     sex: Sex = "unknown"
     age_years: float | None = None
@@ -111,6 +115,8 @@ class Patient:
 
 @dataclass
 class MedicationInput:
+    """A medicine as the person or the EHR wrote it, with its dates when known (drug timing)."""
+
     name: str
     start: date | None = None
     stop: date | None = None
@@ -118,6 +124,8 @@ class MedicationInput:
 
 @dataclass
 class Chemotherapy:
+    """Treatment context: whether counts allow the next cycle, and when nadirs are expected."""
+
     active: bool = False
     last_dose: date | None = None
     regimen: str | None = None
@@ -178,6 +186,8 @@ class Count:
 
 @dataclass
 class Finding:
+    """A low (or high) count, graded and worded with its rule, threshold and sources."""
+
     code: str
     analyte: str
     value: float
@@ -194,6 +204,8 @@ class Finding:
 
 @dataclass
 class Alert:
+    """Something to act on now (febrile neutropenia, a chemotherapy hold...), with its rule and source."""
+
     code: str
     level: AlertLevel
     message: str
@@ -203,6 +215,8 @@ class Alert:
 
 @dataclass
 class MedicationMatch:
+    """A medicine linked to low white cells, with the reason and the source of the link."""
+
     input: str
     generic: str
     drug_class: str
@@ -218,6 +232,8 @@ class MedicationMatch:
 
 @dataclass
 class ConditionMatch:
+    """A condition the article names as a cause, with its course (acute or chronic)."""
+
     input: str
     name: str
     category: str
@@ -228,6 +244,8 @@ class ConditionMatch:
 
 @dataclass
 class Score:
+    """A risk score (MASCC, CISNE); missing items are listed, never assumed."""
+
     name: str
     points: int
     max_points: int
@@ -241,6 +259,8 @@ class Score:
 
 @dataclass
 class Chronicity:
+    """Acute, chronic or undetermined for one analyte, with the results that decided it."""
+
     status: Literal["acute", "chronic", "undetermined"]
     analyte: str | None = None
     evidence: list[str] = field(default_factory=list)
@@ -248,6 +268,8 @@ class Chronicity:
 
 @dataclass
 class Advice:
+    """Plain-language advice for the person, chosen from advice.toml by what was found."""
+
     treatment: list[str] = field(default_factory=list)
     home_care: list[str] = field(default_factory=list)
     contact_doctor: list[str] = field(default_factory=list)
@@ -255,6 +277,8 @@ class Advice:
 
 @dataclass
 class Assessment:
+    """Everything `assess` concludes about one blood count: the JSON contract of DESIGN.md."""
+
     counts: dict[str, Count]
     findings: list[Finding]
     alerts: list[Alert]

@@ -8,10 +8,9 @@ both, never a guess: a factor-of-1000 mistake would turn a normal count into agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from math import isfinite
-from typing import Any
+from typing import Any, NamedTuple
 
 from .knowledge import load_table
 from .model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, InputError
@@ -63,8 +62,9 @@ def plausibility() -> dict[str, float]:
     return load_table("units")["plausibility"]
 
 
-@dataclass(frozen=True, slots=True)
-class Converted:
+class Converted(NamedTuple):
+    """A value in the analyte's canonical unit, with the factor that got it there (ranges use it too)."""
+
     value: float
     unit: str
     percent: bool
@@ -116,8 +116,9 @@ def convert(analyte: str, value: float, unit: str | None, field: str) -> Convert
     return Converted(value * rule.factor, rule.unit, rule.percent, rule.factor)
 
 
-@dataclass(frozen=True)
-class LoincEntry:
+class LoincEntry(NamedTuple):
+    """What one LOINC code measures, and whether as a percentage of the WBC."""
+
     analyte: str
     percent: bool
 

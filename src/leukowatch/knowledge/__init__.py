@@ -5,17 +5,17 @@ Both engines read these tables: the per-patient rules (pure Python) and the popu
 one place and a site changes one place.
 
 Parsing TOML costs tens of milliseconds per start, which `leukowatch assess` cannot afford, so the
-parsed tables are kept in a pickle in the user's cache directory, keyed by the tables' content hash:
-an edited table is simply a new key, never a stale read.
+parsed tables are kept in the user's cache directory, keyed by the tables' content hash: an edited
+table is simply a new key, never a stale read. The start-up path imports only what it needs (no
+pathlib, pickle or OpenSSL): each of those costs more than reading the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
+import marshal
 import os
-import pickle
+import sys
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 TABLES: tuple[str, ...] = (
@@ -24,11 +24,12 @@ TABLES: tuple[str, ...] = (
 )
 
 
-_HERE = Path(__file__).resolve().parent
+_HERE = os.path.dirname(os.path.realpath(__file__))
 
 
 def _read_bytes(name: str) -> bytes:
-    return (_HERE / f"{name}.toml").read_bytes()
+    with open(os.path.join(_HERE, f"{name}.toml"), "rb") as fh:
+        return fh.read()
 
 
 @cache
@@ -36,19 +37,32 @@ def _raw() -> dict[str, bytes]:
     return {name: _read_bytes(name) for name in TABLES}
 
 
+def _sha256() -> Any:
+    """SHA-256 from CPython's built-in module where there is one: `hashlib` loads OpenSSL first,
+    which alone costs more than hashing the tables. Same digest either way."""
+    try:
+        from _sha256 import sha256  # CPython 3.11
+    except ImportError:
+        from hashlib import sha256
+    return sha256()
+
+
 @cache
 def knowledge_version() -> str:
     """A content hash of every table, so an output says exactly which knowledge produced it."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     for name, data in _raw().items():
         digest.update(name.encode())
         digest.update(data)
     return f"lw-{digest.hexdigest()[:12]}"
 
 
-def _cache_file() -> Path:
+def _cache_file() -> str:
+    """The parsed tables as marshal data (no import, loads as fast as pickle); marshal's format
+    belongs to one Python version, so the file name carries it."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "leukowatch" / f"knowledge-{knowledge_version()}.pickle"
+    name = f"knowledge-{knowledge_version()}-{sys.implementation.cache_tag}.marshal"
+    return os.path.join(base, "leukowatch", name)
 
 
 @cache
@@ -56,20 +70,20 @@ def _all_tables() -> dict[str, dict[str, Any]]:
     path = _cache_file()
     try:
         with open(path, "rb") as fh:
-            tables = pickle.load(fh)
-        if set(tables) == set(TABLES):
+            tables = marshal.loads(fh.read())  # marshal.load reads a file in many small pieces
+        if isinstance(tables, dict) and set(tables) == set(TABLES):
             return tables
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+    except (OSError, EOFError, ValueError, TypeError):
         pass
-    import tomllib  # only on a cache miss: importing it costs more than reading the pickle
+    import tomllib  # only on a cache miss: importing it costs more than reading the cache
 
     tables = {name: tomllib.loads(data.decode("utf-8")) for name, data in _raw().items()}
     try:  # best effort: a read-only home still works, only slower
         import tempfile
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as tmp:
-            pickle.dump(tables, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path), delete=False) as tmp:
+            marshal.dump(tables, tmp)
         os.replace(tmp.name, path)
     except OSError:
         pass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -68,8 +67,7 @@ class Hit(NamedTuple, Generic[T]):
     end: int
 
 
-@dataclass(frozen=True)
-class TokenIndex(Generic[T]):
+class TokenIndex(NamedTuple, Generic[T]):
     """Names (as token tuples) -> what they name, grouped by first token, longest name first.
 
     `strict` names are abbreviations that are ordinary words in lower case ("ALL", "AIDS", "WHIM"):
@@ -150,8 +148,7 @@ def _negated(toks: tuple[str, ...], hit: Hit[Any]) -> bool:
 # Medicines
 
 
-@dataclass(frozen=True)
-class DrugEntry:
+class DrugEntry(NamedTuple):
     """A drug, or a whole class when the input names only the class ("penicillins")."""
 
     generic: str
@@ -260,8 +257,9 @@ def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationM
 # Conditions
 
 
-@dataclass(frozen=True)
-class ConditionEntry:
+class ConditionEntry(NamedTuple):
+    """A condition from conditions.toml, as a match reports it."""
+
     name: str
     category: str
     course: str
@@ -309,8 +307,9 @@ def match_conditions(names: Iterable[str]) -> list[ConditionMatch]:
 # Symptoms
 
 
-@dataclass(frozen=True)
-class SymptomEntry:
+class SymptomEntry(NamedTuple):
+    """An infection symptom from symptoms.toml; the label is the article's word for it."""
+
     key: str
     label: str
     source: str

@@ -9,9 +9,9 @@ occasions spanning at least `min_span_days` (the article's "three occasions over
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import NamedTuple
 
 from ..knowledge import load_table
 from ..model import Chronicity, Observation
@@ -44,8 +44,9 @@ def group_draws(observations: list[Observation]) -> list[tuple[datetime | None, 
     return draws
 
 
-@dataclass(frozen=True)
-class LowResult:
+class LowResult(NamedTuple):
+    """One low result in a series: what the chronic rule counts."""
+
     time: datetime
     value: float
 

@@ -6,8 +6,8 @@ range and the grade, so that a clinician can check it without reading code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import NamedTuple
 
 from ..knowledge import load_table
 from ..model import FINDING_CODES, Count, Finding
@@ -58,8 +58,7 @@ def neutropenia_severity(anc: float, lln: float | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Wording:
+class _Wording(NamedTuple):
     """Everything a finding says that does not depend on the value itself."""
 
     threshold: str

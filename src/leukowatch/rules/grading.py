@@ -7,26 +7,22 @@ value exactly on a cut-off gets the milder grade.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache, cached_property, lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, NamedTuple
 
 from ..knowledge import load_table
 from ..model import InputError
 
 
-@dataclass(frozen=True)
-class Grade:
+class Grade(NamedTuple):
+    """The criteria row a value falls in, with its term and threshold as the criteria state them."""
+
     grade: int
     term: str
     criteria: str  # label, e.g. "CTCAE v5.0"
     threshold: str
     lln_used: bool
-
-    @cached_property
-    def label(self) -> str:
-        """e.g. 'Neutrophil count decreased grade 4: <0.5' (grades are cached, so built once)."""
-        return f"{self.term} grade {self.grade}: {self.threshold}"
+    label: str  # as findings quote it: "Neutrophil count decreased grade 4: <0.5"
 
 
 @cache
@@ -117,8 +113,9 @@ def grade(version: str, analyte: str, direction: str, value: float,
     for row in criteria_rows(version, analyte, direction):
         if row_holds(row, value, lln, uln):
             uses_limit = row.get("below") == "LLN" or row.get("above") == "ULN"
-            return Grade(row["grade"], row["term"], criteria_label(version),
-                         describe_row(row, lln, uln), uses_limit)
+            threshold = describe_row(row, lln, uln)
+            return Grade(row["grade"], row["term"], criteria_label(version), threshold, uses_limit,
+                         f"{row['term']} grade {row['grade']}: {threshold}")
     return None
 
 

@@ -7,22 +7,23 @@ from, because "medical practices can differ" (article) and a reader must be able
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..knowledge import load_table
 from ..model import Flag, InputError, ReferenceRange
 
 
-@dataclass(frozen=True)
-class Bound:
+class Bound(NamedTuple):
+    """One limit of a range and where it comes from (a profile row's source, or the lab)."""
+
     value: float
     source: str
 
 
-@dataclass(frozen=True)
-class ResolvedRange:
+class ResolvedRange(NamedTuple):
+    """The range one value is judged against: each side from the lab when given, else the profile."""
+
     low: Bound | None
     high: Bound | None
     from_lab: bool
