@@ -202,11 +202,9 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     }
     low = not _LOW_FINDINGS.isdisjoint(codes)
     advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms), low)
-    assessment = Assessment(
-        counts=counts, findings=findings, alerts=alerts, chronicity=chron, possible_causes=possible_causes,
-        advice=advice, profile=profile, criteria=criteria_label(criteria),
-        knowledge_version=knowledge_version(), disclaimer=DISCLAIMER, scores=scores, warnings=warnings,
-        patient=request.patient, time=current.time,
+    assessment = Assessment(  # the required fields positionally, in their order: keywords cost twice as much
+        counts, findings, alerts, chron, possible_causes, advice, profile, criteria_label(criteria),
+        knowledge_version(), DISCLAIMER, scores=scores, warnings=warnings, patient=request.patient, time=current.time,
     )
     assessment.verdict = verdict_line(assessment)
     assessment.patient_summary = patient_lines(assessment)

@@ -8,6 +8,7 @@ stop a medicine (the article: consult a professional first).
 from __future__ import annotations
 
 from .model import Assessment, Finding
+from .numtext import PER_UL, G
 
 DISCLAIMER = (
     "Decision support, not a diagnosis. leukowatch applies published thresholds to the numbers given; "
@@ -47,9 +48,14 @@ def verdict_line(a: Assessment) -> str:
     head = []
     if a.alert("febrile_neutropenia"):
         head.append("EMERGENCY: febrile neutropenia")
-    white = [f for f in a.findings if f.code in _WHITE]
+    white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
+    for f in a.findings:
+        if f.code in _WHITE:
+            white.append(f"{f.code}{_grade_text(f)}")
+        elif f.code in _OTHER:
+            others.append(f"{f.code}{_grade_text(f)}")
     if white:
-        body = "; ".join([f"{f.code}{_grade_text(f)}" for f in white])
+        body = "; ".join(white)
         if a.chronicity.status in ("acute", "chronic"):
             body += f"; {a.chronicity.status}"
         head.append(body)
@@ -62,14 +68,9 @@ def verdict_line(a: Assessment) -> str:
             head.append(f"No leukopenia: white-cell counts are not low against the {a.profile} profile")
         else:
             head.append("No white-cell counts to assess")
-    others = [f for f in a.findings if f.code in _OTHER]
     if others:
-        head.append("also " + ", ".join([f"{f.code}{_grade_text(f)}" for f in others]))
+        head.append("also " + ", ".join(others))
     return " — ".join(head)
-
-
-def _cells(value: float) -> str:
-    return f"{value * 1000:,.0f} cells per microlitre"
 
 
 def patient_lines(a: Assessment) -> list[str]:
@@ -82,7 +83,7 @@ def patient_lines(a: Assessment) -> list[str]:
     for f in a.findings:
         plain = _PLAIN_NAMES.get(f.code, f.code)
         if f.unit == "10^9/L" and f.code != "pancytopenia":
-            lines.append(f"Your {plain}: {_cells(f.value)}.")
+            lines.append(f"Your {plain}: {PER_UL[f.value]} cells per microlitre.")
         else:
             lines.append(f"Your {plain}.")
     codes = {f.code for f in a.findings}
@@ -109,7 +110,7 @@ def clinician_lines(a: Assessment) -> list[str]:
     lines = [f"[{al.level.upper()}] {al.message}" for al in a.alerts]
     for f in a.findings:
         grade = f"{f.term} G{f.grade} ({f.criteria})" if f.grade is not None else "not graded"
-        lines.append(f"{f.code}: {f.value:g} {f.unit}; {grade}; threshold {f.threshold}")
+        lines.append(f"{f.code}: {G[f.value]} {f.unit}; {grade}; threshold {f.threshold}")
     if a.chronicity.status != "undetermined":
         lines.append(f"chronicity: {a.chronicity.status} — {a.chronicity.evidence[0]}")
     for m in a.possible_causes.get("medications", []):

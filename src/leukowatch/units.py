@@ -8,6 +8,7 @@ both, never a guess: a factor-of-1000 mistake would turn a normal count into agr
 
 from __future__ import annotations
 
+import sys
 from functools import cache, lru_cache
 from math import isfinite
 from typing import Any, NamedTuple
@@ -146,17 +147,31 @@ def _limits() -> tuple[float, float, float, str]:
     return (limits["min_value"], limits["max_percent"], limits["max_wbc"], f"{limits['max_wbc']:g}")
 
 
+def plausible_range(analyte: str, percent: bool) -> tuple[float, float]:
+    """The converted values `check_plausible` accepts, as [low, high]: where there is no ceiling,
+    the largest float, so that infinity (and NaN, which compares false) still fails. A caller that
+    checks many values compares with these and asks `check_plausible` only for the message."""
+    min_value, max_percent, max_wbc, _ = _limits()
+    if percent:
+        return min_value, max_percent
+    if analyte == "wbc":
+        return min_value, max_wbc
+    return min_value, sys.float_info.max
+
+
 def check_plausible(analyte: str, value: float, percent: bool, field: str) -> None:
     """Refuse values no lab would release: negative counts, % outside 0-100, WBC beyond 1,000 x10^9/L."""
-    min_value, max_percent, max_wbc, max_wbc_text = _limits()
+    low, high = plausible_range(analyte, percent)
+    if low <= value <= high:
+        return
     if not isfinite(value):
         raise InputError(field, f"{analyte} value is not a finite number")
-    if value < min_value:
+    if value < low:
         raise InputError(field, f"{analyte} value {value:g} is negative")
-    if percent and value > max_percent:
+    if percent:
         raise InputError(field, f"{analyte} percentage {value:g}% is above 100%")
-    if analyte == "wbc" and not percent and value > max_wbc:
-        raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {max_wbc_text}); check the unit")
+    # Only the WBC has a finite ceiling among absolute counts.
+    raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {_limits()[3]}); check the unit")
 
 
 @lru_cache(maxsize=1024)

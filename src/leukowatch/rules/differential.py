@@ -9,6 +9,7 @@ tolerance is reported, not silently resolved.
 from __future__ import annotations
 
 from ..model import DIFFERENTIAL_ANALYTES, Observation
+from ..numtext import G
 from ..units import plausibility
 
 #: The five-part differential whose percentages should add up to about 100.
@@ -73,7 +74,7 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
                         f"= {wbc_text} x {pct:g}% = {_fmt(expected)} by more than "
                         f"{limits['absolute_vs_percent_tolerance']:.0%}; the absolute count is used")
         elif wbc is not None:
-            values[analyte] = (wbc.value * pct / 100.0, "10^9/L", pct, True, f"WBC {wbc_text} x {pct:g}% / 100",
+            values[analyte] = (wbc.value * pct / 100.0, "10^9/L", pct, True, f"WBC {wbc_text} x {G[pct]}% / 100",
                                percent[analyte])
         else:
             warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")

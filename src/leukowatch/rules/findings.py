@@ -99,24 +99,39 @@ def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | 
     )
 
 
-def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Finding:
-    rr = count.reference_range
-    lln = rr.low if rr else None
-    uln = rr.high if rr else None
-    low = direction == "low"
-    words = _wording(code, count.analyte, direction, count.unit, lln if low else uln, count.range_source,
-                     count.low_source if low else count.high_source, criteria)
-    notes: list[str] = []
-    g = None if code in UNGRADED else grade(criteria, count.analyte, direction, count.value, lln, uln)
-    if g is not None:
-        if g.lln_used:
-            notes.append(words.lln_note)
-    elif words.ungraded_note is not None:
-        notes.append(words.ungraded_note)
+#: A finding's fields but its notes on the count itself: (value rounded for output, grade, criteria
+#: label, severity, threshold, rule, source, term, the note on how it was graded or why not).
+_Graded = tuple[float, int | None, str, str | None, str, str, str, str | None, str | None]
+
+
+@lru_cache(maxsize=65536)
+def _graded(code: str, analyte: str, direction: str, unit: str, value: float, lln: float | None,
+            uln: float | None, range_source: str, citation: str | None, criteria: str) -> _Graded:
+    """Cached like `grading.grade`: a pure function of its arguments, and lab values repeat (they
+    are reported to 2-3 digits), so one probe here replaces the wording, grade and severity lookups."""
+    threshold, rule, term, criteria_name, source_graded, source_ungraded, lln_note, ungraded_note = _wording(
+        code, analyte, direction, unit, lln if direction == "low" else uln, range_source, citation, criteria)
+    g = None if code in UNGRADED else grade(criteria, analyte, direction, value, lln, uln)
     if code == "neutropenia":
-        severity = neutropenia_severity(count.value, lln)
+        severity = neutropenia_severity(value, lln)
     else:
         severity = severity_word(g.grade) if g is not None else None
+    if g is None:
+        return (round(value, 4), None, criteria_name, severity, threshold, rule, source_ungraded, term,
+                ungraded_note)
+    return (round(value, 4), g.grade, g.criteria, severity, f"{threshold}; {g.label}", rule, source_graded, g.term,
+            lln_note if g.lln_used else None)
+
+
+def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Finding:
+    rr = count.reference_range
+    low = direction == "low"
+    value4, grade_no, criteria_name, severity, threshold, rule, source, term, grading_note = _graded(
+        code, count.analyte, direction, count.unit, count.value, rr.low if rr else None, rr.high if rr else None,
+        count.range_source, count.low_source if low else count.high_source, criteria)
+    if count.value == 0:  # the cache holds 0.0 and -0.0 as one key; the output keeps the sign given
+        value4 = count.value
+    notes = [] if grading_note is None else [grading_note]
     if count.comparator in ("<", "<="):
         notes.append(f"reported as {count.comparator}{count.value:g}: the true value is lower, so the grade "
                      "shown is the mildest it can be")
@@ -124,11 +139,8 @@ def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Find
         notes.append(f"derived: {count.derivation}")
     # Positional, in Finding's field order (code, analyte, value, unit, grade, criteria, severity,
     # threshold, rule, source, term, notes): keywords cost twice as much on the per-request path.
-    if g is None:
-        return Finding(code, count.analyte, round(count.value, 4), count.unit, None, words.criteria, severity,
-                       words.threshold, words.rule, words.source_ungraded, words.term, notes)
-    return Finding(code, count.analyte, round(count.value, 4), count.unit, g.grade, g.criteria, severity,
-                   f"{words.threshold}; {g.label}", words.rule, words.source_graded, g.term, notes)
+    return Finding(code, count.analyte, value4, count.unit, grade_no, criteria_name, severity, threshold, rule,
+                   source, term, notes)
 
 
 def range_sources(counts: dict[str, Count]) -> dict[str, str]:

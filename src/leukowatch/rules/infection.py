@@ -11,6 +11,7 @@ from typing import Any
 
 from ..knowledge import load_table
 from ..model import Alert, Score
+from ..numtext import PER_UL, G
 
 
 def _rules() -> dict[str, Any]:
@@ -26,7 +27,7 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
     anc_qualifies = anc < fn["anc_below"] or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])
     if not anc_qualifies:
         return None, None
-    anc_text = f"ANC {anc:g} x10^9/L ({anc * 1000:,.0f}/uL)"
+    anc_text = f"ANC {G[anc]} x10^9/L ({PER_UL[anc]}/uL)"
     if temperature_c is None:
         return None, (f"{anc_text} would meet febrile neutropenia if febrile (oral temperature >= "
                       f"{fn['single_temp_c']:g} °C once, or >= {fn['sustained_temp_c']:g} °C sustained over 1 h); "
@@ -58,7 +59,7 @@ def severe_neutropenia(anc: float | None) -> Alert | None:
         return None
     return Alert(
         code="severe_neutropenia", level="warning",
-        message=(f"Severe neutropenia: ANC {anc:g} x10^9/L ({anc * 1000:,.0f}/uL), below "
+        message=(f"Severe neutropenia: ANC {G[anc]} x10^9/L ({PER_UL[anc]}/uL), below "
                  f"{rule['anc_below']:g}. High infection risk: check for fever and signs of infection now."),
         rule=f"ANC < {rule['anc_below']:g} x10^9/L", source=rule["source"],
     )

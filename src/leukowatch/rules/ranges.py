@@ -121,9 +121,10 @@ def resolve_range(profile: str, analyte: str, sex: str, age: float | None, perce
 
 def flag(value: float, rng: ResolvedRange) -> Flag:
     """Low is strictly below the lower limit (a value equal to the LLN is not low), high strictly above."""
-    if rng.low is not None and value < rng.low.value:
+    low, high, _ = rng  # unpacked: cheaper than reading a NamedTuple's fields one by one
+    if low is not None and value < low.value:
         return "low"
-    if rng.high is not None and value > rng.high.value:
+    if high is not None and value > high.value:
         return "high"
     return "normal"
 

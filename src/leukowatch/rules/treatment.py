@@ -11,6 +11,7 @@ from typing import Any
 
 from ..knowledge import load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
+from ..numtext import G
 
 
 def hold_thresholds(chemo: Chemotherapy) -> tuple[dict[str, float], str]:
@@ -63,7 +64,7 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
                 which = "Duffy-null/BEN table" if table_name == "duffy_null" else "general-population table"
                 alerts.append(Alert(
                     code="drug_monitoring", level=band["level"],
-                    message=(f"{spec['drug'].capitalize()} ({match.input}): ANC {anc:g} x10^9/L is "
+                    message=(f"{spec['drug'].capitalize()} ({match.input}): ANC {G[anc]} x10^9/L is "
                              f"{band['band']} ({which}). {band['action']} {spec['confirm']}"),
                     rule=f"{spec['drug']} label ANC bands, {which}", source=spec["source"],
                 ))
