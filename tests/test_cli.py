@@ -83,3 +83,11 @@ def test_assess_imports_nothing_heavy() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stderr
+
+
+@pytest.mark.parametrize("command", ["assess", "knowledge", "screen"])
+def test_help_prints(command: str) -> None:
+    """argparse %-formats help text, so a bare "%" in a help string used to crash `--help`."""
+    p = run(command, "--help")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"usage: leukowatch {command}")

@@ -217,7 +217,7 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
         g.add_argument(f"--{flag}", type=float, metavar="N")
     for analyte in _PERCENT_FLAGS:
         g.add_argument(f"--{analyte}-pct", dest=f"{analyte}_pct", type=float, metavar="PCT",
-                       help=f"{analyte} as % of WBC")
+                       help=f"{analyte} as %% of WBC")  # argparse %-formats help
     g.add_argument("--hemoglobin", "--hb", type=float, metavar="N")
     g.add_argument("--hb-unit", default="g/dL")
     c = p.add_argument_group("person and context")
