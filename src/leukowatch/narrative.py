@@ -109,8 +109,10 @@ def patient_lines(a: Assessment) -> list[str]:
 def clinician_lines(a: Assessment) -> list[str]:
     lines = [f"[{al.level.upper()}] {al.message}" for al in a.alerts]
     for f in a.findings:
-        grade = f"{f.term} G{f.grade} ({f.criteria})" if f.grade is not None else "not graded"
-        lines.append(f"{f.code}: {G[f.value]} {f.unit}; {grade}; threshold {f.threshold}")
+        if f.grade is not None:
+            lines.append(f"{f.code}: {G[f.value]} {f.unit}; {f.term} G{f.grade} ({f.criteria}); threshold {f.threshold}")
+        else:
+            lines.append(f"{f.code}: {G[f.value]} {f.unit}; not graded; threshold {f.threshold}")
     if a.chronicity.status != "undetermined":
         lines.append(f"chronicity: {a.chronicity.status} — {a.chronicity.evidence[0]}")
     for m in a.possible_causes.get("medications", []):

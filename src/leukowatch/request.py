@@ -192,10 +192,11 @@ def _observation(raw: Any, patient_id: str | None = None) -> Observation:
     )
 
 
-@lru_cache(maxsize=4096, typed=True)
+@lru_cache(maxsize=4096)
 def _kind(name: Any, code: Any, unit: Any) -> _Kind | None:
     """The kind of an (analyte or code, unit) a lab sends, worked out once; None when something is
-    wrong with it (then `_kind_in_order` raises the problem). Typed: messages quote 5 and '5' apart."""
+    wrong with it (then `_kind_in_order` raises the problem, quoting the fields as given). Only text
+    names a valid kind, so keys that are equal across types (1, 1.0, True) all mean None."""
     try:
         analyte, percent_code = _measured(name, code)
         return _converted(analyte, percent_code, code, unit)
@@ -261,9 +262,10 @@ def parse_medication(raw: Any, field: str) -> MedicationInput:
 
 def _medication(raw: Any) -> MedicationInput:
     if isinstance(raw, str):
-        if not raw.strip():
+        name = raw.strip()
+        if not name:
             raise InputError("", "empty medicine name")
-        return MedicationInput(raw.strip())
+        return MedicationInput(name)
     if isinstance(raw, dict):
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():

@@ -296,10 +296,8 @@ def match_conditions(names: Iterable[str]) -> list[ConditionMatch]:
             if c.name in seen:
                 continue
             seen.add(c.name)
-            out.append(ConditionMatch(
-                input=text, name=c.name, category=c.category, course=c.course,
-                article_wording=c.article_wording, source=c.source,
-            ))
+            name, category, course, article_wording, source = c
+            out.append(ConditionMatch(text, name, category, course, article_wording, source))
     return out
 
 

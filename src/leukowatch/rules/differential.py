@@ -23,7 +23,8 @@ FIVE_PART: tuple[str, ...] = ("neutrophils", "lymphocytes", "monocytes", "eosino
 #: than everything done with it.
 DrawValue = tuple[float, str, float | None, bool, str | None, Observation | None]
 #: The differential percentages besides the neutrophils (given as neutrophils or as segmented + bands).
-_FIVE_PART_REST = frozenset(FIVE_PART[1:])
+_FIVE_PART_REST_ORDER = FIVE_PART[1:]
+_FIVE_PART_REST = frozenset(_FIVE_PART_REST_ORDER)
 
 
 def _fmt(x: float) -> str:
@@ -37,11 +38,13 @@ def _latest_by_analyte(observations: list[Observation]) -> tuple[dict[str, Obser
     warnings: list[str] = []
     for obs in observations:
         target = percent if obs.percent else absolute
-        if obs.analyte in target and target[obs.analyte].value != obs.value:
+        analyte = obs.analyte
+        earlier = target.get(analyte)
+        if earlier is not None and earlier.value != obs.value:
             kind = "percentage" if obs.percent else "value"
-            warnings.append(f"{obs.analyte}: two different {kind}s in one draw "
-                            f"({_fmt(target[obs.analyte].value)} and {_fmt(obs.value)}); the later one is used")
-        target[obs.analyte] = obs
+            warnings.append(f"{analyte}: two different {kind}s in one draw "
+                            f"({_fmt(earlier.value)} and {_fmt(obs.value)}); the later one is used")
+        target[analyte] = obs
     return absolute, percent, warnings
 
 
@@ -82,7 +85,10 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
     if ("neutrophils" in percent or "segmented_neutrophils" in percent) and percent.keys() >= _FIVE_PART_REST:
         neut_pct = percent["neutrophils"].value if "neutrophils" in percent else (
             percent["segmented_neutrophils"].value + (percent["bands"].value if "bands" in percent else 0.0))
-        total = neut_pct + sum([percent[a].value for a in FIVE_PART[1:]])
+        rest = 0.0  # added in FIVE_PART's order, as sum() would, without a comprehension per draw
+        for analyte in _FIVE_PART_REST_ORDER:
+            rest += percent[analyte].value
+        total = neut_pct + rest
         if not limits["differential_sum_low"] <= total <= limits["differential_sum_high"]:
             warnings.append(f"differential percentages add up to {total:g}% (expected "
                             f"{limits['differential_sum_low']:g}-{limits['differential_sum_high']:g}%); "
