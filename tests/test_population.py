@@ -140,7 +140,7 @@ def test_memory_limit_is_checked_and_sizes_the_buckets(tabular: Path, tmp_path: 
         assert (eng.buckets(rows), eng.buckets(rows + 1), eng.buckets(10 * rows)) == (1, 2, 10)
     finally:
         eng.close()
-    for bad, problem in (("lots", "is not a size"), ("1MB", "less than the screen itself needs")):
+    for bad, problem in (("lots", "is not a size"), ("100MB", "less than the screen itself needs")):
         assert main(["screen", str(tabular), "-o", str(tmp_path / "o"), "--memory-limit", bad]) == 2
         assert problem in capsys.readouterr().err
 

@@ -7,7 +7,6 @@ than RAM stream through; Spark writes Parquet directories as usual.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -82,9 +81,12 @@ class Engine:
 #: Bytes of DuckDB working memory one input row needs while its bucket is screened (its cached copy, its
 #: share of the draws and of the episode sort), measured on the 30M-row benchmark; sets the bucket count.
 BUCKET_BYTES_PER_ROW = 300
-#: Part of a --memory-limit kept back for what DuckDB's own accounting leaves out (allocator slack,
-#: Parquet writer buffers, the Python side of the screen).
-_UNCOUNTED_SHARE = 0.15
+#: Part of a --memory-limit kept back for the Python side of the screen (interpreter, Ibis, pandas: about
+#: 170 MB) and for what DuckDB's own accounting leaves out (allocator slack, Parquet writer buffers);
+#: measured: 2GB gives DuckDB 1.4 GiB and the 30M-row screen peaks at 1.7 GB.
+_UNCOUNTED_SHARE = 0.25
+#: The smallest budget accepted: below it the Python side alone would not fit.
+MIN_BUDGET = 256 * 2**20
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.I)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
           "TIB": 2**40}
@@ -98,20 +100,11 @@ def parse_size(text: str, field: str = "memory_limit") -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
 
 
-def _resident_bytes() -> int:
-    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
-    try:
-        fields = Path("/proc/self/statm").read_text().split()
-        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 class DuckDBEngine(Engine):
     """Embedded DuckDB: `memory_limit` caps the process, `temp_directory` takes what does not fit.
 
-    The limit is for the whole screen, as an operator means it: DuckDB gets what is left after the
-    Python side already resident, less a share for memory DuckDB does not count.
+    The limit is for the whole screen, as an operator means it: DuckDB gets three quarters of it, the
+    rest is for the Python side and for memory DuckDB does not count.
     """
 
     name = "duckdb"
@@ -124,16 +117,17 @@ class DuckDBEngine(Engine):
                     "enable_progress_bar": "false"}  # screen draws its own progress
         if memory_limit:
             budget = parse_size(memory_limit)
-            own = int(budget * (1 - _UNCOUNTED_SHARE)) - _resident_bytes()
-            if own <= 0:
+            if budget < MIN_BUDGET:
                 raise InputError("memory_limit", f"{memory_limit} is less than the screen itself needs "
-                                                 f"({_resident_bytes() / 2**20:.0f} MB before any data)")
-            settings["memory_limit"] = f"{own // 2**20}MiB"
+                                                 f"(at least {MIN_BUDGET // 2**20} MiB)")
+            settings["memory_limit"] = f"{int(budget * (1 - _UNCOUNTED_SHARE)) // 2**20}MiB"
         if threads:
             settings["threads"] = str(threads)
         for key, value in settings.items():
             self.con.raw_sql(f"SET {key} = {_quote(value)}")
-        self.memory_bytes = self._limit_bytes()
+        # DuckDB reports its limit rounded ('1.3 GiB'): the value set here is the exact one
+        self.memory_bytes = (parse_size(settings["memory_limit"]) if "memory_limit" in settings
+                             else self._limit_bytes())
         self._attached: dict[Path, str] = {}
         self._views = 0
 
