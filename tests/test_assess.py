@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leukowatch.assess import assess
-from leukowatch.model import FINDING_CODES, InputError
+from leukowatch.model import ANALYTES, FINDING_CODES, InputError
+from leukowatch.rules.ranges import age_band, profile_names, profile_range
 
 
 def codes(a) -> set[str]:
@@ -153,6 +154,17 @@ def test_duffy_null_profile() -> None:
     assert a.profile == "duffy_null" and codes(a) == set()
     r["observations"] = cbc(neutrophils=1.2)
     assert "neutropenia" in codes(assess(r))
+
+
+@given(age=st.floats(min_value=0, max_value=129.99), sex=st.sampled_from(["male", "female", "unknown"]))
+def test_age_band_keeps_every_range(age: float, sex: str) -> None:
+    """Caches key ranges by age band: every age must get exactly the ranges of its band's edge."""
+    for profile in profile_names():
+        band = age_band(profile, age)
+        for analyte in ANALYTES:
+            for percent in (False, True):
+                assert profile_range(profile, analyte, sex, age, percent) == profile_range(
+                    profile, analyte, sex, band, percent)
 
 
 def test_unknown_profile_is_an_error() -> None:

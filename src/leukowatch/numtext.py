@@ -9,7 +9,7 @@ long-running service meets many); later new values are formatted each time.
 
 from __future__ import annotations
 
-_LIMIT = 65536
+_LIMIT = 16384
 
 
 class _Texts(dict[float, str]):

@@ -30,7 +30,10 @@ def _window() -> tuple[int, int]:
 
 def group_draws(observations: list[Observation]) -> list[tuple[datetime | None, list[Observation]]]:
     """Observations grouped by time, oldest first; untimed ones join the latest draw (they are 'now')."""
-    if {obs.time for obs in observations} == {None}:  # one CBC without times: the usual request
+    for obs in observations:
+        if obs.time is not None:
+            break
+    else:  # one CBC without times: the usual request
         return [(None, list(observations))]
     by_time: dict[datetime | None, list[Observation]] = defaultdict(list)
     for obs in observations:

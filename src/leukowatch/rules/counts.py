@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from ..model import ANALYTES, Count, Observation, Patient, ReferenceRange
 from .differential import derive_draw
-from .ranges import ResolvedRange, flag, resolve_range
+from .ranges import ResolvedRange, age_band, flag, resolve_range
 
 
 @dataclass
@@ -44,7 +44,7 @@ def evaluate_draw(observations: list[Observation], patient: Patient, profile: st
                   time: datetime | None) -> Draw:
     """Derive absolute counts, pick each range (lab first, then profile) and flag low/high."""
     values, warnings = derive_draw(observations)
-    age = patient.age_at(time)
+    age = age_band(profile, patient.age_at(time))  # ranges depend on the band only
     by_profile = _profile_judgements(profile, patient.sex, age)
     counts: dict[str, Count] = {}
     for analyte in ANALYTES:  # the report order

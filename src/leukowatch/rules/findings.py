@@ -104,7 +104,7 @@ def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | 
 _Graded = tuple[float, int | None, str, str | None, str, str, str, str | None, str | None]
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def _graded(code: str, analyte: str, direction: str, unit: str, value: float, lln: float | None,
             uln: float | None, range_source: str, citation: str | None, criteria: str) -> _Graded:
     """Cached like `grading.grade`: a pure function of its arguments, and lab values repeat (they

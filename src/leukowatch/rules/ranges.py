@@ -7,6 +7,7 @@ from, because "medical practices can differ" (article) and a reader must be able
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
@@ -77,6 +78,27 @@ def check_profile(profile: str, field: str = "profile") -> str:
 def _rows_for(profile: str, analyte: str, percent: bool) -> tuple[dict[str, Any], ...]:
     return tuple(r for r in _profile_rows(profile)
                  if r["analyte"] == analyte and bool(r.get("percent", False)) == percent)
+
+
+@cache
+def _age_edges(profile: str) -> tuple[float, ...]:
+    edges = {0.0}
+    for row in _profile_rows(profile):
+        for side in ("age_min", "age_max"):
+            if side in row:
+                edges.add(float(row[side]))
+    return tuple(sorted(edges))
+
+
+def age_band(profile: str, age: float | None) -> float | None:
+    """The youngest age with the same ranges as `age` (an edge of the profile's age bands): every age
+    in a band matches the same rows, so a cache keyed by it holds one entry per band, not per day
+    of age. A negative age (a birth date after the draw) is left as it is."""
+    if age is None:
+        return None
+    edges = _age_edges(profile)
+    i = bisect_right(edges, age)
+    return edges[i - 1] if i else age
 
 
 def _row_matches(row: dict[str, Any], sex: str, age: float | None) -> bool:
