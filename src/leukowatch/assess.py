@@ -87,15 +87,15 @@ def _advice_keys(request: Request, codes: set[str], alerts: list[Alert],
     if (any(["fever" in label.lower() for _, label in symptoms])
             or (temperature is not None and temperature >= _fever_temp_c())):
         keys.add("fever")
-    if request.chemotherapy.active or any(m.chemotherapy for m in meds):
+    if request.chemotherapy.active or any([m.chemotherapy for m in meds]):
         keys.add("chemotherapy")
     if request.recurrent_infections:
         keys.add("recurrent_infections")
     if meds:
         keys.add("medication_cause")
-    if any(c.category == "inherited" for c in conditions):
+    if any([c.category == "inherited" for c in conditions]):
         keys.add("genetic_cause")
-    if any(a.code == "febrile_neutropenia" for a in alerts):
+    if any([a.code == "febrile_neutropenia" for a in alerts]):
         keys.add("febrile_neutropenia")
     return frozenset(keys)
 
@@ -156,13 +156,13 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     low_white = "leukopenia" in codes or "neutropenia" in codes
     if symptoms:
         labels = ", ".join([label for _, label in symptoms])
-        alerts.append(Alert(
-            code="infection_symptoms", level="warning" if low_white else "info",
-            message=(f"Signs of infection reported ({labels})"
-                     + (" with a low white-cell count: contact a doctor today." if low_white else ".")),
-            rule="any infection symptom the article lists",
-            source="Article: symptoms of infection (fever, sweating, chills, toothache, sore throat, mouth "
-                   "ulcers, tiredness, flu-like symptoms, rash)",
+        alerts.append(Alert(  # code, level, message, rule, source
+            "infection_symptoms", "warning" if low_white else "info",
+            (f"Signs of infection reported ({labels})"
+             + (" with a low white-cell count: contact a doctor today." if low_white else ".")),
+            "any infection symptom the article lists",
+            "Article: symptoms of infection (fever, sweating, chills, toothache, sore throat, mouth "
+            "ulcers, tiredness, flu-like symptoms, rash)",
         ))
 
     meds = match_medications(request.medications)

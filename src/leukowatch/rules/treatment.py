@@ -62,11 +62,11 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
         for limit, band in _bands(key, table_name):
             if anc < limit:
                 which = "Duffy-null/BEN table" if table_name == "duffy_null" else "general-population table"
-                alerts.append(Alert(
-                    code="drug_monitoring", level=band["level"],
-                    message=(f"{spec['drug'].capitalize()} ({match.input}): ANC {G[anc]} x10^9/L is "
-                             f"{band['band']} ({which}). {band['action']} {spec['confirm']}"),
-                    rule=f"{spec['drug']} label ANC bands, {which}", source=spec["source"],
+                alerts.append(Alert(  # code, level, message, rule, source
+                    "drug_monitoring", band["level"],
+                    (f"{spec['drug'].capitalize()} ({match.input}): ANC {G[anc]} x10^9/L is "
+                     f"{band['band']} ({which}). {band['action']} {spec['confirm']}"),
+                    f"{spec['drug']} label ANC bands, {which}", spec["source"],
                 ))
                 break
     return alerts
