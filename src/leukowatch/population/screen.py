@@ -93,6 +93,12 @@ class _Progress:
         if self._progress is not None:
             self._progress.update(self._task, description=description)
 
+    def grow(self, steps: int) -> None:
+        """Add steps once their number is known (the buckets of persons)."""
+        self.total += steps
+        if self._progress is not None:
+            self._progress.update(self._task, total=self.total)
+
     def advance(self) -> None:
         if self._progress is not None:
             self._progress.advance(self._task)
@@ -258,11 +264,13 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                 buckets = eng.buckets(read)
             counts = {"checked": 0, "duplicates": 0}
             with stage("grading results, findings, episodes, chronic cases", bar):
+                bar.grow(buckets)
                 for k in range(buckets):
                     bar.step(f"grading results, findings, episodes (persons bucket {k + 1} of {buckets})")
                     raw = src.raw if buckets == 1 else src.raw.filter(pl.bucket_of(src.raw.patient_id, buckets) == k)
                     for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work).items():
                         counts[key] += n
+                    bar.advance()
                 write(rel.ranges_relation(), paths["ranges"])
             graded, rejects, findings, episodes, chronic = (eng.read_parquet([paths[name]]) for name in (
                 "graded", "rejects", "findings", "episodes", "chronic"))
