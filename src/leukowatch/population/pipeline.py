@@ -1,6 +1,7 @@
 """The rules of `rules/` as relational steps, each an Ibis expression any backend runs.
 
-    raw --validate--> observations (+ rejects)
+    raw --validate--> judged rows: accepted (canonical units) + failed (rejects, with reasons)
+        --draws-->    one row per draw: duplicates found (bit sums), differential inputs pivoted
         --grade-->    graded: one row per person, draw and analyte, absolute, flagged and graded
         --timeline--> episodes (gaps and islands), chronic cases, drug-associated episodes
         --persons-->  per-person flags

@@ -1,9 +1,11 @@
 """`screen(inputs, outdir)`: run the population rules on DuckDB or Spark and write the outputs.
 
-Each stage writes Parquet and the next one reads it back, so no stage holds the data in memory
-(DuckDB spills to its temp directory under the memory limit) and Spark and DuckDB run the very
-same Ibis expressions. Only small relations (distinct codes, the summary, cyclic candidates) come
-back into Python.
+Persons are screened in buckets (a hash of patient_id) sized so that one bucket's working set fits
+the memory limit; every rule is per person, so buckets never meet. Each bucket judges its rows once,
+then writes its part of the long outputs (graded, rejects, findings, episodes, chronic); the small
+outputs (drug episodes, cyclic, febrile, flags, summary) are computed over all parts. Spark runs the
+very same Ibis expressions in one bucket. Only small relations (distinct codes, the summary, cyclic
+candidates) come back into Python.
 """
 
 from __future__ import annotations
