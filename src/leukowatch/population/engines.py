@@ -60,9 +60,6 @@ class Engine:
         """A bucket's input rows, read by several queries: an engine may keep a copy (Spark re-reads)."""
         return expr
 
-    def drop(self, name: str) -> None:
-        """Free what `cache` or `materialize` kept under `name` (nothing to do for Spark's re-reads)."""
-
     def buckets(self, rows: int) -> int:
         """Into how many buckets of persons to split `rows` input rows (Spark partitions by itself)."""
         return 1
@@ -183,9 +180,6 @@ class DuckDBEngine(Engine):
 
     def cache(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
         return self.materialize(expr, name, workdir)
-
-    def drop(self, name: str) -> None:
-        self.con.raw_sql(f"DROP TABLE IF EXISTS lw_{name}")
 
     def buckets(self, rows: int) -> int:
         """Enough buckets that one bucket's working set (its rows, draws, sorts) fits the memory limit: a

@@ -175,7 +175,7 @@ def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
         bit = rel.slot_bit(analyte, percent)
         return obs.value.max(where=obs.bit == bit) if bit in present else ibis.null("float64")
 
-    percent_bits = sum(b for b in present if any(rel.slot_bit(a, True) == b for a in DIFFERENTIAL_ANALYTES))
+    percent_bits = sum(b for b in (rel.slot_bit(a, True) for a in DIFFERENTIAL_ANALYTES) if b in present)
     aggs: dict[str, Any] = {"bits": obs.bit.sum(), "mask": obs.bit.bit_or(), "wbc": value("wbc", False),
                             "abs_segs": value("segmented_neutrophils", False), "abs_bands": value("bands", False)}
     aggs.update({f"pct_{a}": value(a, True) for a in DIFFERENTIAL_ANALYTES})

@@ -22,7 +22,7 @@ class Grade(NamedTuple):
     criteria: str  # label, e.g. "CTCAE v5.0"
     threshold: str
     lln_used: bool
-    label: str  # as findings quote it: "Neutrophil count decreased grade 4: <0.5"
+    label: str  # as findings quote it: the term, the grade and the threshold text of the row
 
 
 @cache
