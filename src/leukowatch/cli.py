@@ -27,6 +27,23 @@ _COUNT_FLAGS = {
 _PERCENT_FLAGS = ("neutrophils", "bands", "lymphocytes", "monocytes", "eosinophils", "basophils")
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked (start-up matters)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("leukowatch")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"leukowatch {version}")
+        parser.exit()
+
+
 class UsageError(Exception):
     """Bad command line (not bad clinical input): argparse style, exit 2."""
 
@@ -489,6 +506,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `command`, only that sub-command's arguments are built (start-up matters:
     building every sub-parser costs more than assessing a blood count)."""
     parser = _Parser(prog="leukowatch", description="Sourced verdicts on leukopenia from white-blood-cell counts.")
+    parser.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     registrars = [r for r in REGISTRARS if r.__name__ == f"_add_{command}"] if command else []
     for register in registrars or REGISTRARS:
