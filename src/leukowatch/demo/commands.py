@@ -91,7 +91,8 @@ def load_command(demo_dir: str, db: str | None) -> int:
     import pyarrow.parquet as pq
 
     from ..io import read_path
-    from ..io.store import file_sha256, open_store, store_facts, write_result
+    from ..io.store import file_sha256, open_store, store_facts, store_request, write_result
+    from .named import named_patients
 
     d = Path(demo_dir)
     observations = d / "observations.parquet"
@@ -114,6 +115,7 @@ def load_command(demo_dir: str, db: str | None) -> int:
                     medications=rows("medications.parquet", ["patient_id", "name", "start", "stop"]),
                     chemotherapy=rows("chemotherapy.parquet", ["patient_id", "dose_date", "regimen"]),
                     conditions=rows("conditions.parquet", ["patient_id", "name"]))
+        named = [store_request(con, r, "leukowatch.demo.named") for r in named_patients()]
     finally:
         con.close()
     if summary.skipped_file:
@@ -121,4 +123,6 @@ def load_command(demo_dir: str, db: str | None) -> int:
     else:
         print(f"{observations}: read {summary.read:,} = accepted {summary.accepted:,} + rejected "
               f"{summary.rejected:,}; {summary.stored:,} observations stored")
+    print(f"named patients (demo-cloz, demo-cyclic, demo-2y, demo-amox): {sum(n.stored for n in named):,} "
+          "new observations stored")
     return 0
