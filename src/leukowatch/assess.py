@@ -19,7 +19,7 @@ from .rules.chronic import LowResult, chronicity, group_draws
 from .rules.counts import Draw, evaluate_draw
 from .rules.findings import LOW_FINDING
 from .rules.findings import findings_from_counts as _findings
-from .rules.grading import check_criteria, criteria_label
+from .rules.grading import check_criteria, criteria_for_age, criteria_label
 from .rules.infection import cisne, febrile_neutropenia, mascc, severe_neutropenia
 from .rules.ranges import profile_for
 from .rules.treatment import chemotherapy_hold, drug_monitoring
@@ -129,7 +129,10 @@ def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[
         request = parse_request(request)
     profile = profile_for(request.profile, request.patient.duffy_null)
     criteria = check_criteria(request.criteria)
-    return request, profile, criteria, evaluate_history(request, profile)
+    draws = evaluate_history(request, profile)
+    # an age-banded version (DAIDS) becomes a key naming the age at the latest result (rules.grading)
+    criteria = criteria_for_age(criteria, request.patient.birth_date, request.patient.age_years, draws[-1].time)
+    return request, profile, criteria, draws
 
 
 def assess(request: Request | dict[str, Any]) -> Assessment:

@@ -226,7 +226,8 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the Assessment as JSON")
     p.add_argument("--fhir", action="store_true", help="print the Assessment as a FHIR R4 Bundle")
     p.add_argument("--profile", help="reference-range profile (standard, article, duffy_null)")
-    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
+    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6, daids-v2.1; DAIDS bands by age in days "
+                                      "from the request's birth_date)")
     p.add_argument("--no-color", action="store_true")
     g = p.add_argument_group("counts (instead of a FILE)")
     g.add_argument("--unit", default="10*9/L", help="unit of the count flags (default 10*9/L; e.g. K/uL, /uL)")
