@@ -1,13 +1,27 @@
-"""CTCAE grading at every boundary (clinical-reference §2; admiral's strict-inequality rule)."""
+"""CTCAE and DAIDS grading at every boundary (docs/clinical-reference.md §2, §12, §13; admiral's boundary rules)."""
 
 from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from leukowatch.assess import assess
 from leukowatch.knowledge import load_table
-from leukowatch.rules.grading import criteria_rows, grade
+from leukowatch.rules.grading import (
+    completed_years,
+    criteria_for_age,
+    criteria_label,
+    criteria_rows,
+    criteria_source,
+    criteria_table,
+    grade,
+    parse_key,
+    row_applies,
+    term_for,
+)
 
 V5 = "ctcae-v5"
 
@@ -126,3 +140,141 @@ def test_grade_is_monotone(a: float, b: float) -> None:
 def test_rows_are_sorted_worst_first() -> None:
     grades = [r["grade"] for r in criteria_rows(V5, "wbc", "low")]
     assert grades == sorted(grades, reverse=True)
+
+
+# ------------------------------------------------------------------ CTCAE v6.0 WBC (clinical-reference §13)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3.5, None), (3.4, 1), (3.0, 1), (2.99, 2), (2.0, 2), (1.99, 3), (1.0, 3), (0.99, 4),
+])
+def test_ctcae_v6_wbc_as_v5(value: float, expected: int | None) -> None:
+    g6 = grade("ctcae-v6", "wbc", "low", value, lln=3.5)
+    g5 = grade(V5, "wbc", "low", value, lln=3.5)
+    assert (g6.grade if g6 else None) == expected == (g5.grade if g5 else None)
+    if g6:
+        assert (g6.term, g6.criteria) == ("White blood cell decreased", "CTCAE v6.0")
+
+
+# ------------------------------------------------------------------ DAIDS v2.1 (clinical-reference §12)
+
+DAIDS = "daids-v2.1"
+BIRTH = date(2026, 7, 1)
+
+
+def _daids(analyte: str, value: float, days: int) -> int | None:
+    key = criteria_for_age(DAIDS, BIRTH, None, BIRTH + timedelta(days=days))
+    g = grade(key, analyte, "low", value)
+    return g.grade if g else None
+
+
+def test_age_in_days_from_birth_to_result() -> None:
+    """Birth 1 July, result 2 July = 1 day (admiral compute_duration, days, no add_one)."""
+    key = criteria_for_age(DAIDS, BIRTH, None, datetime(2026, 7, 2, 23, 59, tzinfo=UTC))
+    assert parse_key(key).age_days == 1
+    assert parse_key(key).basis == "birth_date"
+
+
+@pytest.mark.parametrize(("days", "value", "expected"), [
+    # > 7 days: G1 0.800-1.000 (1.000 inclusive), G2 0.600-0.799, G3 0.400-0.599, G4 < 0.400
+    (8, 1.01, None), (8, 1.0, 1), (8, 0.8, 1), (8, 0.799, 2), (8, 0.6, 2), (8, 0.599, 3), (8, 0.4, 3),
+    (8, 0.399, 4), (3000, 0.0, 4),
+    # 2-7 days: G1 1.250-1.500 (1.500 inclusive)
+    (2, 1.51, None), (2, 1.5, 1), (7, 1.5, 1), (7, 1.25, 1), (7, 1.249, 2), (7, 1.0, 2), (7, 0.999, 3),
+    (7, 0.75, 3), (7, 0.749, 4),
+    # <= 1 day: G1 4.000-5.000 (5.000 inclusive)
+    (0, 5.01, None), (1, 5.0, 1), (1, 4.0, 1), (1, 3.999, 2), (1, 3.0, 2), (1, 2.999, 3), (1, 1.5, 3),
+    (1, 1.499, 4),
+])
+def test_daids_anc(days: int, value: float, expected: int | None) -> None:
+    assert _daids("neutrophils", value, days) == expected
+
+
+@pytest.mark.parametrize(("days", "value", "expected"), [
+    # > 7 days: G1 2.000-2.499, G2 1.500-1.999, G3 1.000-1.499, G4 < 1.000 (2.5 itself is not low)
+    (8, 2.5, None), (8, 2.499, 1), (8, 2.0, 1), (8, 1.999, 2), (8, 1.5, 2), (8, 1.499, 3), (8, 1.0, 3),
+    (8, 0.999, 4),
+    # <= 7 days: G1 5.500-6.999, G2 4.000-5.499, G3 2.500-3.999, G4 < 2.500
+    (7, 7.0, None), (7, 6.999, 1), (0, 5.5, 1), (0, 5.499, 2), (0, 4.0, 2), (0, 3.999, 3), (0, 2.5, 3),
+    (0, 2.499, 4),
+])
+def test_daids_wbc(days: int, value: float, expected: int | None) -> None:
+    assert _daids("wbc", value, days) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.65, None), (0.649, 1), (0.6, 1), (0.599, 2), (0.5, 2), (0.499, 3), (0.35, 3), (0.349, 4),
+])
+def test_daids_lymphocytes_over_five_years(value: float, expected: int | None) -> None:
+    key = criteria_for_age(DAIDS, date(2000, 1, 1), None, date(2006, 1, 1))  # the 6th birthday: > 5 completed
+    g = grade(key, "lymphocytes", "low", value)
+    assert (g.grade if g else None) == expected
+
+
+def test_daids_has_no_lymphocyte_criteria_to_five_years() -> None:
+    """admiral counts completed years: the day before the 6th birthday is still 5 years."""
+    key = criteria_for_age(DAIDS, date(2000, 1, 1), None, date(2005, 12, 31))
+    assert grade(key, "lymphocytes", "low", 0.1) is None
+    assert term_for(key, "lymphocytes", "low") is None
+
+
+def test_daids_without_birth_date() -> None:
+    """A stated age past 7 days chooses the > 7 days bands and says so; 0 years cannot choose."""
+    adult = criteria_for_age(DAIDS, None, 40, None)
+    assert grade(adult, "neutrophils", "low", 0.399).grade == 4
+    assert "no birth_date" in criteria_source(adult)
+    assert criteria_label(adult) == "DAIDS v2.1"
+    infant = criteria_for_age(DAIDS, None, 0, None)
+    assert grade(infant, "neutrophils", "low", 0.1) is None
+    assert "age in days" in criteria_label(infant)
+    unknown = criteria_for_age(DAIDS, None, None, None)
+    assert unknown == DAIDS and grade(unknown, "wbc", "low", 0.9).grade == 4
+    assert parse_key(unknown).basis == "adult"
+
+
+def test_non_banded_versions_ignore_age() -> None:
+    assert criteria_for_age(V5, BIRTH, None, BIRTH) == V5
+
+
+def test_daids_in_assessment_output() -> None:
+    a = assess({"patient": {"birth_date": "2026-07-01", "sex": "male"}, "criteria": "daids-v2.1",
+                "observations": [{"analyte": "neutrophils", "value": 0.4, "unit": "10^9/L",
+                                  "time": "2026-07-20T08:00:00Z"}]})
+    f = a.finding("neutropenia")
+    assert (a.criteria, f.criteria, f.grade, f.term) == ("DAIDS v2.1", "DAIDS v2.1", 3, "Absolute neutrophil count, low")
+    assert "age from birth_date" in f.source
+
+
+def _independent_daids(rows: list[dict], value: float) -> int | None:
+    """The table read without ordering: every row's interval, inclusive where the row says so."""
+    hits = [r["grade"] for r in rows
+            if (value <= r["below"] if r.get("inclusive") else value < r["below"]) and value >= r.get("at_least", 0)]
+    assert len(hits) <= 1, "DAIDS rows overlap"
+    return hits[0] if hits else None
+
+
+@given(days=st.integers(min_value=0, max_value=40_000), value=st.floats(min_value=0, max_value=8, allow_nan=False),
+       analyte=st.sampled_from(["neutrophils", "wbc"]))
+def test_daids_one_band_per_age_and_a_partition(days: int, value: float, analyte: str) -> None:
+    key = criteria_for_age(DAIDS, BIRTH, None, BIRTH + timedelta(days=days))
+    rows = [r for r in criteria_table(DAIDS) if r["analyte"] == analyte
+            and row_applies(r, days, completed_years(BIRTH, BIRTH + timedelta(days=days)))]
+    assert sorted(r["grade"] for r in rows) == [1, 2, 3, 4]  # exactly one band holds every age
+    g = grade(key, analyte, "low", value)
+    assert (g.grade if g else None) == _independent_daids(rows, value)
+
+
+@pytest.mark.parametrize(("birth", "on", "years"), [
+    (date(2000, 1, 1), date(2005, 12, 31), 5), (date(2000, 1, 1), date(2006, 1, 1), 6),
+    (date(2000, 2, 29), date(2006, 2, 28), 5), (date(2000, 2, 29), date(2006, 3, 1), 6),
+    (date(2026, 7, 1), date(2026, 7, 1), 0),
+])
+def test_completed_years(birth: date, on: date, years: int) -> None:
+    assert completed_years(birth, on) == years
+
+
+@given(days=st.integers(min_value=0, max_value=4000), a=st.floats(min_value=0, max_value=8),
+       b=st.floats(min_value=0, max_value=8))
+def test_daids_monotone(days: int, a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert (_daids("neutrophils", lo, days) or 0) >= (_daids("neutrophils", hi, days) or 0)
