@@ -16,7 +16,14 @@ Public API (small on purpose; other rooms build on it):
   ready for `leukowatch.assess.assess`.
 - `write_result(con, result, file, sha256, fmt)` -> `IngestSummary`: stores one `ReadResult` in
   one transaction (nothing partial on failure) and is idempotent (observation ids are a stable hash
-  of provenance + content; a file whose sha256 was ingested before is skipped whole).
+  of provenance + content; a file whose sha256 was ingested before is skipped whole). The sha256
+  check runs inside that transaction. `write_result_in_transaction` is the same without
+  BEGIN/COMMIT, for a caller that owns the transaction (the service's one writer).
+- `StoreBusy` (an InputError): the file is locked by another process; names that process.
+  `open_store` raises it; `busy_error(exc)` turns a DuckDB lock error raised elsewhere into it.
+- With `reject_future=True` (the service and the lab feed), results dated more than `FUTURE_SKEW`
+  after the time of writing become rejects with a reason. Off for files and the demo, whose
+  synthetic series may run past today.
 - `save_assessment(con, patient_id, assessment_dict, profile, criteria)`.
 - `store_request(con, request_dict, source)` -> `IngestSummary`: a project JSON request (with
   duffy_null and chemotherapy dose dates) stored as history, through the same path as ingest.
@@ -30,9 +37,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +62,33 @@ def default_db_path() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base).expanduser() / "leukowatch" / "leukowatch.duckdb"
+
+
+class StoreBusy(InputError):
+    """The store file is locked by another process (DuckDB allows one writing process per file).
+
+    Retryable: the service answers 503 with Retry-After, the CLI one line and exit 2. `holder` is
+    the process DuckDB names in its lock error (e.g. "PID 1234, /usr/bin/python3"), when it does.
+    """
+
+    def __init__(self, path: str, holder: str | None) -> None:
+        who = f"another process ({holder})" if holder else "another process"
+        super().__init__(path, f"the store is in use by {who}; retry when it has finished")
+        self.path, self.holder = path, holder
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>\S+) \(PID (?P<pid>\d+)\)")
+
+
+def busy_error(exc: BaseException, path: str | os.PathLike[str] | None = None) -> StoreBusy | None:
+    """A StoreBusy for DuckDB's "Could not set lock on file" error, None for any other error."""
+    text = str(exc)
+    if "Could not set lock" not in text and "Conflicting lock" not in text:
+        return None
+    m = _LOCK_HOLDER.search(text)
+    holder = f"PID {m.group('pid')}, {m.group('exe')}" if m else None
+    where = re.search(r'lock on file "([^"]+)"', text)
+    return StoreBusy(str(path) if path is not None else (where.group(1) if where else "store"), holder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,9 +122,30 @@ def _m1_initial(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _m2_tokens_audit(con: duckdb.DuckDBPyConnection) -> None:
+    """API tokens (only a SHA-256 of each token is kept) and the append-only access audit.
+
+    The audit holds who did what to which patient and how it ended, never a value: it is itself
+    a record a wide group (auditors) reads. Nothing in leukowatch updates or deletes its rows.
+    """
+    con.execute("""
+        CREATE TABLE api_tokens (
+            name VARCHAR PRIMARY KEY, role VARCHAR NOT NULL, token_sha256 VARCHAR NOT NULL UNIQUE,
+            created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ, revoked_at TIMESTAMPTZ);
+        CREATE SEQUENCE audit_seq;
+        CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'), time TIMESTAMPTZ NOT NULL,
+            actor VARCHAR NOT NULL, role VARCHAR, kind VARCHAR, action VARCHAR NOT NULL, patient_id VARCHAR,
+            endpoint VARCHAR, outcome VARCHAR NOT NULL);
+        CREATE INDEX audit_patient ON audit (patient_id, time);
+    """)
+
+
 #: (number, description, function). `open_store` applies those above the file's recorded version.
+#: Reserved: 3 for the lab feed (inbox/worklist), 4 for the population engine.
 MIGRATIONS: tuple[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]], ...] = (
     (1, "initial schema", _m1_initial),
+    (2, "api tokens and access audit", _m2_tokens_audit),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -109,7 +165,10 @@ def open_store(path: str | os.PathLike[str] | None = None, read_only: bool = Fal
     if read_only:
         if not db.exists():
             raise InputError(str(db), "no leukowatch store at this path (run `leukowatch ingest` first)")
-        con = duckdb.connect(str(db), read_only=True)
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.Error as exc:
+            raise (busy_error(exc, db) or InputError(str(db), f"cannot open the store: {exc}")) from None
         if schema_version(con) < SCHEMA_VERSION:
             raise InputError(str(db), "store schema is older than this leukowatch; open it once read-write")
         return con
@@ -117,7 +176,7 @@ def open_store(path: str | os.PathLike[str] | None = None, read_only: bool = Fal
     try:
         con = duckdb.connect(str(db))
     except duckdb.Error as exc:
-        raise InputError(str(db), f"cannot open the store: {exc}") from None
+        raise (busy_error(exc, db) or InputError(str(db), f"cannot open the store: {exc}")) from None
     con.execute("SET TimeZone = 'UTC'")
     con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
         version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)""")
@@ -169,52 +228,71 @@ class IngestSummary:
     skipped_file: bool = False  # same sha256 ingested before
 
 
-def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
-                 fmt: str) -> IngestSummary:
-    """Store one file's read result atomically. Observations without a patient id become rejects
-    here (a store row must belong to someone), so `read == accepted + rejected` still holds."""
-    prior = con.execute("SELECT ingest_id FROM ingests WHERE sha256 = ?", [sha256]).fetchone()
-    if prior:
-        return IngestSummary(file, prior[0], fmt, result.read, result.accepted, result.rejected, 0, True)
-    ingest_id = hashlib.sha256(f"{sha256}\x1f{datetime.now(UTC).isoformat()}".encode()).hexdigest()[:16]
-    rejects = list(result.rejects)
-    keep: list[tuple[Observation, str, str | None, int | None, str | None]] = []
-    for item in result.items:
-        if not item.observation.patient_id:
-            from .result import Reject
+#: How far after the time of writing a result may be dated (clocks of lab systems drift a little);
+#: anything later is a reject, since a result from the future is a wrong clock or a forgery.
+FUTURE_SKEW = timedelta(minutes=5)
 
-            rejects.append(Reject(item.locator, "no patient identifier: cannot store it in a history",
-                                  "", "invalid"))
-            continue
-        keep.append((item.observation, item.source_key, item.source_id, item.line, item.status))
-    accepted = len(keep)
+
+def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
+                 fmt: str, reject_future: bool = False) -> IngestSummary:
+    """Store one file's read result atomically (one transaction, the sha256 check inside it)."""
     con.execute("BEGIN TRANSACTION")
     try:
-        before = _count(con, "observations")
-        _upsert_patients(con, [p for p in result.patients if p.id], file)
-        _bulk_insert(con, "patients", ["patient_id", "source"],
-                     [[pid, file] for pid in dict.fromkeys(o.patient_id for o, *_ in keep)])
-        _bulk_insert(con, "observations", _OBSERVATION_COLUMNS,
-                     [[observation_id(o, key), o.patient_id, o.time, o.analyte, o.value, o.unit, o.percent,
-                       o.comparator, o.reference_range.low if o.reference_range else None,
-                       o.reference_range.high if o.reference_range else None,
-                       o.code, o.original_unit, o.lab_flag, status, file, sid, line, ingest_id]
-                      for o, key, sid, line, status in keep])
-        stored = _count(con, "observations") - before
-        _insert_new(con, "medications", ["patient_id", "name", "start", "stop"],
-                    [[pid, med.name, med.start, med.stop] for pid, med in result.medications], file)
-        _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"],
-                    [list(dose) for dose in _chemotherapy_doses(result)], file)
-        _insert_new(con, "conditions", ["patient_id", "name"], [list(c) for c in result.conditions], file)
-        con.execute("INSERT INTO ingests VALUES (?,?,?,?,?,?,?,?)",
-                    [ingest_id, file, sha256, fmt, result.read, accepted, len(rejects), datetime.now(UTC)])
-        if rejects:
-            con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
-                            [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
+        summary = write_result_in_transaction(con, result, file, sha256, fmt, reject_future)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+    return summary
+
+
+def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
+                                fmt: str, reject_future: bool = False) -> IngestSummary:
+    """`write_result` for a caller that has begun the transaction. Observations without a patient
+    id, and (with `reject_future`) those dated beyond `FUTURE_SKEW`, become rejects here (a store row must belong to
+    someone and have happened), so `read == accepted + rejected` still holds."""
+    prior = con.execute("SELECT ingest_id FROM ingests WHERE sha256 = ?", [sha256]).fetchone()
+    if prior:
+        return IngestSummary(file, prior[0], fmt, result.read, result.accepted, result.rejected, 0, True)
+    from .result import Reject
+
+    now = datetime.now(UTC)
+    ingest_id = hashlib.sha256(f"{sha256}\x1f{now.isoformat()}".encode()).hexdigest()[:16]
+    rejects = list(result.rejects)
+    keep: list[tuple[Observation, str, str | None, int | None, str | None]] = []
+    for item in result.items:
+        if not item.observation.patient_id:
+            rejects.append(Reject(item.locator, "no patient identifier: cannot store it in a history",
+                                  "", "invalid"))
+            continue
+        when = item.observation.time
+        if reject_future and when is not None and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
+            rejects.append(Reject(item.locator, f"dated {when.isoformat()}, in the future beyond the allowed "
+                                                f"clock skew of {int(FUTURE_SKEW.total_seconds())} s", "", "invalid"))
+            continue
+        keep.append((item.observation, item.source_key, item.source_id, item.line, item.status))
+    accepted = len(keep)
+    before = _count(con, "observations")
+    _upsert_patients(con, [p for p in result.patients if p.id], file)
+    _bulk_insert(con, "patients", ["patient_id", "source"],
+                 [[pid, file] for pid in dict.fromkeys(o.patient_id for o, *_ in keep)])
+    _bulk_insert(con, "observations", _OBSERVATION_COLUMNS,
+                 [[observation_id(o, key), o.patient_id, o.time, o.analyte, o.value, o.unit, o.percent,
+                   o.comparator, o.reference_range.low if o.reference_range else None,
+                   o.reference_range.high if o.reference_range else None,
+                   o.code, o.original_unit, o.lab_flag, status, file, sid, line, ingest_id]
+                  for o, key, sid, line, status in keep])
+    stored = _count(con, "observations") - before
+    _insert_new(con, "medications", ["patient_id", "name", "start", "stop"],
+                [[pid, med.name, med.start, med.stop] for pid, med in result.medications], file)
+    _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"],
+                [list(dose) for dose in _chemotherapy_doses(result)], file)
+    _insert_new(con, "conditions", ["patient_id", "name"], [list(c) for c in result.conditions], file)
+    con.execute("INSERT INTO ingests VALUES (?,?,?,?,?,?,?,?)",
+                [ingest_id, file, sha256, fmt, result.read, accepted, len(rejects), now])
+    if rejects:
+        con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
+                        [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
     return IngestSummary(file, ingest_id, fmt, result.read, accepted, len(rejects), stored)
 
 
