@@ -366,7 +366,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .service.serve import run
 
     return run(db=args.db, host=args.host, port=args.port, insecure_dev=args.insecure_dev,
-               public_url=args.public_url, log_level=args.log_level)
+               public_url=args.public_url, log_level=args.log_level, lab_feed=_feed_options(args, args.mllp_port),
+               notify=(args.notify_url, args.notify_fhir))
+
+
+def _feed_options(args: argparse.Namespace, port: int | None) -> Any:
+    """The MLLP listener options the flags describe (None when no port was asked for)."""
+    if port is None:
+        return None
+    from .service.mllp import FeedOptions
+
+    if bool(args.mllp_tls_cert) != bool(args.mllp_tls_key):
+        raise UsageError("--mllp-tls-cert and --mllp-tls-key go together")
+    return FeedOptions(host=args.mllp_host or args.host, port=port, max_message_bytes=args.max_message_bytes,
+                       tls_cert=args.mllp_tls_cert, tls_key=args.mllp_tls_key)
+
+
+def _add_feed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mllp-tls-cert", metavar="PEM", help="TLS certificate for the MLLP listener (with --mllp-tls-key)")
+    p.add_argument("--mllp-tls-key", metavar="PEM", help="TLS private key for the MLLP listener")
+    p.add_argument("--max-message-bytes", type=int, default=1_000_000, metavar="N",
+                   help="largest HL7 message accepted (default 1000000); a larger one is answered AR")
+    p.add_argument("--notify-url", metavar="URL", help="webhook for new critical worklist items (HMAC-signed with "
+                                                       "$LEUKOWATCH_NOTIFY_SECRET; retried, then dead-lettered)")
+    p.add_argument("--notify-fhir", metavar="BASE", help="FHIR server base: POST a Flag and a Communication per new "
+                                                         "critical worklist item")
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .service.mllp import run_listener
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    args.mllp_host = args.host
+    options = _feed_options(args, args.port)
+
+    def announce(port: int) -> None:
+        print(f"leukowatch: lab feed (MLLP) listening on {args.host}:{port}", file=sys.stderr, flush=True)
+
+    asyncio.run(run_listener(args.db, options, (args.notify_url, args.notify_fhir), announce))
+    return EXIT_OK
+
+
+def _add_listen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("listen", help="real-time lab feed: HL7 v2 ORU^R01 over MLLP, ACKed after storing",
+                       description="Listen for HL7 v2 results over MLLP/TCP, store each before its ACK, judge it "
+                                   "against the person's history and put new alerts on the worklist.")
+    p.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=2575, help="MLLP port (default 2575; 0 picks a free one)")
+    _add_feed_args(p)
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_listen)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -379,6 +432,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure-dev", action="store_true",
                    help="DO NOT verify CDS Hooks JWTs (local sandboxes only; prints a loud warning)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--mllp-port", type=int, metavar="N", help="also run the lab feed's MLLP listener on port N "
+                                                              "(same process, same store writer)")
+    p.add_argument("--mllp-host", help="address of the MLLP listener (default: --host)")
+    _add_feed_args(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -462,10 +519,95 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_screen)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """`token create|list|revoke`: API tokens in the store (only a hash of each is kept)."""
+    from .io.store import open_store
+    from .service.auth import create_token, list_tokens, revoke_token
+
+    con = open_store(args.db, read_only=args.token_command == "list")
+    try:
+        if args.token_command == "create":
+            con.execute("BEGIN TRANSACTION")
+            token = create_token(con, args.name, args.role)
+            con.execute("COMMIT")
+            print(f"created token {args.name!r} with role {args.role}; it is shown only now, keep it secret:")
+            print(token)
+        elif args.token_command == "list":
+            for t in list_tokens(con):
+                print(f"{t['name']}\t{t['role']}\t{t['state']}\tcreated {t['created_at']}")
+        elif not revoke_token(con, args.name):
+            raise InputError(args.name, "no active token with this name")
+        else:
+            print(f"revoked token {args.name!r}")
+    finally:
+        con.close()
+    return EXIT_OK
+
+
+def _add_token(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("token", help="create, list and revoke API tokens (roles read, ingest, admin)")
+    tsub = p.add_subparsers(dest="token_command", required=True, parser_class=type(p))
+    c = tsub.add_parser("create", help="create a token; prints it once, as the last line")
+    c.add_argument("--role", required=True, choices=("read", "ingest", "admin"))
+    c.add_argument("--name", required=True, help="who or what holds it (shown in the audit)")
+    ls = tsub.add_parser("list", help="names, roles and states (never the tokens)")
+    r = tsub.add_parser("revoke", help="revoke the token with this name")
+    r.add_argument("name", metavar="NAME")
+    for q in (c, ls, r):
+        q.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+        q.set_defaults(func=cmd_token)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`audit`: who read or wrote which patient's data, oldest first (never a value)."""
+    from .io.store import open_store
+    from .service.audit import audit_bundle, query
+
+    con = open_store(args.db, read_only=True)
+    try:
+        rows = query(con, patient=args.patient, actor=args.actor, since=_when(args.since, "--since"),
+                     until=_when(args.until, "--until"), limit=args.limit)
+    finally:
+        con.close()
+    if args.fhir:
+        print(json.dumps(audit_bundle(rows), indent=2))
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print("\t".join(str(r[k] or "-") for k in ("time", "actor", "role", "action", "patient_id", "outcome")))
+    return EXIT_OK
+
+
+def _when(text: str | None, flag: str) -> Any:
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(flag, f"not an ISO date or date-time: {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="the access audit: who read or wrote which patient's data")
+    p.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
+    p.add_argument("--patient", metavar="ID")
+    p.add_argument("--actor", metavar="NAME", help="token name or JWT subject")
+    p.add_argument("--since", metavar="ISO", help="from this date or date-time (UTC unless given)")
+    p.add_argument("--until", metavar="ISO")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--fhir", action="store_true", help="print a FHIR Bundle of AuditEvent resources")
+    p.set_defaults(func=cmd_audit)
+
+
 #: Sub-command registrars. Each adds its parser; the heavy imports happen inside its handler.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_assess, _add_knowledge, _add_read, _add_ingest, _add_history, _add_report, _add_demo, _add_validate,
-    _add_serve, _add_screen,
+    _add_serve, _add_listen, _add_screen, _add_token, _add_audit,
 ]
 
 

@@ -23,10 +23,23 @@ ENV_JWKS = "LEUKOWATCH_CDS_JWKS"
 ENV_JKU_ALLOWLIST = "LEUKOWATCH_CDS_JKU_ALLOWLIST"
 ENV_LOOKBACK_DAYS = "LEUKOWATCH_CDS_LOOKBACK_DAYS"
 ENV_FHIR_TIMEOUT = "LEUKOWATCH_FHIR_TIMEOUT_S"
+ENV_CDS_FHIR_SERVERS = "LEUKOWATCH_CDS_FHIR_SERVERS"
+ENV_CDS_TRUST = "LEUKOWATCH_CDS_TRUST"
+ENV_ALLOWED_HOSTS = "LEUKOWATCH_ALLOWED_HOSTS"
+ENV_OIDC_ISSUER = "LEUKOWATCH_OIDC_ISSUER"
+ENV_OIDC_AUDIENCE = "LEUKOWATCH_OIDC_AUDIENCE"
+ENV_OIDC_JWKS_URL = "LEUKOWATCH_OIDC_JWKS_URL"
+ENV_MAX_SEGMENTS = "LEUKOWATCH_MAX_SEGMENTS"
+ENV_MAX_RESULTS = "LEUKOWATCH_MAX_RESULTS"
 
 DEFAULT_MAX_BODY = 1_000_000
 DEFAULT_LOOKBACK_DAYS = 90
 DEFAULT_FHIR_TIMEOUT_S = 5
+#: Per-message parsing limits: an ORU^R01 for one blood count has tens of segments and results.
+DEFAULT_MAX_SEGMENTS = 5_000
+DEFAULT_MAX_RESULTS = 2_000
+#: Host names a browser may use to reach the service by default (DNS rebinding defence).
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -43,7 +56,8 @@ class Settings:
 
     db: str | None = None
     #: External base URL (scheme://host[:port]) the EHR calls; the JWT `aud` must be this plus the
-    #: service path. When unset, the URL of the incoming request is used (fine without a proxy).
+    #: service path. Required off loopback; when unset on loopback, the address the server socket
+    #: is bound to is used (never the request's Host or forwarded headers).
     public_url: str | None = None
     insecure_dev: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY
@@ -55,6 +69,46 @@ class Settings:
     cds_jku_allowlist: tuple[str, ...] = ()
     cds_lookback_days: int = DEFAULT_LOOKBACK_DAYS
     fhir_timeout_s: float = DEFAULT_FHIR_TIMEOUT_S
+    #: fhirServer base URLs a hook call may name, for the single configured issuer (see `cds_trust`).
+    cds_fhir_servers: tuple[str, ...] = ()
+    #: Per-issuer trust, for more than one issuer: {iss: {"keys": [JWK...], "jku": [url...],
+    #: "fhir_servers": [url...]}}. A key verifies only tokens from its own issuer.
+    cds_trust: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Host header names accepted besides the loopback names (`--allowed-host`).
+    allowed_hosts: tuple[str, ...] = ()
+    #: OIDC access tokens: issuer, audience, and the one JWK Set URL keys are fetched from.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    #: The stateless parts (form, /api/assess, /api/knowledge, /docs) need no token; `serve` turns
+    #: this off when listening beyond loopback.
+    open_stateless: bool = True
+    max_segments: int = DEFAULT_MAX_SEGMENTS
+    max_results: int = DEFAULT_MAX_RESULTS
+
+    def host_names(self) -> frozenset[str]:
+        """Every Host name accepted (lower case, without port)."""
+        return frozenset(h.lower() for h in LOOPBACK_HOSTS + self.allowed_hosts)
+
+    def issuer_trust(self) -> dict[str, dict[str, tuple[Any, ...]]]:
+        """iss -> its keys, jku URLs and fhirServer URLs. The flat settings (`cds_jwks`,
+        `cds_jku_allowlist`, `cds_fhir_servers`) belong to the one issuer when exactly one is
+        configured; with several issuers a key must name its issuer (`"iss"` in the JWK) or sit in
+        `cds_trust`, so no key is ever shared between issuers."""
+        trust: dict[str, dict[str, tuple[Any, ...]]] = {}
+        issuers = tuple(dict.fromkeys(self.cds_issuers + tuple(self.cds_trust)))
+        single = issuers[0] if len(issuers) == 1 else None
+        for iss in issuers:
+            own = self.cds_trust.get(iss, {})
+            keys = [k for k in self.cds_jwks.get("keys", []) if isinstance(k, dict)
+                    and (k.get("iss") == iss or (iss == single and "iss" not in k))]
+            trust[iss] = {
+                "keys": tuple(keys + list(own.get("keys", []))),
+                "jku": tuple((self.cds_jku_allowlist if iss == single else ()) + tuple(own.get("jku", []))),
+                "fhir_servers": tuple(s.rstrip("/") for s in (self.cds_fhir_servers if iss == single else ())
+                                      + tuple(own.get("fhir_servers", []))),
+            }
+        return trust
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -72,7 +126,26 @@ class Settings:
             cds_jku_allowlist=_csv(env.get(ENV_JKU_ALLOWLIST)),
             cds_lookback_days=int(env.get(ENV_LOOKBACK_DAYS) or DEFAULT_LOOKBACK_DAYS),
             fhir_timeout_s=float(env.get(ENV_FHIR_TIMEOUT) or DEFAULT_FHIR_TIMEOUT_S),
+            cds_fhir_servers=_csv(env.get(ENV_CDS_FHIR_SERVERS)),
+            cds_trust=_load_trust(env.get(ENV_CDS_TRUST)),
+            allowed_hosts=_csv(env.get(ENV_ALLOWED_HOSTS)),
+            oidc_issuer=env.get(ENV_OIDC_ISSUER) or None,
+            oidc_audience=env.get(ENV_OIDC_AUDIENCE) or None,
+            oidc_jwks_url=env.get(ENV_OIDC_JWKS_URL) or None,
+            max_segments=int(env.get(ENV_MAX_SEGMENTS) or DEFAULT_MAX_SEGMENTS),
+            max_results=int(env.get(ENV_MAX_RESULTS) or DEFAULT_MAX_RESULTS),
         )
+
+
+def _load_trust(path: str | None) -> dict[str, dict[str, Any]]:
+    """The per-issuer trust file ({"issuers": {iss: {"keys", "jku", "fhir_servers"}}}), read at start-up."""
+    if not path:
+        return {}
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    issuers = data.get("issuers") if isinstance(data, dict) else None
+    if not isinstance(issuers, dict):
+        raise ValueError(f"{path}: expected {{\"issuers\": {{ISS: {{\"keys\": [...], \"fhir_servers\": [...]}}}}}}")
+    return {str(k): v for k, v in issuers.items() if isinstance(v, dict)}
 
 
 def load_jwks_file(path: str) -> dict[str, Any]:

@@ -8,17 +8,21 @@ server-side (type and traceback, never the request body) and answered with a bar
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..model import InputError
 
 log = logging.getLogger("leukowatch.service")
+#: Seconds a client should wait before retrying when the store is held by another process.
+RETRY_AFTER_S = 5
 
 
 def error_body(field: str | None, problem: str) -> dict[str, Any]:
@@ -119,11 +123,34 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
+    from ..io.store import StoreBusy
+    from .auth import SignInRequired
+
+    @app.exception_handler(StoreBusy)
+    async def _busy(request: Request, exc: StoreBusy) -> JSONResponse:
+        # Retryable on purpose: a 4xx would tell a lab system to drop the message.
+        log.warning("store busy (held by another process) on %s %s", request.method, route_template(request))
+        return JSONResponse(error_body("store", "the store is in use by another process; retry shortly"),
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Type and traceback for the operator; no body, no values (they may identify a patient).
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        # Type and traceback for the operator; no body, no values, and the route template rather
+        # than the path (a path carries the patient id).
+        # The exception's message is left out too: it may quote a value.
+        frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, route_template(request), frames)
         return JSONResponse(error_body(None, "internal error"), status_code=500)
+
+
+def route_template(request: Request) -> str:
+    """`/api/patients/{patient_id}/history` rather than the path: safe to log (no patient id)."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "(no route)")
 
 
 __all__ = ["BodySizeLimit", "ServiceError", "error_body", "install_error_handlers", "HTTPException"]
