@@ -141,11 +141,55 @@ def _m2_tokens_audit(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _m3_lab_feed(con: duckdb.DuckDBPyConnection) -> None:
+    """The real-time lab feed (service/mllp.py): the durable inbox, the worklist, notifications.
+
+    `feed_inbox` holds every MLLP message as received, written before its ACK is sent, so an ACK'd
+    message survives a crash; the unique key (facility, MSH-10, content hash) makes a resend a no-op.
+    Its rows are never updated but for a judging error: `feed_progress` is the highest inbox id
+    judged (messages are judged in arrival order), and DuckDB rewrites a row whose indexed column
+    changes. Status columns elsewhere are not indexed for the same reason.
+    `feed_alert_state` is each person's alert set at the latest judged result, so only alerts that
+    result did not already have become `worklist` items. `notify_outbox` is delivered by the
+    notifier; a notice that failed its last try moves to `notify_dead_letter`, never vanishes.
+    """
+    con.execute("""
+        CREATE SEQUENCE feed_inbox_seq;
+        CREATE TABLE feed_inbox (
+            inbox_id BIGINT PRIMARY KEY DEFAULT nextval('feed_inbox_seq'), control_id VARCHAR NOT NULL,
+            sending_app VARCHAR NOT NULL, sending_facility VARCHAR NOT NULL, content_sha256 VARCHAR NOT NULL,
+            raw VARCHAR NOT NULL, received_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
+            ack_code VARCHAR NOT NULL, error VARCHAR, patient_id VARCHAR,
+            UNIQUE (sending_facility, control_id, content_sha256));
+        CREATE TABLE feed_progress (judged_upto BIGINT NOT NULL);
+        INSERT INTO feed_progress VALUES (0);
+        CREATE TABLE feed_alert_state (
+            patient_id VARCHAR PRIMARY KEY, alerts VARCHAR NOT NULL, inbox_id BIGINT, updated_at TIMESTAMPTZ);
+        CREATE SEQUENCE worklist_seq;
+        CREATE TABLE worklist (
+            item_id BIGINT PRIMARY KEY DEFAULT nextval('worklist_seq'), patient_id VARCHAR NOT NULL,
+            code VARCHAR NOT NULL, level VARCHAR NOT NULL, message VARCHAR NOT NULL, result_time TIMESTAMPTZ,
+            received_at TIMESTAMPTZ NOT NULL, inbox_id BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+            status VARCHAR NOT NULL, acked_by VARCHAR, acked_at TIMESTAMPTZ,
+            UNIQUE (inbox_id, code, level));
+        CREATE SEQUENCE notify_seq;
+        CREATE TABLE notify_outbox (
+            notice_id BIGINT PRIMARY KEY DEFAULT nextval('notify_seq'), item_id BIGINT NOT NULL,
+            channel VARCHAR NOT NULL, target VARCHAR NOT NULL, payload VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL, next_attempt_at TIMESTAMPTZ NOT NULL, last_error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL, sent_at TIMESTAMPTZ);
+        CREATE TABLE notify_dead_letter (
+            notice_id BIGINT PRIMARY KEY, item_id BIGINT NOT NULL, channel VARCHAR NOT NULL, target VARCHAR NOT NULL,
+            payload VARCHAR NOT NULL, attempts INTEGER NOT NULL, last_error VARCHAR, died_at TIMESTAMPTZ NOT NULL);
+    """)
+
+
 #: (number, description, function). `open_store` applies those above the file's recorded version.
 #: Reserved: 3 for the lab feed (inbox/worklist), 4 for the population engine.
 MIGRATIONS: tuple[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]], ...] = (
     (1, "initial schema", _m1_initial),
     (2, "api tokens and access audit", _m2_tokens_audit),
+    (3, "lab feed inbox, worklist, notifications", _m3_lab_feed),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,0 +1,223 @@
+"""The durable inbox of the lab feed: decide each message's acknowledgement, store it before the ACK.
+
+Why an inbox: an interface engine deletes a message from its queue once it has our AA, so the AA
+must mean "on disk". Storing the raw message first and judging it afterwards (judge.py reads the
+inbox in arrival order) keeps the ACK fast and still loses nothing: a crash after the ACK leaves the
+message in the inbox, and the judge picks it up on restart.
+
+`classify` reads a message the way `leukowatch ingest` does (io/hl7v2.py) and says AA, AE or AR:
+AR when it is not an ORU^R01 or cannot be parsed, AE when it parsed but nothing could be stored (no
+patient, no result readable), with the segment and field that stopped it. AE and AR messages are
+kept too, as the error queue an operator reviews, but never judged.
+
+`InboxBatcher` is group commit: the messages that arrive while a store transaction is running (from
+several connections) are stored together in the next one, so a commit's cost (a WAL sync) is paid
+once per batch, not once per message, and each message is ACKed only after its batch committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..io.hl7v2 import read_hl7, strip_framing
+from ..io.store import FUTURE_SKEW, StoreBusy
+from ..model import InputError
+from .ack import AckError, Header, read_header
+from .background import Background
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from ..io.result import ReadResult
+    from .writer import StoreWriter
+
+log = logging.getLogger("leukowatch.feed")
+
+#: Inbox statuses: judged later / kept for review only.
+STORED, ERROR = "stored", "error"
+_LOCATOR = re.compile(r"^(?:message \d+ )?(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<seq>\d+)\])?(?:-(?P<field>\d+))?")
+#: HL7 table 0357 message error condition codes used here.
+_SEGMENT_SEQUENCE = ("100", "Segment sequence error")
+_REQUIRED_MISSING = ("101", "Required field missing")
+_DATA_TYPE = ("102", "Data type error")
+_TABLE_VALUE = ("103", "Table value not found")
+_UNSUPPORTED_TYPE = ("200", "Unsupported message type")
+_UNSUPPORTED_EVENT = ("201", "Unsupported event code")
+_LOCKED = ("206", "Application record locked")
+_INTERNAL = ("207", "Application internal error")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One received message and what to answer: `code` AA (store and judge), AE or AR."""
+
+    raw: str
+    header: Header
+    code: str
+    error: AckError | None
+    patient_id: str | None
+    content_sha256: str
+    received_at: datetime
+    result: ReadResult | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The idempotency key: sending facility, MSH-10, content."""
+        return (self.header.sending_facility, self.header.control_id, self.content_sha256)
+
+
+def _error(code: tuple[str, str], segment: str, field: int, message: str, sequence: int = 1) -> AckError:
+    return AckError(segment, sequence, field, code[0], code[1], message)
+
+
+def _located(locator: str, problem: str, code: tuple[str, str]) -> AckError:
+    """An AckError at a reader locator such as "OBX[2]-5" or "PID-7"."""
+    m = _LOCATOR.match(locator)
+    if m is None:
+        return _error(code, "MSH", 0, f"{locator}: {problem}")
+    return _error(code, m["seg"], int(m["field"] or 0), f"{locator}: {problem}", int(m["seq"] or 1))
+
+
+def classify(raw: str, received_at: datetime | None = None, max_future: Any = FUTURE_SKEW) -> Arrival:
+    """Read one message (the text of one MLLP block) and decide its acknowledgement."""
+    text = strip_framing(raw).strip("\r")
+    received = received_at or datetime.now(UTC)
+    header = read_header(text)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def answer(code: str, error: AckError | None, patient: str | None = None,
+               result: ReadResult | None = None) -> Arrival:
+        return Arrival(text, header, code, error, patient, digest, received, result)
+
+    if not header.valid:
+        return answer("AR", _error(_SEGMENT_SEQUENCE, "MSH", 1, "not an HL7 v2 message: no MSH segment first"))
+    kind, event = header.type_parts()
+    if kind != "ORU":
+        return answer("AR", _error(_UNSUPPORTED_TYPE, "MSH", 9, f"expected ORU^R01, got {header.message_type!r}"))
+    if event and event != "R01":
+        return answer("AR", _error(_UNSUPPORTED_EVENT, "MSH", 9, f"expected ORU^R01, got {header.message_type!r}"))
+    if text.count("\rMSH" + header.field_sep) > 0:
+        return answer("AR", _error(_SEGMENT_SEQUENCE, "MSH", 0, "more than one message in one MLLP block"))
+    try:
+        result = read_hl7(text, source="mllp")
+    except InputError as err:
+        if err.field.endswith("MSH") or err.field.startswith("line"):
+            return answer("AR", _located(err.field, err.problem, _SEGMENT_SEQUENCE))
+        return answer("AE", _located(err.field, err.problem, _DATA_TYPE))
+    if not re.search(r"(?:^|\r)PID" + re.escape(header.field_sep), text):
+        return answer("AE", _error(_SEGMENT_SEQUENCE, "PID", 0, "no PID segment: a result must name its patient"))
+    patient = next((p.id for p in result.patients if p.id), None)
+    if patient is None:
+        return answer("AE", _error(_REQUIRED_MISSING, "PID", 3, "PID-3: no patient identifier"))
+    limit = received + max_future
+    usable = [i for i in result.items if i.observation.patient_id
+              and (i.observation.time is None or i.observation.time <= limit)]
+    if usable:
+        return answer("AA", None, patient, result)
+    future = [i for i in result.items if i.observation.patient_id]
+    if future:
+        return answer("AE", _located(f"{future[0].locator}-14", "result dated in the future", _DATA_TYPE), patient)
+    rejects = [r for r in result.rejects if r.kind == "invalid"] or list(result.rejects)
+    if not rejects:
+        return answer("AE", _error(_SEGMENT_SEQUENCE, "OBX", 0, "no OBX result segment"), patient)
+    first = rejects[0]
+    code = _TABLE_VALUE if first.locator.endswith("-3") else _DATA_TYPE
+    return answer("AE", _located(first.locator, f"no result could be read ({first.reason})", code), patient)
+
+
+def not_stored(arrival: Arrival, exc: Exception) -> Arrival:
+    """The AE owed when the store could not take a message (another process holds it, or the write
+    failed): the sender keeps the message and resends it (nothing is lost; see docs/lab-feed.md)."""
+    if isinstance(exc, StoreBusy):
+        error = _error(_LOCKED, "MSH", 10, f"store busy ({exc.problem}); resend the message")
+    else:
+        error = _error(_INTERNAL, "MSH", 10, f"could not store the message ({exc.__class__.__name__}); resend it")
+    return Arrival(arrival.raw, arrival.header, "AE", error, arrival.patient_id, arrival.content_sha256,
+                   arrival.received_at)
+
+
+def store_arrivals(con: duckdb.DuckDBPyConnection, arrivals: list[Arrival]) -> list[bool]:
+    """Insert the arrivals not stored before (inside the caller's transaction); True where new.
+
+    A message resent with the same facility, MSH-10 and content is found here and not stored
+    again, so its second ACK is an AA for the same row. Messages to judge get status 'stored',
+    AE/AR ones 'error' (the review queue).
+    """
+    if not arrivals:
+        return []
+    keys = list(dict.fromkeys(a.key for a in arrivals))
+    found = con.execute(
+        "SELECT sending_facility, control_id, content_sha256 FROM feed_inbox WHERE "
+        + " OR ".join(["(sending_facility = ? AND control_id = ? AND content_sha256 = ?)"] * len(keys)),
+        [v for k in keys for v in k]).fetchall()
+    seen = {tuple(r) for r in found}
+    new: list[bool] = []
+    rows: list[list[Any]] = []
+    for a in arrivals:
+        fresh = a.key not in seen
+        seen.add(a.key)
+        new.append(fresh)
+        if fresh:
+            h = a.header
+            rows.append([h.control_id, h.sending_app, h.sending_facility, a.content_sha256, a.raw, a.received_at,
+                         STORED if a.code == "AA" else ERROR, a.code, a.error.message if a.error else None,
+                         a.patient_id])
+    if rows:
+        con.execute("INSERT INTO feed_inbox (control_id, sending_app, sending_facility, content_sha256, raw, "
+                    "received_at, status, ack_code, error, patient_id) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)), [v for r in rows for v in r])
+    return new
+
+
+class InboxBatcher(Background):
+    """Group commit onto the store's writer; `await store(arrival)` returns once it is durable.
+
+    `on_stored` is called (on the event loop) after each commit that stored a message to judge, so
+    the judge wakes up without polling.
+    """
+
+    name = "leukowatch-inbox"
+
+    def __init__(self, writer: StoreWriter, on_stored: Any = None, max_batch: int = 200) -> None:
+        super().__init__()
+        self.writer = writer
+        self.on_stored = on_stored
+        self.max_batch = max_batch
+        self._pending: list[tuple[Arrival, asyncio.Future[Arrival]]] = []
+
+    async def store(self, arrival: Arrival) -> Arrival:
+        """Store `arrival` durably; returns the arrival to acknowledge (an AE when the store is busy)."""
+        future: asyncio.Future[Arrival] = asyncio.get_running_loop().create_future()
+        self._pending.append((arrival, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Arrival, asyncio.Future[Arrival]]]) -> None:
+        arrivals = [a for a, _ in batch]
+        try:
+            await self.writer.run(lambda con: store_arrivals(con, arrivals))
+        except Exception as exc:  # noqa: BLE001 - a failed commit must still answer every sender
+            log.error("inbox commit failed: %s", exc.__class__.__name__)
+            for a, future in batch:
+                if not future.done():
+                    future.set_result(not_stored(a, exc) if a.code == "AA" else a)
+            return
+        for a, future in batch:
+            if not future.done():
+                future.set_result(a)
+        if self.on_stored is not None and any(a.code == "AA" for a in arrivals):
+            self.on_stored()
