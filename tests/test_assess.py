@@ -183,27 +183,43 @@ def test_ctcae_v6_selectable() -> None:
 
 # --- Fever and infection -------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("anc", "temp", "sustained", "falling", "alert"), [
-    (0.4, 38.3, False, False, True), (0.4, 38.2, False, False, False), (0.4, 38.0, True, False, True),
-    (0.4, 37.9, True, False, False), (0.5, 39.0, False, False, False), (0.8, 39.0, False, True, True),
-    (1.0, 39.0, False, True, False),
+@pytest.mark.parametrize(("anc", "temp", "sustained", "falling", "variant"), [
+    (0.4, 38.3, False, False, "confirmed"), (0.4, 38.2, False, False, "possible"), (0.4, 38.0, True, False, "confirmed"),
+    (0.4, 38.0, False, False, "possible"), (0.4, 37.9, True, False, None), (0.5, 39.0, False, False, None),
+    (0.8, 39.0, False, True, "confirmed"), (1.0, 39.0, False, True, None),
 ])
-def test_febrile_neutropenia(anc: float, temp: float, sustained: bool, falling: bool, alert: bool) -> None:
+def test_febrile_neutropenia(anc: float, temp: float, sustained: bool, falling: bool, variant: str | None) -> None:
+    """IDSA criteria confirm it; a single 38.0-38.2 °C is *possible* febrile neutropenia, still critical
+    (NICE CG151 counts > 38 °C), never "below the threshold" (clinical-reference §11)."""
     r = request(neutrophils=anc)
     r.update(temperature_c=temp, fever_sustained_1h=sustained, anc_expected_to_fall=falling)
     a = assess(r)
-    assert (a.alert("febrile_neutropenia") is not None) is alert
-    if alert:
-        assert a.alert("febrile_neutropenia").level == "critical" and a.verdict.startswith("EMERGENCY")
+    fn = a.alert("febrile_neutropenia")
+    assert (fn.variant if fn else None) == variant
+    if variant:
+        assert fn.level == "critical"
+        assert a.verdict.startswith("EMERGENCY" if variant == "confirmed" else "URGENT: possible febrile")
+    assert all("threshold" not in note for f in a.findings for note in f.notes)
 
 
 def test_no_temperature_means_no_fn_alert_but_a_note() -> None:
     r = request(neutrophils=0.3)
-    r["symptoms"] = ["fever"]
+    r["symptoms"] = ["sore throat"]
     a = assess(r)
     assert a.alert("febrile_neutropenia") is None
     assert any("would meet febrile neutropenia if febrile" in n for n in a.finding("neutropenia").notes)
     assert a.alert("severe_neutropenia") is not None and a.alert("infection_symptoms") is not None
+
+
+def test_reported_fever_without_a_temperature_is_possible_febrile_neutropenia() -> None:
+    """A fever reported with ANC < 0.5 and no measured temperature is treated like one (§11)."""
+    r = request(neutrophils=0.3)
+    r["symptoms"] = ["fever"]
+    a = assess(r)
+    fn = a.alert("febrile_neutropenia")
+    assert fn is not None and fn.level == "critical" and fn.variant == "reported_fever"
+    assert "measure the temperature now" in fn.message.lower()
+    assert "urgent medical care now" in fn.patient_message
 
 
 @pytest.mark.parametrize("symptom", ["fever", "sweating", "chills", "toothache", "sore throat",

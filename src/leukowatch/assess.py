@@ -7,6 +7,7 @@ pure rule in `rules/`; this module only wires them and adds the plain-language s
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from functools import cache, lru_cache
 from typing import Any
 
@@ -14,14 +15,15 @@ from .knowledge import knowledge_version, load_table
 from .model import Advice, Alert, Assessment, Chronicity, Count, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
 from .request import parse_request
-from .rules.causes import match_conditions, match_medications, match_symptoms
+from .rules.alerts import make_alert
+from .rules.causes import match_conditions, match_medications, match_symptoms, split_current, taking_at
 from .rules.chronic import LowResult, chronicity, group_draws
 from .rules.counts import Draw, evaluate_draw
-from .rules.findings import LOW_FINDING
+from .rules.escalation import drug_agranulocytosis, hyperleukocytosis, severe_neutropenia
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
-from .rules.infection import cisne, febrile_neutropenia, mascc, severe_neutropenia
-from .rules.ranges import profile_for
+from .rules.infection import cisne, febrile_neutropenia, mascc
+from .rules.ranges import adult_age, profile_for
 from .rules.treatment import chemotherapy_hold, drug_monitoring
 
 #: Which low analyte the chronicity verdict speaks about, in order of clinical weight (the article
@@ -57,43 +59,48 @@ def chronicity_from_draws(draws: list[Draw]) -> Chronicity:
     return chronicity(analyte, lows, len(series), low_now)
 
 
-def _patient_warnings(request: Request) -> list[str]:
+def _patient_warnings(request: Request, profile: str, when: datetime | None) -> list[str]:
     warnings = []
     if request.patient.sex == "unknown":
         warnings.append("sex not given: the wider (female) WBC range and the lower anemia threshold are used")
-    if request.patient.age_years is None and request.patient.birth_date is None:
+    age = request.patient.age_at(when)
+    if age is None:
         warnings.append("age not given: adult ranges are used")
+    elif profile == "duffy_null" and age < adult_age():
+        warnings.append("Duffy-null (DANC) reference intervals are for adults only: this child is judged against "
+                        "the standard paediatric ranges")
     return warnings
 
 
-#: Findings that make a count "low white cells" for the advice (anemia and low platelets do not).
-_LOW_WHITE_FINDINGS = frozenset(LOW_FINDING.values()) - {"anemia", "thrombocytopenia"}
+#: Findings that make a count "low white cells" for the advice. Eosinopenia and basopenia are
+#: informational (clinical-reference §4, §11): never a reason for low-count advice or a warning.
+_LOW_WHITE_FINDINGS = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
 #: Findings that make any count low (the advice then includes the general "always" entries).
-_LOW_FINDINGS = frozenset(LOW_FINDING.values()) | {"pancytopenia"}
+_LOW_FINDINGS = _LOW_WHITE_FINDINGS | {"anemia", "thrombocytopenia", "pancytopenia"}
 _ADVICE_SECTIONS = ("treatment", "home_care", "contact_doctor")  # Advice's fields, in order
 
 
-def _advice_keys(request: Request, codes: set[str], alerts: list[Alert],
-                 meds: list[Any], conditions: list[Any], symptoms: list[Any]) -> frozenset[str]:
-    """Which advice.toml `when` conditions hold; `codes` are the finding codes."""
+def _advice_keys(request: Request, codes: set[str], alerts: list[Alert], meds: list[Any],
+                 conditions: list[Any], symptoms: list[Any], febrile: bool, on_chemotherapy: bool
+                 ) -> frozenset[str]:
+    """Which advice.toml conditions hold; `codes` are the finding codes."""
     keys = {"always"}
-    if not _LOW_WHITE_FINDINGS.isdisjoint(codes):
+    low_white = not _LOW_WHITE_FINDINGS.isdisjoint(codes)
+    if low_white:
         keys.add("low_wbc")
     if "neutropenia" in codes:
         keys.add("neutropenia")
     if symptoms:
         keys.add("infection_symptoms")
-    temperature = request.temperature_c
-    if (any(["fever" in label.lower() for _, label in symptoms])
-            or (temperature is not None and temperature >= _fever_temp_c())):
+    if febrile:
         keys.add("fever")
-    if request.chemotherapy.active or any([m.chemotherapy for m in meds]):
+    if on_chemotherapy:
         keys.add("chemotherapy")
     if request.recurrent_infections:
         keys.add("recurrent_infections")
-    if meds:
+    if meds and low_white:
         keys.add("medication_cause")
-    if any([c.category == "inherited" for c in conditions]):
+    if low_white and any([c.category == "inherited" for c in conditions]):
         keys.add("genetic_cause")
     if any([a.code == "febrile_neutropenia" for a in alerts]):
         keys.add("febrile_neutropenia")
@@ -102,17 +109,32 @@ def _advice_keys(request: Request, codes: set[str], alerts: list[Alert],
 
 @cache
 def _fever_temp_c() -> float:
-    """A temperature this high counts as a fever for the advice (the sustained febrile-neutropenia one)."""
+    """A temperature this high counts as a fever (the febrile-neutropenia sustained limit, 38.0 °C)."""
     return load_table("infection")["febrile_neutropenia"]["sustained_temp_c"]
+
+
+@cache
+def _advice_rows() -> dict[str, tuple[tuple[str, frozenset[str], frozenset[str]], ...]]:
+    """Per section: (text, conditions that must all hold, conditions that hide it), in table order."""
+    table = load_table("advice")
+    return {section: tuple((e["text"], frozenset(_as_list(e["when"])), frozenset(_as_list(e.get("unless", []))))
+                           for e in table.get(section, []))
+            for section in _ADVICE_SECTIONS}
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 @lru_cache(maxsize=1024)
 def _advice_texts(keys: frozenset[str], low: bool) -> tuple[tuple[str, ...], ...]:
-    """The advice per section for one set of keys: a few dozen combinations occur, each worked out once."""
-    table = load_table("advice")
+    """The advice per section for one set of keys: a few dozen combinations occur, each worked out once.
+    An "always" entry shows only with a low count (or in contact_doctor)."""
+    rows = _advice_rows()
     return tuple(
-        tuple(e["text"] for e in table.get(section, [])
-              if e["when"] in keys and (low or e["when"] != "always" or section == "contact_doctor"))
+        tuple(text for text, when, unless in rows[section]
+              if when <= keys and unless.isdisjoint(keys)
+              and (low or "always" not in when or section == "contact_doctor"))
         for section in _ADVICE_SECTIONS
     )
 
@@ -142,51 +164,50 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     counts = current.counts
     findings = _findings(counts, criteria)
     codes = {f.code for f in findings}
-    warnings = current.warnings + _patient_warnings(request)
+    warnings = current.warnings + _patient_warnings(request, profile, current.time)
+    result_day = current.time.date() if current.time is not None else date.today()
 
-    anc = counts["neutrophils"].value if "neutrophils" in counts else None
+    all_meds = match_medications(request.medications)
+    meds, not_current = split_current(all_meds, result_day)
+    on_chemotherapy = request.chemotherapy.active or any([m.chemotherapy and not m.dual_use for m in meds])
+    symptoms = match_symptoms(request.symptoms)
+    fever_reported = any([label == "fever" for _, label in symptoms])
+    temperature = request.temperature_c
+    febrile = fever_reported or (temperature is not None and temperature >= _fever_temp_c())
+
+    anc_count = counts.get("neutrophils")
+    anc = anc_count.value if anc_count is not None else None
+    anc_comparator = anc_count.comparator if anc_count is not None else None
     alerts: list[Alert] = []
-    fn_alert, fn_note = febrile_neutropenia(anc, request.temperature_c, request.fever_sustained_1h,
-                                            request.anc_expected_to_fall)
+    fn_alert, fn_note = febrile_neutropenia(anc, temperature, request.fever_sustained_1h,
+                                            request.anc_expected_to_fall, fever_reported=fever_reported,
+                                            chemotherapy=on_chemotherapy, anc_comparator=anc_comparator)
     if fn_alert:
         alerts.append(fn_alert)
     if fn_note and "neutropenia" in codes:
         next(f for f in findings if f.code == "neutropenia").notes.append(fn_note)
-    if (severe := severe_neutropenia(anc)) is not None:
+    if (severe := severe_neutropenia(anc_count, on_chemotherapy)) is not None:
         alerts.append(severe)
+    if (high := hyperleukocytosis(counts.get("wbc"))) is not None:
+        alerts.append(high)
+    alerts.extend(drug_agranulocytosis(anc_count, meds, febrile))
 
-    symptoms = match_symptoms(request.symptoms)
     low_white = "leukopenia" in codes or "neutropenia" in codes
     if symptoms:
-        labels = ", ".join([label for _, label in symptoms])
-        alerts.append(Alert(  # code, level, message, rule, source
-            "infection_symptoms", "warning" if low_white else "info",
-            (f"Signs of infection reported ({labels})"
-             + (" with a low white-cell count: contact a doctor today." if low_white else ".")),
-            "any infection symptom the article lists",
-            "Article: symptoms of infection (fever, sweating, chills, toothache, sore throat, mouth "
-            "ulcers, tiredness, flu-like symptoms, rash)",
-        ))
-
-    meds = match_medications(request.medications)
+        alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
+                                 symptoms=", ".join([label for _, label in symptoms])))
     if (hold := chemotherapy_hold(request.chemotherapy, counts)) is not None:
         alerts.append(hold)
-    alerts.extend(drug_monitoring(meds, anc, request.patient.duffy_null or profile == "duffy_null"))
+    taking = [m for m in meds if taking_at(m, result_day)]
+    alerts.extend(drug_monitoring(taking, anc, request.patient.duffy_null or profile == "duffy_null", anc_comparator))
 
     chron = chronicity_from_draws(draws)
     if chron.status == "chronic" and chron.analyte == "neutrophils":
-        alerts.append(Alert(
-            code="chronic_neutropenia", level="warning",
-            message="Chronic neutropenia: " + chron.evidence[0] + ". Consider haematology review of the cause.",
-            rule=chron.evidence[1] if len(chron.evidence) > 1 else "", source=load_table("timeline")["chronic"]["source"],
-        ))
+        alert = make_alert("chronic_neutropenia", "default", evidence=chron.evidence[0])
+        alert.rule = chron.evidence[1] if len(chron.evidence) > 1 else alert.rule
+        alerts.append(alert)
     if request.recurrent_infections:
-        alerts.append(Alert(
-            code="recurrent_infections", level="warning",
-            message="Recurrent infections reported: the article advises contacting a doctor; check the "
-                    "white-cell count and its differential.",
-            rule="recurrent infections reported", source="Article: contact a doctor for recurrent infections",
-        ))
+        alerts.append(make_alert("recurrent_infections", "default"))
 
     scores = []
     if fn_alert is not None or request.mascc:
@@ -197,19 +218,21 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
         scores.append(cisne(request.cisne, monocytes))
 
     conditions = match_conditions(request.conditions)
-    matched_inputs = {m.input for m in meds}
+    matched_inputs = {m.input for m in all_meds}
     possible_causes: dict[str, list[Any]] = {
         "medications": meds,
         "conditions": conditions,
         "unlinked_medications": [m.name for m in request.medications if m.name not in matched_inputs],
+        "not_current_medications": not_current,
     }
     low = not _LOW_FINDINGS.isdisjoint(codes)
-    advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms), low)
+    advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms, febrile,
+                                         on_chemotherapy), low)
     assessment = Assessment(  # the required fields positionally, in their order: keywords cost twice as much
         counts, findings, alerts, chron, possible_causes, advice, profile, criteria_label(criteria),
         knowledge_version(), DISCLAIMER, scores=scores, warnings=warnings, patient=request.patient, time=current.time,
     )
     assessment.verdict = verdict_line(assessment)
-    assessment.patient_summary = patient_lines(assessment)
+    assessment.patient_summary = patient_lines(assessment, febrile, on_chemotherapy)
     assessment.clinician_summary = clinician_lines(assessment)
     return assessment

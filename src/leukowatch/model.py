@@ -40,8 +40,8 @@ FINDING_CODES: tuple[str, ...] = (
     "anemia", "thrombocytopenia", "pancytopenia",
 )
 ALERT_CODES: tuple[str, ...] = (
-    "febrile_neutropenia", "severe_neutropenia", "infection_symptoms", "chemotherapy_hold",
-    "drug_monitoring", "chronic_neutropenia", "recurrent_infections",
+    "febrile_neutropenia", "severe_neutropenia", "hyperleukocytosis", "drug_agranulocytosis",
+    "infection_symptoms", "chemotherapy_hold", "drug_monitoring", "chronic_neutropenia", "recurrent_infections",
 )
 
 Sex = Literal["male", "female", "unknown"]
@@ -200,6 +200,7 @@ class Finding:
     source: str
     term: str | None = None
     notes: list[str] = field(default_factory=list)
+    comparator: str | None = None  # the count was reported as a bound ("<0.5"): graded as just beyond it
 
 
 @dataclass
@@ -208,9 +209,12 @@ class Alert:
 
     code: str
     level: AlertLevel
-    message: str
+    message: str  # the clinician text (knowledge/alerts.toml `clinician`); label actions live here only
     rule: str = ""
     source: str = ""
+    #: The patient text (alerts.toml `patient`): plain words, never an instruction to change a medicine.
+    patient_message: str = ""
+    variant: str = ""  # the alerts.toml row that fired (e.g. febrile_neutropenia "possible")
 
 
 @dataclass
@@ -228,6 +232,10 @@ class MedicationMatch:
     monitoring: str | None = None  # key into treatment.toml label tables (clozapine, deferiprone)
     start: date | None = None
     stop: date | None = None
+    #: Also used outside cancer (methotrexate in arthritis...): "chemotherapy" only when the request says so.
+    dual_use: bool = False
+    #: Why this medicine is not a current cause ("stopped 2026-01-02", "mentioned as an allergy"), else None.
+    not_current: str | None = None
 
 
 @dataclass

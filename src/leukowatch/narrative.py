@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from .model import Assessment, Finding
 from .numtext import PER_UL, G
+from .rules.chronic import not_chronic_text
+from .rules.findings import severity_ranges
 
 DISCLAIMER = (
     "Decision support, not a diagnosis. leukowatch applies published thresholds to the numbers given; "
     "it cannot examine you or know your full history. Discuss the results with a healthcare professional, "
-    "and never stop or change a medicine without first consulting one."
+    "and make no change to a medicine without first consulting one."
 )
 
 _PLAIN_NAMES = {
@@ -21,8 +23,8 @@ _PLAIN_NAMES = {
     "neutropenia": "neutrophils, the white cells that fight bacteria, are low (neutropenia)",
     "lymphocytopenia": "lymphocytes, the white cells that fight viruses, are low (lymphocytopenia)",
     "monocytopenia": "monocytes are low (monocytopenia)",
-    "eosinopenia": "eosinophils are low (eosinopenia)",
-    "basopenia": "basophils are very low or absent (basopenia)",
+    "eosinopenia": "eosinophil count is below 50 cells per microlitre; on its own this is common and not a concern",
+    "basopenia": "basophil count is zero or very low; this is common in healthy people and not a concern on its own",
     "leukocytosis": "white blood cell count is high (leukocytosis)",
     "neutrophilia": "neutrophils are high (neutrophilia)",
     "lymphocytosis": "lymphocytes are high (lymphocytosis)",
@@ -33,39 +35,59 @@ _PLAIN_NAMES = {
     "thrombocytopenia": "platelets, which help blood clot, are low (thrombocytopenia)",
     "pancytopenia": "red cells, white cells and platelets are all low together (pancytopenia)",
 }
-_WHITE = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia", "eosinopenia", "basopenia"})
+#: Reported but informational (clinical-reference §4, §11): never in the verdict, never a reason for advice.
+INFORMATIONAL = frozenset({"eosinopenia", "basopenia"})
+_WHITE_LOW = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
+_WHITE_HIGH = frozenset({"leukocytosis", "neutrophilia", "lymphocytosis", "monocytosis", "eosinophilia", "basophilia"})
 _OTHER = frozenset({"anemia", "thrombocytopenia", "pancytopenia"})
+#: Verdict heads of the alerts that come before everything else, by (code, variant).
+_HEADS = {
+    ("febrile_neutropenia", "confirmed"): "EMERGENCY: febrile neutropenia",
+    ("febrile_neutropenia", "possible"): "URGENT: possible febrile neutropenia (re-measure the temperature now)",
+    ("febrile_neutropenia", "reported_fever"): "URGENT: possible febrile neutropenia (fever reported, not measured)",
+    ("hyperleukocytosis", "default"): "URGENT: hyperleukocytosis",
+}
+_BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at least "}
 
 
 def _grade_text(f: Finding) -> str:
+    """"(CTCAE v5.0 grade 3; ANC severity: moderate (0.5-1.0 ×10⁹/L))": the neutropenia severity
+    words of clinical-reference §3 carry their own label, so they never read as the CTCAE grade's."""
+    if f.code == "neutropenia" and f.severity:
+        severity = f"ANC severity: {f.severity} ({severity_ranges().get(f.severity, '')})"
+        return f" ({f.criteria} grade {f.grade}; {severity})" if f.grade is not None else f" ({severity})"
     if f.grade is not None:
         return f" ({f.criteria} grade {f.grade}, {f.severity})" if f.severity else f" ({f.criteria} grade {f.grade})"
     return f" ({f.severity})" if f.severity else ""
 
 
 def verdict_line(a: Assessment) -> str:
-    """One line a busy reader can act on: what is low, how badly, and any emergency first."""
-    head = []
-    if a.alert("febrile_neutropenia"):
-        head.append("EMERGENCY: febrile neutropenia")
+    """One line a busy reader can act on: any emergency first, then what is low and how badly.
+
+    Informational findings (eosinopenia, basopenia) never appear here; a normal count reads as such,
+    without the word "low"."""
+    head = [_HEADS[(al.code, al.variant)] for al in a.alerts if (al.code, al.variant) in _HEADS]
     white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
     for f in a.findings:
-        if f.code in _WHITE:
+        if f.code in _WHITE_LOW:
             white.append(f"{f.code}{_grade_text(f)}")
-        elif f.code in _OTHER:
+        elif f.code in _OTHER or (f.code in _WHITE_HIGH and f.code != "leukocytosis"):
             others.append(f"{f.code}{_grade_text(f)}")
     if white:
         body = "; ".join(white)
-        if a.chronicity.status in ("acute", "chronic"):
-            body += f"; {a.chronicity.status}"
+        if a.chronicity.status == "chronic":
+            body += "; chronic"
+        elif a.chronicity.status == "acute":
+            body += f"; {not_chronic_text()}"
         head.append(body)
     else:
         wbc = a.counts.get("wbc")
+        leukocytosis = a.finding("leukocytosis")
         if wbc is not None and wbc.flag == "high":
-            head.append(f"No leukopenia; WBC is high{_grade_text(a.finding('leukocytosis'))}"
-                        if a.finding("leukocytosis") else "No leukopenia; WBC is high")
+            head.append(f"No leukopenia; WBC is high{_grade_text(leukocytosis)}" if leukocytosis
+                        else "No leukopenia; WBC is high")
         elif a.counts:
-            head.append(f"No leukopenia: white-cell counts are not low against the {a.profile} profile")
+            head.append(f"No leukopenia: white-cell counts are within the {a.profile} profile's ranges")
         else:
             head.append("No white-cell counts to assess")
     if others:
@@ -73,50 +95,64 @@ def verdict_line(a: Assessment) -> str:
     return " — ".join(head)
 
 
-def patient_lines(a: Assessment) -> list[str]:
-    lines: list[str] = []
-    if a.alert("febrile_neutropenia"):
-        team = "cancer care team" if a.alert("chemotherapy_hold") or any(
-            m.chemotherapy for m in a.possible_causes.get("medications", [])) else "doctor"
-        lines.append("You have a fever and a very low neutrophil count. This is an emergency: contact your "
-                     f"{team} or go to an emergency department now.")
+def _amount(f: Finding) -> str:
+    return f"{_BOUND.get(f.comparator or '', '')}{PER_UL[f.value]} cells per microlitre"
+
+
+def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = False) -> list[str]:
+    """Plain words for the person: every alert's patient text first (alerts.toml), then each finding.
+
+    Never an instruction to change a medicine, never "watch for fever" to someone with a fever, and the
+    cancer care team only with active chemotherapy (the alert texts keep those rules; tested)."""
+    # With febrile neutropenia, its emergency text already says what the severe-neutropenia one would.
+    fn = a.alert("febrile_neutropenia") is not None
+    lines: list[str] = [al.patient_message for al in a.alerts
+                        if al.patient_message and not (fn and al.code == "severe_neutropenia")]
+    codes = set()
     for f in a.findings:
+        codes.add(f.code)
         plain = _PLAIN_NAMES.get(f.code, f.code)
-        if f.unit == "10^9/L" and f.code != "pancytopenia":
-            lines.append(f"Your {plain}: {PER_UL[f.value]} cells per microlitre.")
+        if f.unit == "10^9/L" and f.code != "pancytopenia" and f.code not in INFORMATIONAL:
+            lines.append(f"Your {plain}: {_amount(f)}.")
         else:
             lines.append(f"Your {plain}.")
-    codes = {f.code for f in a.findings}
-    if _WHITE.isdisjoint(codes) and a.counts:
-        lines.append("Your white blood cell counts are not low.")
+    low_white = not _WHITE_LOW.isdisjoint(codes)
+    if not low_white and a.counts:
+        lines.append("Your white blood cell counts are in the normal range." if _WHITE_HIGH.isdisjoint(codes)
+                     else "Your white blood cell counts are not below the normal range.")
     if a.chronicity.status == "chronic":
         lines.append("Your results have been low on several occasions over at least three months, which "
                      "doctors call chronic.")
-    if "leukopenia" in codes or "neutropenia" in codes:
+    if low_white and not febrile:
         lines.append("A low white cell count can make infections more likely. Watch for fever, chills, "
                      "sore throat or other signs of infection.")
     meds = a.possible_causes.get("medications", [])
-    if meds:
+    if meds and low_white:
         names = ", ".join([m.input for m in meds])
-        lines.append(f"Some medicines you listed ({names}) can lower white cells. Do not stop or change any "
-                     "medicine on your own: talk to your doctor or pharmacist first.")
-    if a.alert("chemotherapy_hold"):
-        lines.append("Your care team may decide to wait before the next chemotherapy cycle so your white "
-                     "cells can recover.")
+        lines.append(f"Some medicines you listed ({names}) can lower white cells. Talk to your doctor or "
+                     "pharmacist before making any change to a medicine.")
     return lines
 
 
 def clinician_lines(a: Assessment) -> list[str]:
     lines = [f"[{al.level.upper()}] {al.message}" for al in a.alerts]
     for f in a.findings:
-        if f.grade is not None:
-            lines.append(f"{f.code}: {G[f.value]} {f.unit}; {f.term} G{f.grade} ({f.criteria}); threshold {f.threshold}")
+        value = f"{f.comparator or ''}{G[f.value]} {f.unit}"
+        if f.code in INFORMATIONAL:
+            lines.append(f"{f.code}: {value}; informational, not graded; threshold {f.threshold}")
+        elif f.code == "neutropenia" and f.grade is not None:
+            lines.append(f"{f.code}: {value}; {f.term} G{f.grade} ({f.criteria}); ANC severity {f.severity}; "
+                         f"threshold {f.threshold}")
+        elif f.grade is not None:
+            lines.append(f"{f.code}: {value}; {f.term} G{f.grade} ({f.criteria}); threshold {f.threshold}")
         else:
-            lines.append(f"{f.code}: {G[f.value]} {f.unit}; not graded; threshold {f.threshold}")
+            lines.append(f"{f.code}: {value}; not graded; threshold {f.threshold}")
     if a.chronicity.status != "undetermined":
         lines.append(f"chronicity: {a.chronicity.status} — {a.chronicity.evidence[0]}")
     for m in a.possible_causes.get("medications", []):
         lines.append(f"possible drug cause: {m.input} -> {m.generic} ({m.drug_class}); {m.why}")
+    for m in a.possible_causes.get("not_current_medications", []):
+        lines.append(f"medicine mentioned, not current: {m.input} -> {m.generic}; {m.not_current}")
     for c in a.possible_causes.get("conditions", []):
         lines.append(f"possible condition: {c.input} -> {c.name} ({c.category}, {c.course})")
     for s in a.scores:

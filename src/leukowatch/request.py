@@ -318,6 +318,31 @@ def parse_chemotherapy(raw: Any, field: str = "chemotherapy") -> Chemotherapy:
     )
 
 
+def parse_temperature(celsius: Any, fahrenheit: Any) -> float | None:
+    """A body temperature in °C from `temperature_c` or `temperature_f`; a value that is no body
+    temperature is an error naming the field, and a "°C" of 90-110 is named as likely Fahrenheit
+    (a fever of 100.4 °F read as °C would otherwise be refused without a hint, or worse, accepted)."""
+    if celsius is None and fahrenheit is None:
+        return None
+    if celsius is not None and fahrenheit is not None:
+        raise InputError("temperature_f", "give temperature_c or temperature_f, not both")
+    limits = plausibility()
+    low, high = limits["min_body_temp_c"], limits["max_body_temp_c"]
+    if celsius is not None:
+        field, (value, _) = "temperature_c", parse_number(celsius, "temperature_c")
+        temperature = value
+    else:
+        field, (value, _) = "temperature_f", parse_number(fahrenheit, "temperature_f")
+        temperature = (value - 32.0) * 5.0 / 9.0
+    if low <= temperature <= high:
+        return temperature
+    problem = f"{value:g} {'°C' if field == 'temperature_c' else '°F'} is not a body temperature (expected " \
+              f"{low:g}-{high:g} °C)"
+    if field == "temperature_c" and limits["fahrenheit_low"] <= value <= limits["fahrenheit_high"]:
+        problem += f"; {value:g} looks like degrees Fahrenheit: send it as temperature_f (or --temp-f)"
+    raise InputError(field, problem)
+
+
 def parse_request(raw: Any) -> Request:
     """Validate a request dict; raises InputError naming the first bad field."""
     if not isinstance(raw, dict):
@@ -336,16 +361,7 @@ def parse_request(raw: Any) -> Request:
     meds_raw = raw.get("medications") or []
     if not isinstance(meds_raw, list):
         raise InputError("medications", "expected a list")
-    temperature = None
-    if raw.get("temperature_c") is not None:
-        temperature, _ = parse_number(raw["temperature_c"], "temperature_c")
-    elif raw.get("temperature_f") is not None:
-        fahrenheit, _ = parse_number(raw["temperature_f"], "temperature_f")
-        temperature = (fahrenheit - 32.0) * 5.0 / 9.0
-    limits = plausibility()
-    if temperature is not None and not limits["min_body_temp_c"] <= temperature <= limits["max_body_temp_c"]:
-        raise InputError("temperature_c", f"{temperature:g} °C is not a body temperature (expected "
-                                          f"{limits['min_body_temp_c']:g}-{limits['max_body_temp_c']:g} °C)")
+    temperature = parse_temperature(raw.get("temperature_c"), raw.get("temperature_f"))
     for key in ("mascc", "cisne"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise InputError(key, "expected an object of score items")

@@ -20,7 +20,7 @@ from typing import Any
 
 TABLES: tuple[str, ...] = (
     "profiles", "criteria", "severity", "infection", "treatment", "timeline",
-    "drugs", "conditions", "advice", "symptoms", "loinc", "units", "omop",
+    "drugs", "conditions", "advice", "symptoms", "loinc", "units", "omop", "alerts",
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from datetime import date
 from functools import cache, lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -160,6 +161,7 @@ class DrugEntry(NamedTuple):
     chemotherapy: bool = False
     monitoring: str | None = None
     class_only: bool = False
+    dual_use: bool = False
 
 
 def _join_unique(parts: Iterable[str], sep: str) -> str:
@@ -197,6 +199,7 @@ def drug_entries() -> tuple[DrugEntry, ...]:
             risk=drug.get("risk", "listed"),
             chemotherapy=bool(drug.get("chemotherapy", False)),
             monitoring=drug.get("monitoring"),
+            dual_use=bool(drug.get("dual_use", False)),
         ))
     return tuple(entries)
 
@@ -221,17 +224,51 @@ def drug_index() -> TokenIndex[DrugEntry]:
     return TokenIndex.build(names, "drugs.toml")
 
 
+@cache
+def not_current_index() -> TokenIndex[str]:
+    """The phrases of drugs.toml [not_current] ("allergy", "stopped", "h/o"), each naming itself."""
+    return TokenIndex.build([(p, p, False) for p in load_table("drugs")["not_current"]["phrases"]],
+                            "drugs.toml [not_current]")
+
+
+@cache
+def _not_current_rule() -> tuple[int, int, frozenset[str]]:
+    rule = load_table("drugs")["not_current"]
+    return int(rule["window_before"]), int(rule["window_after"]), frozenset(_tokens(" ".join(rule["breaks"])))
+
+
+def _not_current_cue(toks: tuple[str, ...], hit: Hit[Any], cues: list[Hit[str]]) -> str | None:
+    """The phrase saying this mention is not taken now, when one stands close enough to it."""
+    before, after, breaks = _not_current_rule()
+    for cue in cues:
+        if cue.end <= hit.start:
+            gap = toks[cue.end:hit.start]
+            near = len(gap) <= before
+        elif cue.start >= hit.end:
+            gap = toks[hit.end:cue.start]
+            near = len(gap) <= after
+        else:
+            continue
+        if near and breaks.isdisjoint(gap):
+            return cue.target
+    return None
+
+
 @lru_cache(maxsize=4096)
-def _drugs_in(text: str) -> tuple[DrugEntry, ...]:
-    """Distinct drugs named in one medicine string; a class word adds nothing when a drug of that class
-    is also named ("amoxicillin (a penicillin)")."""
-    _, hits = drug_index().scan(text)
-    drugs: list[DrugEntry] = []
+def _drugs_in(text: str) -> tuple[tuple[DrugEntry, str | None], ...]:
+    """Distinct drugs named in one medicine string, each with the phrase that says it is not taken
+    now (or None); a class word adds nothing when a drug of that class is also named ("amoxicillin
+    (a penicillin)")."""
+    toks, hits = drug_index().scan(text)
+    if not hits:
+        return ()
+    _, cues = not_current_index().scan(text)
+    drugs: list[tuple[DrugEntry, str | None]] = []
     for hit in hits:
-        if all(hit.target is not d for d in drugs):
-            drugs.append(hit.target)
-    covered = {k for d in drugs if not d.class_only for k in d.class_keys}
-    return tuple(d for d in drugs if not (d.class_only and d.class_keys[0] in covered))
+        if all(hit.target is not d for d, _ in drugs):
+            drugs.append((hit.target, _not_current_cue(toks, hit, cues) if cues else None))
+    covered = {k for d, _ in drugs if not d.class_only for k in d.class_keys}
+    return tuple((d, cue) for d, cue in drugs if not (d.class_only and d.class_keys[0] in covered))
 
 
 def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationMatch]:
@@ -239,18 +276,48 @@ def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationM
 
     Unmatched medicines are left out so the caller can say "no known link" for them; a string that
     names two linked drugs gives two matches with the same `input`. Inputs naming the same drug are
-    all kept, since each is a line the reader wrote.
+    all kept, since each is a line the reader wrote. A mention the text says is not taken ("penicillin
+    allergy", "stopped clozapine") is matched with `not_current` saying so; a stop date is judged
+    against the result by `split_current`.
     """
     out: list[MedicationMatch] = []
     for med in meds:
         if isinstance(med, str):
             med = MedicationInput(name=med)
-        for d in _drugs_in(med.name):
+        for d, cue in _drugs_in(med.name):
             # Positional, in MedicationMatch's field order (input, generic, drug_class, classes, why,
-            # source, risk, chemotherapy, monitoring, start, stop): keywords cost twice as much here.
+            # source, risk, chemotherapy, monitoring, start, stop, dual_use, not_current).
             out.append(MedicationMatch(med.name, d.generic, d.classes[0], list(d.classes), d.why, d.source,
-                                       d.risk, d.chemotherapy, d.monitoring, med.start, med.stop))
+                                       d.risk, d.chemotherapy, d.monitoring, med.start, med.stop, d.dual_use,
+                                       None if cue is None else f"mentioned, not current ({cue!r})"))
     return out
+
+
+@cache
+def drug_window_days() -> int:
+    """Days after a stop date during which a medicine still counts as a cause (timeline.toml)."""
+    return int(load_table("timeline")["drug_timing"]["association_window_days"])
+
+
+def split_current(matches: list[MedicationMatch], result: date | None) -> tuple[list[MedicationMatch],
+                                                                                  list[MedicationMatch]]:
+    """(current causes, mentioned but not current). A medicine stopped more than the drug window
+    before the result is not a current cause (it still counts for drug timing, which reads the
+    request's medicines); a free-text mention saying it is not taken never is. Nothing is dropped."""
+    current: list[MedicationMatch] = []
+    not_current: list[MedicationMatch] = []
+    for m in matches:
+        if m.not_current is None and m.stop is not None and result is not None \
+                and (result - m.stop).days > drug_window_days():
+            m.not_current = (f"stopped {m.stop.isoformat()}, more than {drug_window_days()} days before "
+                             "the result (drug window, timeline.toml)")
+        (current if m.not_current is None else not_current).append(m)
+    return current, not_current
+
+
+def taking_at(m: MedicationMatch, result: date | None) -> bool:
+    """Whether a current cause is still being taken at the result (label monitoring follows only those)."""
+    return m.stop is None or result is None or m.stop >= result
 
 
 # ---------------------------------------------------------------------------------------------

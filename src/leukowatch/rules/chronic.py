@@ -73,6 +73,15 @@ def chronic_evidence(lows: list[LowResult]) -> list[LowResult] | None:
     return None
 
 
+@cache
+def not_chronic_text() -> str:
+    """What "acute" means here, in words: the lows do not meet the article's chronic rule (status
+    "acute" is the contract's word; a reader is never shown a bare "acute")."""
+    rule = chronic_rule()
+    return (f"not chronic by the article's rule (needs >= {rule['min_low_results']} low results over >= "
+            f"{rule['span_words']}, read as {rule['min_span_days']} days)")
+
+
 def chronicity(analyte: str, lows: list[LowResult], n_results: int, low_now: bool, unit: str = "x10^9/L"
                ) -> Chronicity:
     """Chronic / acute / undetermined for one analyte from its low results, with the evidence."""
@@ -92,10 +101,8 @@ def chronicity(analyte: str, lows: list[LowResult], n_results: int, low_now: boo
             f"(>= {rule['min_low_results']} low results over >= {rule['min_span_days']} days)"])
     if low_now:
         return Chronicity("acute", analyte, [
-            f"low now; {len(lows)} low result(s) among {n_results}, which does not meet the chronic rule "
-            f"(>= {rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
+            f"low now; {len(lows)} low result(s) among {n_results}: {not_chronic_text()}"])
     if lows:
         return Chronicity("acute", analyte, [
-            f"{len(lows)} low result(s) among {n_results}, recovered since; not chronic (chronic needs >= "
-            f"{rule['min_low_results']} low results spanning >= {rule['min_span_days']} days)"])
+            f"{len(lows)} low result(s) among {n_results}, recovered since: {not_chronic_text()}"])
     return Chronicity("undetermined", analyte, [f"no low result among {n_results}"])

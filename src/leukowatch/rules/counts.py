@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from math import inf, nextafter
 
 from ..model import ANALYTES, Count, Observation, Patient, ReferenceRange
 from .differential import derive_draw
@@ -40,6 +41,19 @@ def _profile_judgements(profile: str, sex: str, age: float | None) -> dict[str, 
     return {analyte: _judged_by(profile, analyte, sex, age, None) for analyte in ANALYTES}
 
 
+def directed(value: float, comparator: str) -> float:
+    """A reported bound as the value every rule compares: `<x` is just below x (the largest float
+    under it), `>x` just above, `<=x`/`>=x` x itself. Each cut-off test then reads the bound the way
+    the lab meant it (`<0.5` satisfies "< 0.5"; `<1.0` is grade 3, not 2), with no rule knowing about
+    comparators, and the grade is the mildest the bound allows. One ulp never shows in the output:
+    every number is printed to at most six significant digits."""
+    if comparator == "<" and value > 0:
+        return nextafter(value, -inf)
+    if comparator == ">":
+        return nextafter(value, inf)
+    return value
+
+
 def evaluate_draw(observations: list[Observation], patient: Patient, profile: str,
                   time: datetime | None) -> Draw:
     """Derive absolute counts, pick each range (lab first, then profile) and flag low/high."""
@@ -51,15 +65,17 @@ def evaluate_draw(observations: list[Observation], patient: Patient, profile: st
         dv = values.get(analyte)
         if dv is None:
             continue
-        value, unit, percent, derived, derivation, obs = dv
-        measured = None if derived else obs  # a derived count has no lab range or comparator of its own
+        value, unit, percent, derived, derivation, obs, comparator = dv
+        if comparator is not None:
+            value = directed(value, comparator)
+        measured = None if derived else obs  # a derived count has no lab range of its own
         lab = None if measured is None else measured.reference_range
         rng, reference_range, range_source, low_source, high_source = (
             by_profile[analyte] if lab is None else _judged_by(profile, analyte, patient.sex, age, lab))
         # Positional, in Count's field order: keywords cost twice as much on the per-request path.
         counts[analyte] = Count(
             analyte, value, unit, flag(value, rng), derived, percent, reference_range, range_source,
-            None if measured is None else measured.comparator, time, derivation, low_source, high_source,
+            comparator, time, derivation, low_source, high_source,
         )
     return Draw(time, counts, warnings)
 

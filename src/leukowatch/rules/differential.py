@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from ..model import DIFFERENTIAL_ANALYTES, Observation
 from ..numtext import G
-from ..units import plausibility
+from ..units import conversion, plausibility
 
 #: The five-part differential whose percentages should add up to about 100.
 FIVE_PART: tuple[str, ...] = ("neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils")
 
 
 #: One analyte at one blood draw, absolute where it can be:
-#: (value, unit, percent, derived, derivation, observation). `observation` is the measured one (its
-#: lab range and comparator count only when the value is not derived). A plain tuple: a draw makes one
-#: per analyte and `counts.evaluate_draw` unpacks it at once, and a class instance costs more to build
-#: than everything done with it.
-DrawValue = tuple[float, str, float | None, bool, str | None, Observation | None]
+#: (value, unit, percent, derived, derivation, observation, comparator). `observation` is the measured
+#: one (its lab range counts only when the value is not derived); `comparator` is the reported '<' or
+#: '>' of the value, or of the values it was derived from when they agree (WBC <1.0 x 50% is <0.5).
+#: A plain tuple: a draw makes one per analyte and `counts.evaluate_draw` unpacks it at once, and a
+#: class instance costs more to build than everything done with it.
+DrawValue = tuple[float, str, float | None, bool, str | None, Observation | None, str | None]
 #: The differential percentages besides the neutrophils (given as neutrophils or as segmented + bands).
 _FIVE_PART_REST_ORDER = FIVE_PART[1:]
 _FIVE_PART_REST = frozenset(_FIVE_PART_REST_ORDER)
@@ -29,6 +30,17 @@ _FIVE_PART_REST = frozenset(_FIVE_PART_REST_ORDER)
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def _joint_comparator(*observations: Observation | None) -> str | None:
+    """The direction a value derived from these (by sums and products of non-negative numbers)
+    inherits: '<' when every bound given is an upper bound, '>' when every one is a lower bound,
+    None when no bound was reported or they pull both ways (then nothing can be said)."""
+    found: set[str] = set()
+    for obs in observations:
+        if obs is not None and obs.comparator is not None:
+            found.add(obs.comparator[0])
+    return found.pop() if len(found) == 1 else None
 
 
 def _latest_by_analyte(observations: list[Observation]) -> tuple[dict[str, Observation],
@@ -55,7 +67,12 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
     values: dict[str, DrawValue] = {}
     for analyte, obs in absolute.items():
         if analyte != "segmented_neutrophils":
-            values[analyte] = (obs.value, obs.unit, None, False, None, obs)
+            values[analyte] = (obs.value, obs.unit, None, False, None, obs, obs.comparator)
+    wbc = absolute.get("wbc")
+    if wbc is not None and 0 < wbc.value < limits["min_reported_wbc"] and _per_microlitre(wbc):
+        warnings.append(_unit_slip_warning(wbc, limits["min_reported_wbc"]))
+        del values["wbc"]  # not graded: a WBC no analyser reports is a unit slip, not agranulocytosis
+        absolute.pop("wbc")
 
     wbc = absolute.get("wbc")
     if "neutrophils" not in values:
@@ -66,8 +83,8 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
             continue
         pct = percent[analyte].value
         if analyte in values:
-            measured, unit, had_pct, derived, derivation, obs = values[analyte]
-            values[analyte] = (measured, unit, had_pct or pct, derived, derivation, obs)
+            measured, unit, had_pct, derived, derivation, obs, comparator = values[analyte]
+            values[analyte] = (measured, unit, had_pct or pct, derived, derivation, obs, comparator)
             if wbc is not None and not derived:
                 expected = wbc.value * pct / 100.0
                 scale = max(expected, measured)
@@ -76,15 +93,21 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
                         f"{analyte}: absolute count {_fmt(measured)} x10^9/L disagrees with WBC x % "
                         f"= {wbc_text} x {pct:g}% = {_fmt(expected)} by more than "
                         f"{limits['absolute_vs_percent_tolerance']:.0%}; the absolute count is used")
+        elif wbc is not None and analyte == "neutrophils" and "bands" in percent:
+            # ANC = segmented + bands: a differential listing bands apart gives "neutrophils" without them.
+            band_pct = percent["bands"].value
+            values[analyte] = (wbc.value * (pct + band_pct) / 100.0, "10^9/L", pct + band_pct, True,
+                               f"ANC = WBC {wbc_text} x (neutrophils {G[pct]}% + bands {G[band_pct]}%) / 100",
+                               percent[analyte], _joint_comparator(wbc, percent[analyte], percent["bands"]))
         elif wbc is not None:
             values[analyte] = (wbc.value * pct / 100.0, "10^9/L", pct, True, f"WBC {wbc_text} x {G[pct]}% / 100",
-                               percent[analyte])
+                               percent[analyte], _joint_comparator(wbc, percent[analyte]))
         else:
             warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")
 
     if ("neutrophils" in percent or "segmented_neutrophils" in percent) and percent.keys() >= _FIVE_PART_REST:
-        neut_pct = percent["neutrophils"].value if "neutrophils" in percent else (
-            percent["segmented_neutrophils"].value + (percent["bands"].value if "bands" in percent else 0.0))
+        neut_pct = (percent["neutrophils"].value if "neutrophils" in percent
+                    else percent["segmented_neutrophils"].value) + (percent["bands"].value if "bands" in percent else 0.0)
         rest = 0.0  # added in FIVE_PART's order, as sum() would, without a comprehension per draw
         for analyte in _FIVE_PART_REST_ORDER:
             rest += percent[analyte].value
@@ -103,7 +126,7 @@ def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation
     if segs is not None:
         total = segs.value + (bands.value if bands is not None else 0.0)
         how = f"segmented {_fmt(segs.value)}" + (f" + bands {_fmt(bands.value)}" if bands is not None else "")
-        values["neutrophils"] = (total, "10^9/L", None, True, f"ANC = {how}", segs)
+        values["neutrophils"] = (total, "10^9/L", None, True, f"ANC = {how}", segs, _joint_comparator(segs, bands))
         return
     if wbc is None:
         return
@@ -115,4 +138,19 @@ def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation
         values["neutrophils"] = (
             wbc.value * (seg_pct + band_pct) / 100.0, "10^9/L", seg_pct + band_pct, True,
             f"ANC = WBC {_fmt(wbc.value)} x (segmented {seg_pct:g}% + bands {band_pct:g}%) / 100",
-            percent["segmented_neutrophils"])
+            percent["segmented_neutrophils"],
+            _joint_comparator(wbc, percent["segmented_neutrophils"], percent.get("bands")))
+
+
+def _per_microlitre(obs: Observation) -> bool:
+    """Whether the count was sent in a cells-per-microlitre unit (a factor below 1 to 10^9/L)."""
+    return obs.original_unit is not None and conversion(obs.analyte, obs.original_unit, "unit").factor < 1.0
+
+
+def _unit_slip_warning(wbc: Observation, min_reported: float) -> str:
+    """The warning for a WBC below what analysers report: almost always K/uL sent as cells/uL."""
+    unit = wbc.original_unit
+    as_given = wbc.value / conversion("wbc", unit, "unit").factor
+    return (f"wbc: {G[as_given]} {unit} is {wbc.value:.2g} x10^9/L, below the {G[min_reported]} x10^9/L "
+            f"({G[min_reported * 1000.0]}/µL) any analyser reports for a living person: did you mean K/µL "
+            f"({G[as_given]} x10^9/L)? The WBC was not graded; confirm the unit and send it again")

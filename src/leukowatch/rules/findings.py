@@ -49,6 +49,15 @@ def _severity_rows() -> tuple[tuple[float | None, str], ...]:
                  for row in load_table("severity")["neutropenia"])
 
 
+@cache
+def severity_ranges() -> dict[str, str]:
+    """Neutropenia severity word -> its ANC range as outputs label it (severity.toml `range`)."""
+    out: dict[str, str] = {}
+    for row in load_table("severity")["neutropenia"]:
+        out.setdefault(row["word"], row["range"])
+    return out
+
+
 def neutropenia_severity(anc: float, lln: float | None) -> str | None:
     """Severity word for a low ANC (severity.toml); None when the ANC is not below any row."""
     for below, word in _severity_rows():
@@ -132,15 +141,22 @@ def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Find
     if count.value == 0:  # the cache holds 0.0 and -0.0 as one key; the output keeps the sign given
         value4 = count.value
     notes = [] if grading_note is None else [grading_note]
-    if count.comparator in ("<", "<="):
-        notes.append(f"reported as {count.comparator}{count.value:g}: the true value is lower, so the grade "
-                     "shown is the mildest it can be")
+    if count.comparator is not None:
+        notes.append(_bound_note(count.comparator, value4))
     if count.derived and count.derivation:
         notes.append(f"derived: {count.derivation}")
     # Positional, in Finding's field order (code, analyte, value, unit, grade, criteria, severity,
     # threshold, rule, source, term, notes): keywords cost twice as much on the per-request path.
     return Finding(code, count.analyte, value4, count.unit, grade_no, criteria_name, severity, threshold, rule,
-                   source, term, notes)
+                   source, term, notes, count.comparator)
+
+
+def _bound_note(comparator: str, value: float) -> str:
+    """What a reported bound means for the grade: judged as just beyond the bound, the mildest it allows."""
+    side = "lower" if comparator.startswith("<") else "higher"
+    return (f"reported as {comparator}{value:g}: graded as a value just {'below' if side == 'lower' else 'above'} "
+            f"{value:g}" if len(comparator) == 1 else f"reported as {comparator}{value:g}: graded at {value:g}") + (
+        f"; the true value may be {side}, so the grade shown is the mildest the bound allows")
 
 
 def range_sources(counts: dict[str, Count]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Fever and infection: febrile neutropenia (an emergency), severe neutropenia, MASCC and CISNE.
+"""Fever and infection: febrile neutropenia (an emergency), MASCC and CISNE.
 
 A temperature is never assumed. Without one, a neutropenic count gets the note "would meet febrile
 neutropenia if febrile" and no alert, because an alarm built on a guessed fever is worse than none.
@@ -11,7 +11,7 @@ from typing import Any
 
 from ..knowledge import load_table
 from ..model import Alert, Score
-from ..numtext import PER_UL, G
+from .alerts import count_text, make_alert, urgent_care
 
 
 def _rules() -> dict[str, Any]:
@@ -19,50 +19,39 @@ def _rules() -> dict[str, Any]:
 
 
 def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustained_1h: bool,
-                        anc_expected_to_fall: bool) -> tuple[Alert | None, str | None]:
-    """The febrile-neutropenia alert (IDSA/NCCN), or a note saying what would make it one."""
+                        anc_expected_to_fall: bool, *, fever_reported: bool = False, chemotherapy: bool = False,
+                        anc_comparator: str | None = None) -> tuple[Alert | None, str | None]:
+    """The febrile-neutropenia alert (IDSA, NICE CG151), or a note saying what would make it one.
+
+    Any measured temperature >= the sustained limit (38.0 °C) with a qualifying ANC is an alert:
+    "confirmed" when IDSA's criteria hold (>= 38.3 °C once or >= 38.0 °C over 1 h), else "possible"
+    (re-measure now; NICE already counts > 38 °C), never "below the threshold". A fever reported as
+    a symptom with no measured temperature is "possible" too. Without either, only a note.
+    """
     if anc is None:
         return None, None
     fn = _rules()["febrile_neutropenia"]
-    anc_qualifies = anc < fn["anc_below"] or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])
-    if not anc_qualifies:
+    below = anc < fn["anc_below"]
+    if not (below or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])):
         return None, None
-    anc_text = f"ANC {G[anc]} x10^9/L ({PER_UL[anc]}/uL)"
-    if temperature_c is None:
+    anc_text = count_text("ANC", anc, anc_comparator)
+    if temperature_c is None and not fever_reported:
         return None, (f"{anc_text} would meet febrile neutropenia if febrile (oral temperature >= "
                       f"{fn['single_temp_c']:g} °C once, or >= {fn['sustained_temp_c']:g} °C sustained over 1 h); "
                       "no temperature was given")
-    febrile = temperature_c >= fn["single_temp_c"] or (sustained_1h and temperature_c >= fn["sustained_temp_c"])
-    if not febrile:
-        return None, (f"temperature {temperature_c:.1f} °C is below the febrile-neutropenia threshold "
-                      f"({fn['single_temp_c']:g} °C once or {fn['sustained_temp_c']:g} °C sustained 1 h); "
-                      "recheck if it rises")
-    how = "expected to fall below 0.5" if anc >= fn["anc_below"] else f"below {fn['anc_below']:g}"
-    return Alert(
-        code="febrile_neutropenia", level="critical",
-        message=(f"Febrile neutropenia: temperature {temperature_c:.1f} °C with {anc_text} ({how}). "
-                 "This is a medical emergency: urgent assessment and empirical antibiotics per local protocol."),
-        rule=_fn_rule_text(), source=fn["source"],
-    ), None
-
-
-@cache
-def _fn_rule_text() -> str:
-    fn = _rules()["febrile_neutropenia"]
-    return (f"temperature >= {fn['single_temp_c']:g} °C (or >= {fn['sustained_temp_c']:g} °C over 1 h) and "
-            f"ANC < {fn['anc_below']:g} (or < {fn['anc_below_if_falling']:g} and expected to fall)")
-
-
-def severe_neutropenia(anc: float | None) -> Alert | None:
-    rule = _rules()["severe_neutropenia"]
-    if anc is None or not anc < rule["anc_below"]:
-        return None
-    return Alert(
-        code="severe_neutropenia", level="warning",
-        message=(f"Severe neutropenia: ANC {G[anc]} x10^9/L ({PER_UL[anc]}/uL), below "
-                 f"{rule['anc_below']:g}. High infection risk: check for fever and signs of infection now."),
-        rule=f"ANC < {rule['anc_below']:g} x10^9/L", source=rule["source"],
-    )
+    if temperature_c is None:
+        variant = "reported_fever"
+    elif temperature_c >= fn["single_temp_c"] or (sustained_1h and temperature_c >= fn["sustained_temp_c"]):
+        variant = "confirmed"
+    elif temperature_c >= fn["sustained_temp_c"]:
+        variant = "possible"
+    else:
+        return None, (f"temperature {temperature_c:.1f} °C is not a fever (febrile neutropenia starts at "
+                      f"{fn['sustained_temp_c']:g} °C); re-measure if the person feels unwell or hot")
+    how = "" if below else f", expected to fall below {fn['anc_below']:g}"
+    temperature = "" if temperature_c is None else f"{temperature_c:.1f} °C"
+    return make_alert("febrile_neutropenia", variant, anc=anc_text, how=how, temperature=temperature,
+                      where=urgent_care(chemotherapy)), None
 
 
 def _answer(inputs: dict[str, Any], item: dict[str, Any]) -> tuple[bool, bool]:

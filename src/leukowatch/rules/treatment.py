@@ -11,7 +11,7 @@ from typing import Any
 
 from ..knowledge import load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
-from ..numtext import G
+from .alerts import count_text, make_alert
 
 
 def hold_thresholds(chemo: Chemotherapy) -> tuple[dict[str, float], str]:
@@ -34,20 +34,20 @@ def chemotherapy_hold(chemo: Chemotherapy, counts: dict[str, Count]) -> Alert | 
     if not chemo.active:
         return None
     thresholds, source = hold_thresholds(chemo)
-    below = [f"{a} {counts[a].value:g} < {limit:g} x10^9/L" for a, limit in thresholds.items()
+    below = [f"{a} {counts[a].comparator or ''}{counts[a].value:g} < {limit:g} x10^9/L" for a, limit in thresholds.items()
              if a in counts and counts[a].value < limit]
     if not below:
         return None
-    return Alert(
-        code="chemotherapy_hold", level="warning",
-        message=f"{load_table('treatment')['chemotherapy_hold']['message']} ({'; '.join(below)})",
-        rule="proceed only with " + " and ".join(f"{a} >= {v:g}" for a, v in thresholds.items()),
-        source=source,
-    )
+    alert = make_alert("chemotherapy_hold", "default", details="; ".join(below))
+    alert.rule = "proceed only with " + " and ".join(f"{a} >= {v:g}" for a, v in thresholds.items())
+    alert.source = source
+    return alert
 
 
-def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_null: bool) -> list[Alert]:
-    """Label ANC bands for drugs with monitoring tables (clozapine, deferiprone)."""
+def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_null: bool,
+                    anc_comparator: str | None = None) -> list[Alert]:
+    """Label ANC bands for drugs with monitoring tables (clozapine, deferiprone); `matches` are the
+    medicines currently taken (a stopped one has no label band to follow)."""
     if anc is None:
         return []
     alerts: list[Alert] = []
@@ -62,12 +62,12 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
         for limit, band in _bands(key, table_name):
             if anc < limit:
                 which = "Duffy-null/BEN table" if table_name == "duffy_null" else "general-population table"
-                alerts.append(Alert(  # code, level, message, rule, source
-                    "drug_monitoring", band["level"],
-                    (f"{spec['drug'].capitalize()} ({match.input}): ANC {G[anc]} x10^9/L is "
-                     f"{band['band']} ({which}). {band['action']} {spec['confirm']}"),
-                    f"{spec['drug']} label ANC bands, {which}", spec["source"],
-                ))
+                alert = make_alert("drug_monitoring", band["level"], drug_title=spec["drug"].capitalize(),
+                                   medicine=match.input, anc=count_text("ANC", anc, anc_comparator),
+                                   band=band["band"], table=which, action=band["action"], confirm=spec["confirm"])
+                alert.rule = f"{spec['drug']} label ANC bands, {which}"
+                alert.source = spec["source"]
+                alerts.append(alert)
                 break
     return alerts
 

@@ -1,0 +1,48 @@
+"""What is urgent without a fever: severe neutropenia, hyperleukocytosis, drug-induced agranulocytosis.
+
+The levels follow practice (clinical-reference §11): an ANC < 0.5 during an expected chemotherapy
+nadir is a warning, but the same count in someone not on chemotherapy is a laboratory critical value
+(same-day review), and < 0.1 is critical for everyone. Which row of knowledge/alerts.toml fires is
+decided here; the numbers and the words are in the table.
+"""
+
+from __future__ import annotations
+
+from ..model import Alert, Count, MedicationMatch
+from .alerts import count_text, make_alert, threshold
+
+
+def severe_neutropenia(anc: Count | None, chemotherapy: bool) -> Alert | None:
+    """Severe (< 0.5) or profound (< 0.1) neutropenia, its level set by the chemotherapy context."""
+    if anc is None or not anc.value < threshold("severe_neutropenia", "not_on_chemotherapy", "anc_below"):
+        return None
+    if anc.value < threshold("severe_neutropenia", "profound", "anc_below"):
+        variant = "profound"
+    else:
+        variant = "chemotherapy_nadir" if chemotherapy else "not_on_chemotherapy"
+    return make_alert("severe_neutropenia", variant, anc=count_text("ANC", anc.value, anc.comparator))
+
+
+def hyperleukocytosis(wbc: Count | None) -> Alert | None:
+    """WBC > 100 x10^9/L: leukostasis risk, urgent haematology (CTCAE v5 Leukocytosis grade 3)."""
+    if wbc is None or not wbc.value > threshold("hyperleukocytosis", "default", "wbc_above"):
+        return None
+    return make_alert("hyperleukocytosis", "default", wbc=count_text("WBC", wbc.value, wbc.comparator))
+
+
+def drug_agranulocytosis(anc: Count | None, meds: list[MedicationMatch], febrile: bool) -> list[Alert]:
+    """ANC < 0.5 with a current non-chemotherapy medicine on the highest-risk list: one alert per
+    medicine, naming it and its class; stopping it stays the prescriber's decision (clinician text)."""
+    variant = "fever" if febrile else "afebrile"
+    if anc is None or not anc.value < threshold("drug_agranulocytosis", variant, "anc_below"):
+        return []
+    alerts: list[Alert] = []
+    seen: set[str] = set()
+    anc_text = count_text("ANC", anc.value, anc.comparator)
+    for m in meds:
+        if m.risk != "high" or m.chemotherapy or m.generic in seen:
+            continue
+        seen.add(m.generic)
+        alerts.append(make_alert("drug_agranulocytosis", variant, anc=anc_text, medicine=m.input,
+                                 generic=m.generic, drug_class=m.drug_class))
+    return alerts
