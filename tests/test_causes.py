@@ -258,7 +258,7 @@ def test_every_class_word_resolves_to_the_class():
         ("Taxotere", "docetaxel", "cytotoxic chemotherapy"),
         ("Taxol", "paclitaxel", "cytotoxic chemotherapy"),
         ("Adriamycin", "doxorubicin", "cytotoxic chemotherapy"),
-        ("Cytoxan", "cyclophosphamide", "cytotoxic chemotherapy"),
+        ("Cytoxan", "cyclophosphamide", "immunosuppressant / antimetabolite"),
         ("Xeloda", "capecitabine", "cytotoxic chemotherapy"),
         ("Gemzar", "gemcitabine", "cytotoxic chemotherapy"),
         ("Alimta", "pemetrexed", "cytotoxic chemotherapy"),

@@ -88,6 +88,8 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         request["patient"]["age_years"] = args.age
     if args.temp is not None:
         request["temperature_c"] = args.temp
+    if args.temp_f is not None:
+        request["temperature_f"] = args.temp_f
     if args.chemo or args.chemo_last_dose:
         request["chemotherapy"] = {"active": True, "last_dose": args.chemo_last_dose, "regimen": args.regimen}
     if args.recurrent_infections:
@@ -173,6 +175,17 @@ def cmd_assess(args: argparse.Namespace) -> int:
 def cmd_knowledge(args: argparse.Namespace) -> int:
     from .knowledge import knowledge_version, load_table, summary
 
+    if args.section == "alerts":  # the escalation table (knowledge/alerts.toml)
+        from .rules.alerts import alert_rows
+
+        if args.json:
+            print(json.dumps(alert_rows(), indent=2, ensure_ascii=False))
+        else:
+            from .render.text import print_alert_table
+
+            print_alert_table(alert_rows(), knowledge_version())
+        return EXIT_OK
+
     profiles = load_table("profiles")["profiles"]
     criteria = load_table("criteria")["versions"]
     drugs = load_table("drugs")
@@ -246,6 +259,7 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--condition", action="append", metavar="NAME", help="a diagnosis (repeat)")
     c.add_argument("--symptom", action="append", metavar="TEXT", help="a symptom (repeat)")
     c.add_argument("--temp", type=float, metavar="°C", help="temperature in °C")
+    c.add_argument("--temp-f", type=float, metavar="°F", help="temperature in °F (instead of --temp)")
     c.add_argument("--chemo", action="store_true", help="on active chemotherapy")
     c.add_argument("--chemo-last-dose", metavar="DATE")
     c.add_argument("--regimen", help="chemotherapy regimen (for hold thresholds)")
@@ -255,7 +269,7 @@ def _add_assess(sub: argparse._SubParsersAction) -> None:
 
 def _add_knowledge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("knowledge", help="list profiles, criteria, medicines and conditions with sources")
-    p.add_argument("section", nargs="?", choices=("drugs", "conditions"))
+    p.add_argument("section", nargs="?", choices=("drugs", "conditions", "alerts"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_knowledge)
 
@@ -367,7 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return run(db=args.db, host=args.host, port=args.port, insecure_dev=args.insecure_dev,
                public_url=args.public_url, log_level=args.log_level, lab_feed=_feed_options(args, args.mllp_port),
-               notify=(args.notify_url, args.notify_fhir))
+               notify=(args.notify_url, args.notify_fhir), allowed_hosts=tuple(args.allowed_host or ()))
 
 
 def _feed_options(args: argparse.Namespace, port: int | None) -> Any:
@@ -428,9 +442,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="DuckDB store for patient pages (default: $LEUKOWATCH_DB or the user data directory)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--public-url", help="external base URL the EHR calls (JWT aud); default: the request URL")
+    p.add_argument("--public-url", help="external base URL clients call (CDS Hooks JWT aud); required beyond "
+                                        "loopback; default on loopback: http://HOST:PORT")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a Host header name to accept besides the loopback names (repeat); others get 400")
     p.add_argument("--insecure-dev", action="store_true",
-                   help="DO NOT verify CDS Hooks JWTs (local sandboxes only; prints a loud warning)")
+                   help="DO NOT verify CDS Hooks JWTs and allow listening beyond loopback without tokens "
+                        "(local sandboxes only; prints a loud warning)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--mllp-port", type=int, metavar="N", help="also run the lab feed's MLLP listener on port N "
                                                               "(same process, same store writer)")

@@ -6,6 +6,8 @@ units (10^9/L for clinicians, cells/uL as the article speaks), why, what may cau
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -65,9 +67,11 @@ def render(a: Assessment) -> Group:
         parts.append(Text("Findings", style="bold underline"))
         for f in a.findings:
             grade = "not graded" if f.grade is None else f"{f.criteria} grade {f.grade}"
-            amount = f"{f.value:g} {f.unit}" + (f" ({f.value * 1000:,.0f}/µL)" if f.unit == "10^9/L" else "")
-            parts.append(Text.assemble((f"  {f.code}", "bold"), f" — {amount} — {grade}",
-                                       f", {f.severity}" if f.severity else ""))
+            sign = f.comparator or ""
+            amount = f"{sign}{f.value:g} {f.unit}" + (f" ({sign}{f.value * 1000:,.0f}/µL)" if f.unit == "10^9/L" else "")
+            severity = ((f"; ANC severity: {f.severity}" if f.code == "neutropenia" else f", {f.severity}")
+                        if f.severity else "")
+            parts.append(Text.assemble((f"  {f.code}", "bold"), f" — {amount} — {grade}", severity))
             parts.append(Text(f"      threshold: {f.threshold}", style="dim"))
             parts.append(Text(f"      rule: {f.rule}", style="dim"))
             parts.append(Text(f"      source: {f.source}", style="dim"))
@@ -86,6 +90,11 @@ def render(a: Assessment) -> Group:
         for c in conds:
             parts.append(Text(f"  • {c.input} → {c.name} ({c.category}, {c.course}): {c.article_wording} "
                               f"[{c.source}]"))
+    not_current = a.possible_causes.get("not_current_medications", [])
+    if not_current:
+        parts.append(Text("Medicines mentioned, not current (not counted as causes)", style="bold underline"))
+        for m in not_current:
+            parts.append(Text(f"  • {m.input} → {m.generic}: {m.not_current}", style="dim"))
     unlinked = a.possible_causes.get("unlinked_medications", [])
     if unlinked:
         parts.append(Text(f"  No known link to low white cells in leukowatch's tables: {', '.join(unlinked)}",
@@ -110,3 +119,15 @@ def render(a: Assessment) -> Group:
 
 def print_assessment(a: Assessment, console: Console | None = None) -> None:
     (console or Console()).print(render(a))
+
+
+def print_alert_table(rows: list[dict[str, Any]], version: str, console: Console | None = None) -> None:
+    """`leukowatch knowledge alerts`: the escalation table, one block per alert code and variant
+    (seven wide columns do not fit a terminal; each block reads top to bottom)."""
+    console = console or Console(highlight=False)
+    console.print(Text(f"Escalation: alert levels (knowledge/alerts.toml, knowledge {version})", style="bold"))
+    for row in rows:
+        console.print(Text.assemble(("\n" + row["code"], "bold"), f" / {row['variant']} ",
+                                    (f" {row['level'].upper()} ", _LEVEL_STYLE[row["level"]])))
+        for col in ("trigger", "clinician", "patient", "source"):
+            console.print(Text(f"  {col}: {row[col]}", style="dim" if col == "source" else ""))

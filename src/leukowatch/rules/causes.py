@@ -190,16 +190,20 @@ def drug_entries() -> tuple[DrugEntry, ...]:
         unknown = [k for k in keys if k not in classes]
         if unknown:
             raise ValueError(f"drugs: {drug['generic']!r} has unknown classes {unknown}")
+        dual_use = bool(drug.get("dual_use", False))
+        # A dual-use drug's reason speaks of its non-cancer use: no oncology wording for methotrexate
+        # in arthritis (whether chemotherapy is active is the request's to say, not the drug name's).
+        why_keys = [k for k in keys if not (dual_use and k == "cytotoxic_chemotherapy")]
         entries.append(DrugEntry(
             generic=drug["generic"],
             classes=tuple(classes[k]["label"] for k in keys),
             class_keys=keys,
-            why=_join_unique([drug.get("why", ""), *(classes[k]["why"] for k in keys)], " "),
+            why=_join_unique([drug.get("why", ""), *(classes[k]["why"] for k in why_keys)], " "),
             source=drug["source"],
             risk=drug.get("risk", "listed"),
             chemotherapy=bool(drug.get("chemotherapy", False)),
             monitoring=drug.get("monitoring"),
-            dual_use=bool(drug.get("dual_use", False)),
+            dual_use=dual_use,
         ))
     return tuple(entries)
 
