@@ -395,3 +395,178 @@ def test_finding_cites_the_range_row_it_used() -> None:
     r = request("female", 40)
     r["observations"] = [{"analyte": "wbc", "value": 3.0, "unit": "K/uL", "reference_range": {"low": 4.0}}]
     assert assess(r).finding("leukopenia").source.startswith("lab;")
+
+
+# --- Issue 11 §3: no alarm where there is nothing to alarm about -------------------------------------
+
+def _normal_cbc(**override: float) -> dict:
+    counts = {"wbc": 6.5, "neutrophils": 60, "lymphocytes": 30, "monocytes": 7, "eosinophils": 3, "basophils": 0}
+    counts.update(override)
+    obs = [{"analyte": "wbc", "value": counts.pop("wbc"), "unit": "K/uL"}]
+    obs += [{"analyte": k, "value": v, "unit": "%"} for k, v in counts.items()]
+    obs += [{"analyte": "hemoglobin", "value": 13.2, "unit": "g/dL"}, {"analyte": "platelets", "value": 250,
+                                                                       "unit": "10*9/L"}]
+    return {"patient": {"sex": "male", "age_years": 40}, "observations": obs}
+
+
+@pytest.mark.parametrize("override", [{}, {"basophils": 0.1}, {"eosinophils": 0.5}, {"eosinophils": 0}])
+def test_normal_cbc_raises_no_alarm(override: dict) -> None:
+    """Zero basophils and eosinopenia are reported, never graded, never in the verdict, never advice."""
+    a = assess(_normal_cbc(**override))
+    assert "low" not in a.verdict.lower()
+    assert a.alerts == [] and a.warnings == []
+    assert a.advice.treatment == a.advice.home_care == a.advice.contact_doctor == []
+    assert codes(a) <= {"basopenia", "eosinopenia"}
+    for f in a.findings:
+        assert f.grade is None and f.code not in a.verdict
+    assert "Your white blood cell counts are in the normal range." in a.patient_summary
+
+
+def test_advice_entries_only_when_their_condition_holds() -> None:
+    lymph = assess(request(lymphocytes=0.6, neutrophils=3.0))  # lymphocytopenia without neutropenia
+    treatment = " ".join(lymph.advice.treatment).lower()
+    assert "make more white blood cells" not in treatment and "g-csf" not in treatment
+    assert not any("fever" in line.lower() and "you have a fever" in line.lower()
+                   for line in lymph.advice.contact_doctor)
+    neut = assess(request(neutrophils=0.9))
+    assert any("make more white blood cells" in t for t in neut.advice.treatment)
+    assert not any("cancer care team" in t for t in neut.advice.contact_doctor + neut.patient_summary)
+
+
+# --- Issue 11 §4: medicines that are not being taken ------------------------------------------------
+
+def _with_meds(meds: list, anc: float = 0.3, time: str = "2026-06-01T08:00:00Z") -> dict:
+    return {"patient": {"sex": "female", "age_years": 50},
+            "observations": [{"analyte": "neutrophils", "value": anc, "unit": "10*9/L", "time": time}],
+            "medications": meds}
+
+
+@pytest.mark.parametrize("text", ["allergic to penicillin", "penicillin allergy", "amoxicillin - stopped",
+                                  "discontinued carbimazole", "no longer on clozapine", "not taking dapsone",
+                                  "h/o carbamazepine", "Sulfa allergies"])
+def test_free_text_saying_not_taken_is_mentioned_not_current(text: str) -> None:
+    a = assess(_with_meds([text]))
+    assert a.possible_causes["medications"] == []
+    [m] = a.possible_causes["not_current_medications"]
+    assert m.input == text and m.not_current.startswith("mentioned, not current")
+    assert a.alert("drug_agranulocytosis") is None and a.alert("drug_monitoring") is None
+    assert text not in a.possible_causes["unlinked_medications"]
+
+
+def test_a_current_medicine_beside_a_stopped_one_stays_a_cause() -> None:
+    a = assess(_with_meds(["stopped amoxicillin, now carbimazole"]))
+    assert [m.generic for m in a.possible_causes["medications"]] == ["carbimazole"]
+    assert [m.generic for m in a.possible_causes["not_current_medications"]] == ["amoxicillin"]
+
+
+@pytest.mark.parametrize(("stop", "current", "monitored"), [
+    ("2026-01-15", False, False), ("2026-04-01", True, False), ("2026-06-01", True, True), (None, True, True),
+])
+def test_stop_date_and_the_drug_window(stop: str | None, current: bool, monitored: bool) -> None:
+    """Stopped more than the drug window (90 days) before the result: not a cause, no alert; within it:
+    still a cause (dechallenge), but no label monitoring for a medicine no longer taken."""
+    a = assess(_with_meds([{"name": "clozapine", "start": "2025-01-01", "stop": stop}]))
+    assert bool(a.possible_causes["medications"]) is current
+    assert bool(a.possible_causes["not_current_medications"]) is not current
+    assert (a.alert("drug_monitoring") is not None) is monitored
+    assert (a.alert("drug_agranulocytosis") is not None) is current
+
+
+def test_arsenic_trioxide_is_antineoplastic_and_silver_sulfadiazine_is_topical() -> None:
+    [ato] = assess(_with_meds(["arsenic trioxide"])).possible_causes["medications"]
+    assert ato.chemotherapy and "antineoplastic" in ato.why
+    [ssd] = assess(_with_meds(["silver sulfadiazine cream"])).possible_causes["medications"]
+    assert ssd.generic == "silver sulfadiazine (topical)" and "not systemic" in ssd.why
+    [sdz] = assess(_with_meds(["sulfadiazine"])).possible_causes["medications"]
+    assert sdz.generic == "sulfadiazine"
+
+
+# --- Issue 11 §7 and issue 15: other corrections -----------------------------------------------------
+
+@pytest.mark.parametrize(("field", "value", "hint"), [
+    ("temperature_c", 100.4, "Fahrenheit"), ("temperature_c", 24.0, None), ("temperature_c", 46.0, None),
+    ("temperature_f", 70.0, None),
+])
+def test_temperature_out_of_range_is_an_error_naming_the_field(field: str, value: float, hint: str | None) -> None:
+    r = request(neutrophils=0.4)
+    r[field] = value
+    with pytest.raises(InputError) as err:
+        assess(r)
+    assert err.value.field == field
+    assert (hint in err.value.problem) if hint else "Fahrenheit" not in err.value.problem
+
+
+def test_temperature_f_is_accepted() -> None:
+    r = request(neutrophils=0.4)
+    r["temperature_f"] = 101.3
+    assert assess(r).alert("febrile_neutropenia").variant == "confirmed"  # 38.5 °C
+
+
+def test_a_wbc_in_cells_per_microlitre_no_analyser_reports_is_a_warning_not_grade_4() -> None:
+    r = {"patient": {"sex": "male", "age_years": 40}, "observations": [{"analyte": "wbc", "value": 2.1, "unit": "/uL"}]}
+    a = assess(r)
+    assert "wbc" not in a.counts and a.findings == []
+    assert any("did you mean K/µL" in w for w in a.warnings)
+    r["observations"][0]["value"] = 0  # a reported zero is a value, graded
+    assert assess(r).finding("leukopenia").grade == 4
+
+
+def test_bands_count_in_the_anc_in_percent_mode() -> None:
+    r = {"patient": {"sex": "female", "age_years": 30},
+         "observations": [{"analyte": "wbc", "value": 2.1, "unit": "K/uL"},
+                          {"analyte": "neutrophils", "value": 15, "unit": "%"},
+                          {"analyte": "bands", "value": 5, "unit": "%"}]}
+    anc = assess(r).counts["neutrophils"]
+    assert anc.value == pytest.approx(0.42) and "bands 5%" in anc.derivation
+
+
+@pytest.mark.parametrize(("sex", "hb", "anemia"), [("male", 12.9, True), ("male", 13.0, False),
+                                                   ("female", 11.9, True), ("female", 12.0, False)])
+def test_who_anaemia_thresholds(sex: str, hb: float, anemia: bool) -> None:
+    assert ("anemia" in codes(assess(request(sex, 40, hemoglobin=hb)))) is anemia
+
+
+@pytest.mark.parametrize(("anc", "level", "band"), [(0.15, "critical", "agranulocytosis"),
+                                                    (0.3, "critical", "0.2-< 0.5"), (0.7, "warning", "neutropenia")])
+def test_deferiprone_bands(anc: float, level: str, band: str) -> None:
+    r = request(neutrophils=anc)
+    r["medications"] = ["deferiprone"]
+    al = assess(r).alert("drug_monitoring")
+    assert al.level == level and band in al.message
+
+
+def test_duffy_null_ranges_are_adult_only_and_say_so_for_children() -> None:
+    r = request("female", 10, neutrophils=1.3)
+    r["patient"]["duffy_null"] = True
+    a = assess(r)
+    assert any("adults only" in w for w in a.warnings)
+    adult = request("female", 30, neutrophils=1.3)
+    adult["patient"]["duffy_null"] = True
+    assert not any("adults only" in w for w in assess(adult).warnings)
+
+
+def test_wbc_range_source_for_school_age_children_is_named() -> None:
+    a = assess(request("male", 10, wbc=12.0))
+    assert "Univ. Iowa paediatric table ends at 4 years" in a.counts["wbc"].high_source
+
+
+@pytest.mark.parametrize(("analyte", "value", "code"), [("eosinophils", 0.51, "eosinophilia"),
+                                                         ("eosinophils", 0.5, None),
+                                                         ("monocytes", 1.01, "monocytosis"), ("monocytes", 1.0, None)])
+def test_eosinophilia_and_monocytosis(analyte: str, value: float, code: str | None) -> None:
+    found = codes(assess(request(**{analyte: value})))
+    assert (code in found) if code else not found & {"eosinophilia", "monocytosis"}
+
+
+def test_lows_short_of_the_chronic_rule_are_not_called_a_bare_acute() -> None:
+    obs = [{"analyte": "neutrophils", "value": 1.1, "unit": "10*9/L", "time": t}
+           for t in ("2026-01-05T08:00:00Z", "2026-02-01T08:00:00Z")]
+    a = assess({"patient": {"sex": "female", "age_years": 40}, "observations": obs})
+    assert "not chronic by the article's rule (needs >= 3 low results over >= 3 months" in a.verdict
+    assert "; acute" not in a.verdict
+
+
+def test_grade_and_severity_words_never_contradict_in_one_line() -> None:
+    a = assess(request(neutrophils=0.7))
+    assert "grade 3; ANC severity: moderate (0.5-1.0" in a.verdict
+    assert "grade 3, moderate" not in a.verdict
