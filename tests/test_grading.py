@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from math import inf, nextafter
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -20,6 +22,7 @@ from leukowatch.rules.grading import (
     grade,
     parse_key,
     row_applies,
+    row_holds,
     term_for,
 )
 
@@ -278,3 +281,36 @@ def test_completed_years(birth: date, on: date, years: int) -> None:
 def test_daids_monotone(days: int, a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert (_daids("neutrophils", lo, days) or 0) >= (_daids("neutrophils", hi, days) or 0)
+
+
+def _numeric_cutoffs() -> list[Any]:
+    rows = load_table("criteria")["rows"]
+    return [pytest.param(r, id=f"{r['version']}-{r['analyte']}-{r['direction']}-G{r['grade']}"
+                         f"-{r.get('min_age_days', '')}-{r.get('max_age_days', '')}") for r in rows]
+
+
+@pytest.mark.parametrize("row", _numeric_cutoffs())
+def test_every_cutoff_as_a_bound(row: dict[str, Any]) -> None:
+    """Each row's own cut-offs, read as a reported bound: '<x' (just below x) and the value itself.
+
+    A low row's upper cut-off b: just below b the row holds; b itself only if the row is inclusive.
+    Its lower cut-off a (at_least): a itself holds, just below a does not. High rows mirror this.
+    """
+    lln = uln = None
+    if row["direction"] == "low":
+        b = 2 * float(row.get("at_least", 1.0)) + 1 if row["below"] == "LLN" else float(row["below"])
+        lln = b
+        a = float(row.get("at_least", 0.0))
+        assert row_holds(row, nextafter(b, -inf), lln, uln)
+        assert row_holds(row, b, lln, uln) == bool(row.get("inclusive"))
+        assert row_holds(row, a, lln, uln)
+        if "at_least" in row:
+            assert not row_holds(row, nextafter(a, -inf), lln, uln)
+    else:
+        a = 1000.0 if row["above"] == "ULN" else float(row["above"])
+        uln = a
+        assert row_holds(row, nextafter(a, inf), lln, uln)
+        assert not row_holds(row, a, lln, uln)
+        if "at_most" in row:
+            assert row_holds(row, float(row["at_most"]), lln, uln)
+            assert not row_holds(row, nextafter(float(row["at_most"]), inf), lln, uln)
