@@ -19,7 +19,7 @@ from .assess import chronicity_from_draws, prepare
 from .model import Chronicity, MedicationInput, Patient, Request, jsonable
 from .rules.causes import match_medications
 from .rules.findings import LOW_FINDING
-from .rules.grading import criteria_label, grade
+from .rules.grading import criteria_at, criteria_label, grade
 from .rules.timeline import (
     ChemoNadirPattern,
     CyclicSuspicion,
@@ -93,7 +93,7 @@ class History:
         return out
 
 
-def _series(draws: list, analyte: str, criteria: str) -> list[SeriesPoint]:
+def _series(draws: list, analyte: str, criteria: str, patient: Patient) -> list[SeriesPoint]:
     out = []
     for d in draws:
         c = d.counts.get(analyte)
@@ -101,7 +101,9 @@ def _series(draws: list, analyte: str, criteria: str) -> list[SeriesPoint]:
             continue
         rr = c.reference_range
         lln, uln = (rr.low, rr.high) if rr else (None, None)
-        g = grade(criteria, analyte, "low", c.value, lln, uln) if c.flag == "low" else None
+        # each draw at its own age: DAIDS bands a newborn's first week by days
+        at = criteria_at(criteria, patient.birth_date, patient.age_years, d.time)
+        g = grade(at, analyte, "low", c.value, lln, uln) if c.flag == "low" else None
         out.append(SeriesPoint(d.time, c.value, c.flag, g.grade if g else None, lln, uln))
     return out
 
@@ -127,7 +129,7 @@ def build_history(request: Request | dict[str, Any]) -> History:
     """The history verdict for one person's request (every timed observation is part of the history)."""
     request, profile, criteria, draws = prepare(request)
     timed = [d for d in draws if d.time is not None]
-    series = {a: s for a in HISTORY_ANALYTES if (s := _series(draws, a, criteria))}
+    series = {a: s for a in HISTORY_ANALYTES if (s := _series(draws, a, criteria, request.patient))}
     eps = {LOW_FINDING[a]: found for a, s in series.items() if (found := episodes(a, _points(s)))}
     by_analyte = {a: _chronicity(a, s) for a, s in series.items() if any(p.low for p in s)}
     driver = next((a for a in _DRIVER_ORDER if a in series), None)

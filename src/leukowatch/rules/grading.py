@@ -200,6 +200,12 @@ def criteria_for_age(version: str, birth_date: date | None, age_years: float | N
     return f"{version}@{'?' if days is None else days}d{'?' if years is None else years}y:{basis}"
 
 
+def criteria_at(key: str, birth_date: date | None, age_years: float | None, when: datetime | date | None) -> str:
+    """The same criteria re-read at another result's time: an age-banded key names one age, and a
+    newborn's draws a few days apart can fall in different bands (history grades each draw so)."""
+    return criteria_for_age(parse_key(key).version, birth_date, age_years, when)
+
+
 @cache
 def criteria_rows(key: str, analyte: str, direction: str) -> tuple[dict[str, Any], ...]:
     """Rows for one term that apply at the key's age, worst grade first (the order the grader tries them)."""
