@@ -319,8 +319,8 @@ def test_every_cutoff_as_a_bound(row: dict[str, Any]) -> None:
 
 def test_history_grades_each_draw_at_its_own_age() -> None:
     """A newborn's draws on days 1, 4 and 19 fall in three DAIDS ANC bands (<= 1 d, 2-7 d, > 7 d)."""
-    times = ["2026-07-02T08:00:00Z", "2026-07-05T08:00:00Z", "2026-07-20T08:00:00Z"]
-    obs = [{"analyte": "neutrophils", "value": v, "unit": "10*9/L", "time": t} for v, t in zip((0.9, 0.8, 0.7), times)]
+    draws = [(0.9, "2026-07-02T08:00:00Z"), (0.8, "2026-07-05T08:00:00Z"), (0.7, "2026-07-20T08:00:00Z")]
+    obs = [{"analyte": "neutrophils", "value": v, "unit": "10*9/L", "time": t} for v, t in draws]
     h = build_history({"patient": {"sex": "female", "birth_date": "2026-07-01"}, "criteria": DAIDS,
                        "observations": obs})
     assert [p.grade for p in h.series["neutrophils"]] == [4, 3, 2]
