@@ -146,7 +146,7 @@ def test_rows_are_sorted_worst_first() -> None:
     assert grades == sorted(grades, reverse=True)
 
 
-# ------------------------------------------------------------------ CTCAE v6.0 WBC (clinical-reference §13)
+# ------------------------------------------------------------------ CTCAE v6.0 WBC (docs/clinical-reference.md §13)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -160,7 +160,7 @@ def test_ctcae_v6_wbc_as_v5(value: float, expected: int | None) -> None:
         assert (g6.term, g6.criteria) == ("White blood cell decreased", "CTCAE v6.0")
 
 
-# ------------------------------------------------------------------ DAIDS v2.1 (clinical-reference §12)
+# ------------------------------------------------------------------ DAIDS v2.1 (docs/clinical-reference.md §12)
 
 DAIDS = "daids-v2.1"
 BIRTH = date(2026, 7, 1)

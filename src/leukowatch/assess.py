@@ -73,7 +73,7 @@ def _patient_warnings(request: Request, profile: str, when: datetime | None) -> 
 
 
 #: Findings that make a count "low white cells" for the advice. Eosinopenia and basopenia are
-#: informational (clinical-reference §4, §11): never a reason for low-count advice or a warning.
+#: informational (docs/clinical-reference.md §4, §11): never a reason for low-count advice or a warning.
 _LOW_WHITE_FINDINGS = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
 #: Findings that make any count low (the advice then includes the general "always" entries).
 _LOW_FINDINGS = _LOW_WHITE_FINDINGS | {"anemia", "thrombocytopenia", "pancytopenia"}

@@ -35,7 +35,7 @@ _PLAIN_NAMES = {
     "thrombocytopenia": "platelets, which help blood clot, are low (thrombocytopenia)",
     "pancytopenia": "red cells, white cells and platelets are all low together (pancytopenia)",
 }
-#: Reported but informational (clinical-reference §4, §11): never in the verdict, never a reason for advice.
+#: Reported but informational (docs/clinical-reference.md §4, §11): never in the verdict, never a reason for advice.
 INFORMATIONAL = frozenset({"eosinopenia", "basopenia"})
 _WHITE_LOW = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
 _WHITE_HIGH = frozenset({"leukocytosis", "neutrophilia", "lymphocytosis", "monocytosis", "eosinophilia", "basophilia"})
@@ -52,7 +52,7 @@ _BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at lea
 
 def _grade_text(f: Finding) -> str:
     """"(CTCAE v5.0 grade 3; ANC severity: moderate (0.5-1.0 ×10⁹/L))": the neutropenia severity
-    words of clinical-reference §3 carry their own label, so they never read as the CTCAE grade's."""
+    words of docs/clinical-reference.md §3 carry their own label, so they never read as the CTCAE grade's."""
     if f.code == "neutropenia" and f.severity:
         severity = f"ANC severity: {f.severity} ({severity_ranges().get(f.severity, '')})"
         return f" ({f.criteria} grade {f.grade}; {severity})" if f.grade is not None else f" ({severity})"

@@ -23,7 +23,7 @@ from . import scenarios as S
 from .generate import Population
 from .labs import CBC, DIRTY_KINDS, STYLES, UNITS, Rows, add_dirty, lab_rows
 
-#: OMOP concept ids from clinical-reference §10 (measurement: WBC 6690-2, ANC 751-8; units). Other
+#: OMOP concept ids from docs/clinical-reference.md §10 (measurement: WBC 6690-2, ANC 751-8; units). Other
 #: analytes carry concept 0 (unmapped) with the LOINC code in measurement_source_value, which is
 #: OMOP's convention for a source code without a standard mapping in hand.
 OMOP_MEASUREMENT_CONCEPT = {"6690-2": 3000905, "751-8": 3013650, "26499-4": 3017732}

@@ -254,7 +254,7 @@ def _autoimmune(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[
 
 def _cyclic(rng: np.random.Generator, pid: np.ndarray, side: Side) -> tuple[list[Col], dict[str, Any]]:
     # Nadir phase 0-4 (ANC below 0.2, Dale & Welte: 3-5 days), recovering 5-7 and falling in the last 3
-    # days of the period (low), normal otherwise. Period 21 d in 80% (clinical-reference §8), else
+    # days of the period (low), normal otherwise. Period 21 d in 80% (docs/clinical-reference.md §8), else
     # 18-23 d, short enough that three nadirs fall inside the 8 weeks of 3x/week sampling.
     n = len(pid)
     period = np.where(_chance(rng, n, 0.8), 21, rng.choice([18, 19, 20, 22, 23], n))

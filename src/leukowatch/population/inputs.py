@@ -25,7 +25,7 @@ import ibis.expr.types as ir
 
 from ..model import InputError
 
-#: OMOP standard concepts -> LOINC / UCUM (clinical-reference.md §10). Used when no CONCEPT table is
+#: OMOP standard concepts -> LOINC / UCUM (docs/clinical-reference.md §10). Used when no CONCEPT table is
 #: given; a CONCEPT table, when present, is preferred.
 OMOP_MEASUREMENT_LOINC: dict[int, str] = {3000905: "6690-2", 3013650: "751-8", 3017732: "26499-4"}
 OMOP_UNIT_UCUM: dict[int, str] = {9444: "10*9/L", 8848: "10*3/uL", 8961: "10*3/mm3", 8647: "/uL",

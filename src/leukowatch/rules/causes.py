@@ -276,7 +276,7 @@ def _drugs_in(text: str) -> tuple[tuple[DrugEntry, str | None], ...]:
 
 
 def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationMatch]:
-    """Medicines the article or clinical-reference §9 link to low white cells, in input order.
+    """Medicines the article or docs/clinical-reference.md §9 link to low white cells, in input order.
 
     Unmatched medicines are left out so the caller can say "no known link" for them; a string that
     names two linked drugs gives two matches with the same `input`. Inputs naming the same drug are

@@ -1,6 +1,6 @@
 """What is urgent without a fever: severe neutropenia, hyperleukocytosis, drug-induced agranulocytosis.
 
-The levels follow practice (clinical-reference §11): an ANC < 0.5 during an expected chemotherapy
+The levels follow practice (docs/clinical-reference.md §11): an ANC < 0.5 during an expected chemotherapy
 nadir is a warning, but the same count in someone not on chemotherapy is a laboratory critical value
 (same-day review), and < 0.1 is critical for everyone. Which row of knowledge/alerts.toml fires is
 decided here; the numbers and the words are in the table.

@@ -23,7 +23,7 @@ HIGH_FINDING: dict[str, str] = {
     "wbc": "leukocytosis", "neutrophils": "neutrophilia", "lymphocytes": "lymphocytosis",
     "monocytes": "monocytosis", "eosinophils": "eosinophilia", "basophils": "basophilia",
 }
-#: Findings without an accepted threshold: reported, never graded (clinical-reference §4).
+#: Findings without an accepted threshold: reported, never graded (docs/clinical-reference.md §4).
 UNGRADED: frozenset[str] = frozenset({"basopenia"})
 
 _NAMES = {
@@ -93,7 +93,7 @@ def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | 
         sources.append(load_table("severity")["source"])
         graded.append(load_table("severity")["source"])
     if code in UNGRADED:
-        ungraded_note: str | None = "no accepted threshold for basopenia: reported, not graded (clinical-reference §4)"
+        ungraded_note: str | None = "no accepted threshold for basopenia: reported, not graded (docs/clinical-reference.md §4)"
     elif term is None:
         ungraded_note = f"{criteria_label(criteria)} has no term for {code}; not graded"
     else:
@@ -172,7 +172,7 @@ def findings_from_counts(counts: dict[str, Count], criteria: str) -> list[Findin
         elif count.flag == "high" and analyte in HIGH_FINDING:
             code, direction = HIGH_FINDING[analyte], "high"
         elif analyte == "basophils" and count.value == 0:
-            # A zero basophil count is reported even without a range (clinical-reference §4).
+            # A zero basophil count is reported even without a range (docs/clinical-reference.md §4).
             code, direction = "basopenia", "low"
         else:
             continue
@@ -187,6 +187,6 @@ def findings_from_counts(counts: dict[str, Count], criteria: str) -> list[Findin
             grade=None, criteria=None, severity=None,
             threshold="low WBC, low hemoglobin and low platelets together",
             rule="pancytopenia: leukopenia, anemia and thrombocytopenia in the same draw",
-            source="clinical-reference §4: pancytopenia = low WBC, low Hb and low platelets together",
+            source="docs/clinical-reference.md §4: pancytopenia = low WBC, low Hb and low platelets together",
         ))
     return findings
