@@ -106,8 +106,8 @@ def ack_code_for(header: Header, code: str) -> str | None:
     """The MSA-1 to send for an original-mode outcome `code` (AA/AE/AR), or None for no reply."""
     if not header.enhanced:
         return code
-    if header.accept_ack:
-        return _COMMIT[code] if _should_answer(header.accept_ack, code) else None
+    if _should_answer(header.accept_ack, code):
+        return _COMMIT[code]
     return code if _should_answer(header.application_ack, code) else None
 
 

@@ -17,17 +17,20 @@ any point judges a message exactly once after restart.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..assess import assess
 from ..io.hl7v2 import read_hl7
-from ..io.store import load_patient_request, write_result_in_transaction
+from ..io.result import Item, ReadResult
+from ..io.store import FUTURE_SKEW, load_patient_request, write_result_in_transaction
 from ..model import InputError
 from .background import Background
+from .inbox import STORED
 
 if TYPE_CHECKING:
     import duckdb
@@ -54,54 +57,130 @@ class NewItem:
     received_at: datetime
 
 
+@dataclass
+class JudgedBatch:
+    """What judging a run of inbox messages decided, ready to be written in one transaction."""
+
+    first: int
+    last: int
+    count: int
+    result: ReadResult
+    items: list[tuple[str, str, str, str, datetime | None, datetime, int]] = field(default_factory=list)
+    states: dict[str, tuple[list[list[str]], int]] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
 def _alert_keys(alerts: list[Any]) -> dict[tuple[str, str], str]:
     return {(a.code, a.level): a.message for a in alerts}
 
 
-def _previous(con: duckdb.DuckDBPyConnection, patient_id: str) -> set[tuple[str, str]]:
-    """The person's alert set at their latest judged result; for a person known only from files
-    (no feed message yet), the assessment of the stored history."""
+def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> tuple[dict[str, Any] | None, set[tuple[str, str]]]:
+    """The person's stored history (None when there is none) and their alert set at the latest
+    judged result; for a person known only from files (no feed message yet), the alert set of the
+    stored history's assessment."""
+    try:
+        request: dict[str, Any] | None = load_patient_request(con, patient_id)
+    except InputError:  # no stored results yet
+        request = None
     row = con.execute("SELECT alerts FROM feed_alert_state WHERE patient_id = ?", [patient_id]).fetchone()
     if row is not None:
-        return {(c, lv) for c, lv in json.loads(row[0])}
-    try:
-        return set(_alert_keys(assess(load_patient_request(con, patient_id)).alerts))
-    except InputError:  # no stored results yet
-        return set()
+        return request, {(c, lv) for c, lv in json.loads(row[0])}
+    return request, (set(_alert_keys(assess(request).alerts)) if request else set())
 
 
-def judge_message(con: duckdb.DuckDBPyConnection, inbox_id: int, raw: str, received_at: datetime,
-                  content_sha256: str) -> list[NewItem]:
-    """Store one inbox message's results and return the worklist items it created (inside the
-    caller's transaction)."""
-    result = read_hl7(raw, source=f"mllp:{inbox_id}")
-    patients = list(dict.fromkeys(i.observation.patient_id for i in result.items if i.observation.patient_id))
-    before = {pid: _previous(con, pid) for pid in patients}
-    write_result_in_transaction(con, result, f"mllp:{inbox_id}", f"mllp:{content_sha256}", "hl7",
-                                reject_future=True)
-    items: list[NewItem] = []
-    now = datetime.now(UTC)
-    for pid in patients:
-        try:
-            current = _alert_keys(assess(load_patient_request(con, pid)).alerts)
-        except InputError:  # every result of this person was rejected (e.g. dated in the future)
-            log.info("inbox %s: no stored result to judge", inbox_id)
+def _storable(items: list[Item], received_at: datetime) -> list[Item]:
+    """The results the store will keep: with a patient, not dated beyond the clock-skew allowance."""
+    limit = received_at + FUTURE_SKEW
+    return [i for i in items if i.observation.patient_id and (i.observation.time is None or i.observation.time <= limit)]
+
+
+def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> JudgedBatch:
+    """Judge inbox rows (inbox_id, raw, received_at, status), oldest first, reading only.
+
+    Each person's history is read once per batch; each message then adds its results to it in
+    memory and is assessed, so the n-th message of a person in the batch is judged with exactly
+    the results that arrived before it.
+    """
+    batch = JudgedBatch(rows[0][0], rows[-1][0], len(rows), ReadResult("hl7", "mllp"))
+    histories: dict[str, tuple[dict[str, Any] | None, set[tuple[str, str]]]] = {}
+    for inbox_id, raw, received_at, status in rows:
+        if status != STORED:
             continue
-        times = [i.observation.time for i in result.items if i.observation.patient_id == pid and i.observation.time]
-        result_time = max(times) if times else None
-        for (code, level), message in current.items():
-            if (code, level) in before[pid] or level not in WORKLIST_LEVELS:
-                continue
-            row = con.execute(
-                "INSERT INTO worklist (patient_id, code, level, message, result_time, received_at, inbox_id, "
-                "created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open') ON CONFLICT DO NOTHING "
-                "RETURNING item_id", [pid, code, level, message, result_time, received_at, inbox_id, now]).fetchone()
-            if row is not None:
-                items.append(NewItem(int(row[0]), pid, code, level, message, result_time, received_at))
-        con.execute("INSERT INTO feed_alert_state VALUES (?, ?, ?, ?) ON CONFLICT (patient_id) DO UPDATE SET "
-                    "alerts = excluded.alerts, inbox_id = excluded.inbox_id, updated_at = excluded.updated_at",
-                    [pid, json.dumps(sorted(current)), inbox_id, now])
-    return items
+        try:
+            result = read_hl7(raw, source=f"mllp:{inbox_id}")
+        except InputError as err:  # the reader changed its mind since the ACK (e.g. a newer version)
+            batch.errors.append((inbox_id, f"{err.field}: {err.problem}"))
+            continue
+        _merge(batch.result, result)
+        storable = _storable(result.items, received_at)
+        for pid in dict.fromkeys(i.observation.patient_id for i in storable):
+            if pid not in histories:
+                histories[pid] = _history(con, pid)
+            request, before = histories[pid]
+            mine = [i for i in storable if i.observation.patient_id == pid]
+            request = _with_results(request, result, pid, mine)
+            current = _alert_keys(assess(request).alerts)
+            times = [i.observation.time for i in mine if i.observation.time]
+            for (code, level), message in current.items():
+                if (code, level) not in before and level in WORKLIST_LEVELS:
+                    batch.items.append((pid, code, level, message, max(times) if times else None, received_at,
+                                        inbox_id))
+            histories[pid] = (request, set(current))
+            batch.states[pid] = (sorted([c, lv] for c, lv in current), inbox_id)
+    return batch
+
+
+def _with_results(request: dict[str, Any] | None, result: ReadResult, pid: str, items: list[Item]) -> dict[str, Any]:
+    """The person's request with this message's results added as the newest observations."""
+    if request is None:
+        patient = next((p for p in result.patients if p.id == pid), None)
+        request = {"patient": {"id": pid, "sex": patient.sex if patient else "unknown"}, "observations": [],
+                   "medications": [], "conditions": []}
+        if patient is not None and patient.birth_date is not None:
+            request["patient"]["birth_date"] = patient.birth_date.isoformat()
+    return {**request, "observations": [*request["observations"], *(i.raw for i in items)]}
+
+
+def _merge(into: ReadResult, result: ReadResult) -> None:
+    into.read += result.read
+    into.items += result.items
+    into.rejects += result.rejects
+    into.patients += result.patients
+
+
+def write_batch(con: duckdb.DuckDBPyConnection, batch: JudgedBatch, notifier: Notifier | None = None) -> list[NewItem]:
+    """Store a judged batch in the caller's transaction: its results (one ingest), its worklist
+    items, the people's alert states, the progress mark and the notices for critical items."""
+    key = hashlib.sha256(f"{batch.first}-{batch.last}".encode()).hexdigest()
+    write_result_in_transaction(con, batch.result, f"mllp:{batch.first}-{batch.last}", f"mllp:{key}", "hl7",
+                                reject_future=True)
+    now = datetime.now(UTC)
+    created: list[NewItem] = []
+    if batch.items:
+        rows = con.execute(
+            "INSERT INTO worklist (patient_id, code, level, message, result_time, received_at, inbox_id, created_at, "
+            "status) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'open')"] * len(batch.items))
+            + " ON CONFLICT DO NOTHING RETURNING item_id, patient_id, code, level, message, result_time, received_at",
+            [v for item in batch.items for v in (*item, now)]).fetchall()
+        created = sorted((NewItem(int(r[0]), *r[1:]) for r in rows), key=lambda i: i.item_id)
+    if batch.states:
+        con.execute("INSERT INTO feed_alert_state VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(batch.states))
+                    + " ON CONFLICT (patient_id) DO UPDATE SET alerts = excluded.alerts, inbox_id = excluded.inbox_id, "
+                    "updated_at = excluded.updated_at",
+                    [v for pid, (alerts, inbox_id) in batch.states.items() for v in (pid, json.dumps(alerts), inbox_id, now)])
+    for inbox_id, error in batch.errors:
+        con.execute("UPDATE feed_inbox SET error = ? WHERE inbox_id = ?", [error, inbox_id])
+    con.execute("UPDATE feed_progress SET judged_upto = ?", [batch.last])
+    if notifier is not None:
+        notifier.enqueue(con, [i for i in created if i.level == "critical"])
+    return created
+
+
+def pending_rows(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[Any, ...]]:
+    """Up to `limit` inbox rows after the progress mark, oldest first."""
+    upto = con.execute("SELECT judged_upto FROM feed_progress").fetchone()[0]  # type: ignore[index]
+    return [tuple(r) for r in con.execute("SELECT inbox_id, raw, received_at, status FROM feed_inbox "
+                                          "WHERE inbox_id > ? ORDER BY inbox_id LIMIT ?", [upto, limit]).fetchall()]
 
 
 def skip_failed(con: duckdb.DuckDBPyConnection, error: str) -> None:
@@ -116,23 +195,12 @@ def skip_failed(con: duckdb.DuckDBPyConnection, error: str) -> None:
 
 
 def judge_pending(con: duckdb.DuckDBPyConnection, limit: int, notifier: Notifier | None = None) -> int:
-    """Judge up to `limit` messages after the progress mark, in arrival order (inside the caller's
-    transaction); returns how many inbox rows the mark moved over."""
-    upto = con.execute("SELECT judged_upto FROM feed_progress").fetchone()[0]  # type: ignore[index]
-    rows = con.execute("SELECT inbox_id, raw, received_at, content_sha256, status FROM feed_inbox "
-                       "WHERE inbox_id > ? ORDER BY inbox_id LIMIT ?", [upto, limit]).fetchall()
-    for inbox_id, raw, received_at, sha, status in rows:
-        if status != "stored":
-            continue
-        try:
-            items = judge_message(con, inbox_id, raw, received_at, sha)
-        except InputError as err:  # the reader changed its mind since the ACK (e.g. a newer version)
-            con.execute("UPDATE feed_inbox SET error = ? WHERE inbox_id = ?", [f"{err.field}: {err.problem}", inbox_id])
-            continue
-        if notifier is not None:
-            notifier.enqueue(con, [i for i in items if i.level == "critical"])
+    """Read, judge and write up to `limit` pending messages on one connection (inside the caller's
+    transaction); returns how many inbox rows the progress mark moved over. The service splits
+    these steps (`Judge`) so that only the writing holds the store's writer."""
+    rows = pending_rows(con, limit)
     if rows:
-        con.execute("UPDATE feed_progress SET judged_upto = ?", [rows[-1][0]])
+        write_batch(con, judge_rows(con, rows), notifier)
     return len(rows)
 
 
@@ -168,17 +236,31 @@ class Judge(Background):
                 if moved < self.batch:
                     break
 
+    async def drain(self, timeout_s: float) -> None:
+        """Stop, then judge the backlog for at most `timeout_s` (a graceful shutdown leaves nothing
+        unjudged when it can; what is left is judged at the next start)."""
+        await self.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                moved = await self._step()
+            except Exception:  # noqa: BLE001 - the next start judges it
+                return
+            if moved < self.batch:
+                return
+
     async def _step(self) -> int:
         """One batch; when it fails, the messages one by one, and one that fails alone is skipped
         (with its error recorded) so the rest of the feed is judged."""
         try:
-            return await self.writer.run(lambda con: judge_pending(con, self.batch, self.notifier))
+            return await self._judge(self.batch)
         except InputError:
             raise  # StoreBusy: the store is not ours right now; retry later
         except Exception:  # noqa: BLE001
             pass
         try:
-            return await self.writer.run(lambda con: judge_pending(con, 1, self.notifier))
+            return await self._judge(1)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -186,3 +268,21 @@ class Judge(Background):
         log.error("inbox message not judged: %s", reason)
         await self.writer.run(lambda con: skip_failed(con, reason))
         return 1
+
+    async def _judge(self, limit: int) -> int:
+        """Read and assess on a worker thread with a read cursor; write on the writer (a short job,
+        so new messages' ACKs do not wait behind the assessments). Only this task moves the
+        progress mark, so what it read is still pending when it writes."""
+        batch = await asyncio.to_thread(self._read_and_judge, limit)
+        if batch is None:
+            return 0
+        await self.writer.run(lambda con: write_batch(con, batch, self.notifier))
+        return batch.count
+
+    def _read_and_judge(self, limit: int) -> JudgedBatch | None:
+        cur = self.writer.cursor()
+        try:
+            rows = pending_rows(cur, limit)
+            return judge_rows(cur, rows) if rows else None
+        finally:
+            cur.close()

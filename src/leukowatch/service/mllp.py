@@ -18,9 +18,11 @@ live feed needs around it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from asyncio import LimitOverrunError
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,8 @@ log = logging.getLogger("leukowatch.feed")
 
 DEFAULT_MLLP_PORT = 2575  # the IANA-registered HL7 MLLP port
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+#: How long a graceful stop keeps judging the backlog (the rest is judged at the next start).
+DRAIN_TIMEOUT_S = 20.0
 #: How much of an oversized block is kept to read its MSH (for MSA-2) before it is discarded.
 _HEAD_BYTES = 4096
 
@@ -153,7 +157,7 @@ class LabFeed:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         await self.inbox.stop()
-        await self.judge.stop()
+        await self.judge.drain(DRAIN_TIMEOUT_S)
         if self.notifier is not None:
             await self.notifier.stop()
 
@@ -200,6 +204,26 @@ class LabFeed:
         ack = build_ack(arrival.header, code, arrival.error)
         writer.writeblock(ack.encode(encoding, "replace"))
         await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def lab_feed_running(app: Any) -> AsyncIterator[LabFeed | None]:
+    """Run the listener for the service's lifetime when `serve --mllp-port` asked for it
+    (`app.state.lab_feed`), on the service's own store writer: one writer per store."""
+    options = getattr(app.state, "lab_feed", None)
+    if options is None:
+        yield None
+        return
+    from .notify import Notifier
+
+    writer = getattr(app.state, "writer", None) or app.state.store.writer
+    feed = LabFeed(writer, options, Notifier.from_flags(writer, *getattr(app.state, "notify", (None, None))))
+    await feed.start()
+    app.state.feed = feed
+    try:
+        yield feed
+    finally:
+        await feed.stop()
 
 
 async def run_listener(db: str | None, options: FeedOptions, notify: tuple[str | None, str | None] = (None, None),

@@ -1,0 +1,203 @@
+"""The MLLP listener (`leukowatch listen`) driven by python-hl7's own MLLP client and `mllp_send`:
+ACK codes and MSA-2, idempotent resends, many connections, size limit, enhanced mode, TLS, and a
+kill -9 mid-stream after which every AA'd message is in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import hl7
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from feed_helpers import FEED_STREAM, ack_fields, exchange, listener, oru, query, send_all
+from hl7.mllp import open_hl7_connection
+
+
+def test_ack_codes_and_msa2_good_bad_unparseable(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    no_pid = "\r".join(oru("BAD-PID").split("\r")[:1] + oru("BAD-PID").split("\r")[2:])
+    unknown_code = oru("BAD-OBX").replace("6690-2^WBC^LN", "XYZ^Mystery^L").replace("751-8^ANC^LN", "QQ^Other^L")
+    adt = oru("ADT-1").replace("ORU^R01^ORU_R01", "ADT^A01^ADT_A01")
+    v23 = oru("OLD-1", version="2.3").replace("\rPID|1||P1^^^CITYLAB^MR", "\rPID|1||^^^CITYLAB^MR")
+    with listener(db) as (_, port):
+        acks = exchange(port, [oru("GOOD-1"), no_pid, unknown_code, adt, "this is not HL7", v23, oru("GOOD-2")])
+    good, pid, obx, not_oru, garbage, old, after = acks
+    assert (good["code"], good["control_id"]) == ("AA", "GOOD-1")
+    # the ACK's MSH swaps sender and receiver and answers in the message's own version
+    assert (good["sending_app"], good["receiving_app"], good["receiving_facility"]) == ("LEUKOWATCH", "LABSYS", "CITYLAB")
+    assert good["version"] == "2.5.1" and good["type"] == "ACK^R01^ACK" and "err" not in good
+    assert (pid["code"], pid["control_id"]) == ("AE", "BAD-PID") and pid["err"].startswith("ERR||PID^1^")
+    assert (obx["code"], obx["control_id"]) == ("AE", "BAD-OBX") and "OBX^1^3" in obx["err"]
+    assert (not_oru["code"], not_oru["control_id"]) == ("AR", "ADT-1") and "MSH^1^9" in not_oru["err"]
+    assert garbage["code"] == "AR" and garbage["control_id"] == ""
+    # v2.3 carries the error location in ERR-1, and the version comes back as sent
+    assert (old["code"], old["control_id"], old["version"]) == ("AE", "OLD-1", "2.3")
+    assert old["err"].startswith("ERR|PID^1^3^101&")
+    # a bad message never drops the connection: the last message on it was still answered
+    assert (after["code"], after["control_id"]) == ("AA", "GOOD-2")
+    rows = query(db, "SELECT control_id, status, ack_code FROM feed_inbox ORDER BY inbox_id")
+    assert [r for r in rows if r[1] == "stored"] == [("GOOD-1", "stored", "AA"), ("GOOD-2", "stored", "AA")]
+    assert {r[0] for r in rows if r[1] == "error"} == {"BAD-PID", "BAD-OBX", "ADT-1", "", "OLD-1"}
+
+
+def test_resent_message_is_acked_aa_and_stored_once(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    message = oru("DUP-1", patient="P9", anc=0.3)
+    changed = oru("DUP-1", patient="P9", anc=0.4)  # same MSH-10, other content: a different message
+    with listener(db) as (_, port):
+        first = exchange(port, [message])
+        again = exchange(port, [message, message])  # on a new connection, as after a lost ACK
+        other = exchange(port, [changed])
+    assert [a["code"] for a in first + again + other] == ["AA"] * 4
+    assert [a["control_id"] for a in first + again] == ["DUP-1"] * 3
+    assert query(db, "SELECT count(*) FROM feed_inbox WHERE control_id = 'DUP-1'") == [(2,)]
+    values = query(db, "SELECT value FROM observations WHERE patient_id = 'P9' AND analyte = 'neutrophils' "
+                       "ORDER BY value")
+    assert values == [(0.3,), (0.4,)]
+
+
+def test_mllp_send_command_sends_the_example_stream(tmp_path: Path) -> None:
+    mllp_send = shutil.which("mllp_send", path=str(Path(sys.executable).parent))
+    assert mllp_send, "python-hl7's mllp_send is installed with the hl7 package"
+    with listener(tmp_path / "feed.duckdb") as (_, port):
+        out = subprocess.run([mllp_send, "--loose", "--file", str(FEED_STREAM), "--port", str(port), "127.0.0.1"],
+                             capture_output=True, check=True, timeout=60).stdout
+    blocks = [block.strip(b"\x0b\r\n") for block in out.split(b"\x1c")]  # it prints each framed ACK
+    acks = [hl7.parse(block.decode()) for block in blocks if block.startswith(b"MSH")]
+    assert [(str(a.segment("MSA")(1)), str(a.segment("MSA")(2))) for a in acks] == [
+        ("AA", f"FEED-{n:04d}") for n in range(1, 7)]
+
+
+def test_thousand_messages_over_five_connections_none_lost(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    per_connection = 200
+
+    async def stream(c: int) -> list[hl7.Message]:
+        messages = [oru(f"C{c}-{i:04d}", patient=f"P{c}-{i % 20}", when=f"2026110{1 + i % 9}0800",
+                        anc=round(0.2 + (i % 30) / 10, 1)) for i in range(per_connection)]
+        return await send_all(port, messages)
+
+    async def all_streams() -> list[list[hl7.Message]]:
+        return await asyncio.gather(*(stream(c) for c in range(5)))
+
+    with listener(db) as (_, port):
+        results = asyncio.run(all_streams())
+    for c, acks in enumerate(results):
+        fields = [ack_fields(a) for a in acks]
+        assert [f["code"] for f in fields] == ["AA"] * per_connection
+        assert [f["control_id"] for f in fields] == [f"C{c}-{i:04d}" for i in range(per_connection)]
+    assert query(db, "SELECT count(DISTINCT control_id), count(*) FROM feed_inbox") == [(1000, 1000)]
+    # per connection (= per patient here), arrival order is kept in the inbox ids
+    for c in range(5):
+        ids = [r[0] for r in query(db, "SELECT control_id FROM feed_inbox WHERE control_id LIKE ? ORDER BY inbox_id",
+                                   [f"C{c}-%"])]
+        assert ids == sorted(ids)
+
+
+def test_size_limit_answers_ar_and_keeps_the_connection(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    big = oru("BIG-1") + "\r" + "\r".join(f"NTE|{i}||{'x' * 200}" for i in range(40))
+    with listener(db, "--max-message-bytes", "3000") as (_, port):
+        acks = exchange(port, [big, oru("SMALL-1"), big, oru("SMALL-2")])
+    assert [(a["code"], a["control_id"]) for a in acks] == [
+        ("AR", "BIG-1"), ("AA", "SMALL-1"), ("AR", "BIG-1"), ("AA", "SMALL-2")]
+    assert "larger than the limit of 3000 bytes" in acks[0]["err"]
+    assert query(db, "SELECT control_id FROM feed_inbox WHERE status = 'stored' ORDER BY inbox_id") == [
+        ("SMALL-1",), ("SMALL-2",)]
+
+
+def test_enhanced_mode_answers_commit_acks(tmp_path: Path) -> None:
+    with listener(tmp_path / "feed.duckdb") as (_, port):
+        acks = exchange(port, [oru("ENH-1", msh15="AL", msh16="NE"),
+                               oru("ENH-2", msh15="AL", msh16="AL").replace("PID|1||P1", "PID|1||"),
+                               oru("ENH-3", msh15="NE", msh16="AL")])
+    assert [(a["code"], a["control_id"]) for a in acks] == [("CA", "ENH-1"), ("CE", "ENH-2"), ("AA", "ENH-3")]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_listener(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    with listener(tmp_path / "feed.duckdb", "--mllp-tls-cert", str(cert), "--mllp-tls-key", str(key)) as (_, port):
+        async def over_tls() -> list[hl7.Message]:
+            reader, writer = await open_hl7_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+            writer.writemessage(oru("TLS-1"))
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readmessage(), timeout=30)
+            writer.close()
+            return [ack]
+
+        acks = asyncio.run(over_tls())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+            plain.sendall(b"\x0b" + oru("PLAIN-1").encode() + b"\x1c\r")
+            try:
+                answer = plain.recv(4096)
+            except (ConnectionError, TimeoutError):
+                answer = b""
+    assert ack_fields(acks[0])["code"] == "AA"
+    assert b"MSA|" not in answer  # without TLS, no ACK (and nothing stored)
+    assert query(tmp_path / "feed.duckdb", "SELECT control_id FROM feed_inbox") == [("TLS-1",)]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs kill -9")
+def test_kill9_mid_stream_every_aa_message_is_stored(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    acked: list[str] = []
+
+    async def stream(c: int, port: int) -> None:
+        reader, writer = await open_hl7_connection("127.0.0.1", port)
+        try:
+            for i in range(100_000):
+                writer.writemessage(oru(f"K{c}-{i:05d}", patient=f"K{c}", when=f"2026110{1 + i % 9}0800"))
+                await writer.drain()
+                ack = ack_fields(await asyncio.wait_for(reader.readmessage(), timeout=30))
+                if ack["code"] == "AA":
+                    acked.append(ack["control_id"])
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            return  # the server died mid-stream
+
+    async def until_killed(proc: subprocess.Popen, port: int) -> None:
+        tasks = [asyncio.create_task(stream(c, port)) for c in range(3)]
+        while len(acked) < 300:
+            await asyncio.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+
+    with listener(db) as (proc, port):
+        asyncio.run(until_killed(proc, port))
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    stored = {r[0] for r in query(db, "SELECT control_id FROM feed_inbox WHERE status = 'stored'")}
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} AA'd messages missing after kill -9"
+    # restarted, the listener judges what the killed one had stored but not judged, then answers on
+    with listener(db) as (_, port):
+        assert exchange(port, [oru("AFTER-1", patient="K0", when="202611200800")])[0]["code"] == "AA"
+    judged, last = query(db, "SELECT (SELECT judged_upto FROM feed_progress), (SELECT max(inbox_id) FROM feed_inbox)")[0]
+    assert judged == last
