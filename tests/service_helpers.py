@@ -120,3 +120,43 @@ class Signer:
                    "jti": jti or uuid.uuid4().hex, **claims}
         return jwt.encode(payload, self.private, algorithm=self.alg,
                           headers={"kid": self.kid, "typ": "JWT", **(headers or {})})
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens and stored data (issue 12: stored-patient endpoints need a bearer token)
+
+
+def make_token(db: str, role: str, name: str | None = None) -> str:
+    """A new API token in the store at `db` (what `leukowatch token create` does), before serving."""
+    from leukowatch.io.store import open_store
+    from leukowatch.service.auth import create_token
+
+    con = open_store(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        token = create_token(con, name or f"{role}-{uuid.uuid4().hex[:6]}", role)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def fhir_obs(pid: str, oid: str, loinc: str, value: float, when: str) -> dict[str, Any]:
+    """A lab Observation in 10^3/uL at an exact time (for stored histories)."""
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when,
+            "valueQuantity": {"value": value, "unit": "10*3/uL", "system": "http://unitsofmeasure.org",
+                              "code": "10*3/uL"}}
+
+
+def cbc_bundle(pid: str, draws: list[tuple[str, float, float]], gender: str = "male") -> dict[str, Any]:
+    """A collection Bundle: the Patient and, per draw (time, WBC, ANC), two Observations."""
+    resources = [patient_resource(pid, gender, "1980-05-01")]
+    for i, (when, wbc, anc) in enumerate(draws):
+        resources += [fhir_obs(pid, f"{pid}-w{i}", "6690-2", wbc, when), fhir_obs(pid, f"{pid}-n{i}", "751-8", anc, when)]
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}

@@ -13,16 +13,17 @@ from contextlib import asynccontextmanager
 from importlib import metadata, resources
 
 import httpx
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import api, cds, web
+from . import api, cds, signin, web, worklist
+from .auth import Authenticator, csrf_token, current_actor
 from .cds_auth import TokenVerifier
 from .config import Settings
 from .db import Store
 from .errors import BodySizeLimit, install_error_handlers
+from .security import CSP, BrowserBoundary
 
 log = logging.getLogger("leukowatch.service")
 
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(follow_redirects=False) as client:
+        from .mllp import lab_feed_running
+
+        async with httpx.AsyncClient(follow_redirects=False) as client, lab_feed_running(app):
             app.state.http = client
             yield
         app.state.store.close()
@@ -61,17 +64,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings)
     app.state.store = Store(settings.db)
+    app.state.writer = app.state.store.writer
+    app.state.auth = Authenticator(settings, app.state.writer)
+    web.templates.env.globals.update(csrf_token=csrf_token, current_actor=current_actor)
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(cds.router)
+    app.include_router(signin.router)
     app.include_router(web.router)
+    app.include_router(worklist.router)
     static = resources.files("leukowatch.service") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _mount_offline_docs(app)
-    # CDS Hooks sandboxes call from the browser; bearer tokens, no cookies, so any origin may call.
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
-                       allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    # Outermost: Host check, CORS on /cds-services* only, security headers (security.py).
+    app.add_middleware(BrowserBoundary, allowed_hosts=settings.host_names(),
+                       https=(settings.public_url or "").startswith("https://"))
     return app
 
 
@@ -84,10 +92,25 @@ def _mount_offline_docs(app: FastAPI) -> None:
     app.mount("/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        if not request.app.state.settings.open_stateless:
+            await api.require_role("read")(request)
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json", title="leukowatch API",
             swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/swagger-ui/favicon-32x32.png",
         )
+        # Swagger UI starts from an inline script: allow exactly that script by its hash.
+        page.headers["Content-Security-Policy"] = CSP.replace("script-src 'self'",
+                                                              "script-src 'self' " + _script_hashes(page.body))
+        return page
+
+
+def _script_hashes(html: bytes) -> str:
+    import base64
+    import hashlib
+    import re
+
+    scripts = re.findall(rb"<script>(.*?)</script>", html, flags=re.S)
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts)

@@ -25,25 +25,24 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: TC003 - FastAPI evaluates them
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from .audit import DENIED, Actor, record
+from .audit import DENIED, ERROR, NOT_FOUND, OK, REJECTED, Actor, record
 from .errors import ServiceError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     import duckdb
     import httpx
 
     from .config import Settings
     from .writer import StoreWriter
 
-__all__ = ["Actor", "ROLES", "require_role", "require_page_role", "create_token", "list_tokens", "revoke_token",
+__all__ = ["Actor", "ROLES", "require_role", "require_page_role", "audited", "stored_page_guard", "create_token", "list_tokens", "revoke_token",
            "csrf_token", "current_actor", "SignInRequired", "Authenticator", "SESSION_COOKIE"]
 
 ROLES: tuple[str, ...] = ("read", "ingest", "admin")
@@ -252,10 +251,8 @@ async def _authorize(request: Request, role: str, actor: Actor | None) -> Actor:
     if actor is None:
         raise _unauthorized(f"this endpoint needs a token with the {role!r} role")
     if not has_role(actor, role):
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", request.url.path)
-        await asyncio.wrap_future(record(request.app.state.writer, actor, f"{request.method} {endpoint}",
-                                         endpoint, DENIED))
+        await asyncio.wrap_future(record(request.app.state.writer, actor, _route_action(request), _route(request),
+                                         DENIED, request.path_params.get("patient_id")))
         raise ServiceError(403, "Authorization", f"the {actor.role!r} role may not do this (needs {role!r})")
     request.state.actor = actor
     return actor
@@ -295,6 +292,55 @@ def open_unless_remote(role: str = "read") -> Callable[[Request], Awaitable[Acto
         return await needs(request)
 
     return dependency
+
+
+#: Pages that show stored patients (or the audit): a signed-in browser with the read role, audited.
+STORED_PAGE_PREFIXES: tuple[str, ...] = ("/patients", "/population", "/worklist", "/audit")
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return NOT_FOUND if exc.status == 404 else ERROR if exc.status >= 500 else REJECTED
+    return DENIED if isinstance(exc, SignInRequired) else ERROR
+
+
+def audited(role: str, action: str | None = None, page: bool = False, prefixes: tuple[str, ...] = ()
+            ) -> Callable[[Request], AsyncIterator[Actor | None]]:
+    """Dependency: `require_role(role)` (or `require_page_role`), then one audit row when the
+    endpoint has finished: action (default "METHOD /route/{template}"), the `patient_id` path
+    parameter if any, and the outcome (ok, not-found, rejected, error). With `prefixes`, only
+    paths starting with one of them are guarded (the others yield None)."""
+    guard = require_page_role(role) if page else require_role(role)
+
+    async def dependency(request: Request) -> AsyncIterator[Actor | None]:
+        if prefixes and not request.url.path.startswith(prefixes):
+            yield None
+            return
+        actor = await guard(request)
+        outcome = OK
+        try:
+            yield actor
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            await asyncio.wrap_future(record(request.app.state.writer, actor, action or _route_action(request),
+                                             _route(request), outcome, request.path_params.get("patient_id")))
+
+    return dependency
+
+
+#: Router-wide dependency of the web pages: those under `STORED_PAGE_PREFIXES` need a signed-in
+#: browser with the read role and are audited; the others (the CBC form, sources) stay open.
+stored_page_guard = audited("read", page=True, prefixes=STORED_PAGE_PREFIXES)
+
+
+def _route(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", None) or "(no route)")
+
+
+def _route_action(request: Request) -> str:
+    return f"{request.method} {_route(request)}"
 
 
 def current_actor(request: Request) -> Actor | None:

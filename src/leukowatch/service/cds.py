@@ -81,28 +81,40 @@ async def discovery() -> dict[str, Any]:
                          for sid, spec in SERVICES.items()]}
 
 
-def _called_url(request: Request) -> str:
-    """The exact URL the client called, which the JWT `aud` must equal (public URL when proxied)."""
+def _base_url(request: Request) -> str:
+    """The service's base URL: the configured public URL, else (on loopback only: `serve` requires a
+    public URL beyond it) the address the server socket is bound to. Never the request's Host or
+    forwarded headers, which the caller chooses."""
     settings = request.app.state.settings
     if settings.public_url:
-        return settings.public_url.rstrip("/") + request.url.path
-    return str(request.url.replace(query=""))
+        return settings.public_url.rstrip("/")
+    host, port = request.scope.get("server") or ("127.0.0.1", 80)
+    return f"http://{f'[{host}]' if ':' in str(host) else host}:{port}"
 
 
-def _base_url(request: Request) -> str:
-    settings = request.app.state.settings
-    return (settings.public_url or str(request.base_url)).rstrip("/")
+def _called_url(request: Request) -> str:
+    """The URL the JWT `aud` must equal: the base URL plus the service path."""
+    return _base_url(request) + request.url.path
 
 
-async def _authenticate(request: Request) -> None:
+async def _authenticate(request: Request) -> dict[str, Any]:
     verifier: TokenVerifier = request.app.state.verifier
-    await verifier.verify(request.headers.get("authorization"), _called_url(request), request.app.state.http)
+    return await verifier.verify(request.headers.get("authorization"), _called_url(request), request.app.state.http)
+
+
+def _allowed_server(request: Request, claims: dict[str, Any], server: str) -> bool:
+    """Whether the hook's `fhirServer` is on the allowlist of the issuer that signed the call (any
+    server under --insecure-dev, where nothing is verified): the EHR's access token goes nowhere else."""
+    if request.app.state.settings.insecure_dev:
+        return True
+    trust = request.app.state.verifier.trust.get(claims.get("iss"), {})
+    return server.rstrip("/") in trust.get("fhir_servers", ())
 
 
 async def _hook_body(request: Request, service_id: str) -> dict[str, Any]:
     if service_id not in SERVICES:
         raise ServiceError(404, "service", f"no CDS service {service_id!r}; see GET /cds-services")
-    await _authenticate(request)
+    request.state.claims = await _authenticate(request)
     body = parse_json((await request.body()).decode("utf-8", errors="replace"))
     if not isinstance(body, dict):
         raise InputError("$", "expected a CDS Hooks request object")
@@ -139,6 +151,11 @@ async def gather(request: Request, body: dict[str, Any], cutoff: datetime) -> di
         if server is None:
             if key in REQUIRED_KEYS:
                 raise ServiceError(412, f"prefetch.{key}", "not prefetched and no fhirServer to fetch it from")
+            continue
+        if not _allowed_server(request, getattr(request.state, "claims", {}), server):
+            if key in REQUIRED_KEYS:
+                raise ServiceError(412, "fhirServer", f"prefetch.{key} is missing and fhirServer is not on this "
+                                                      "issuer's allowlist, so it is not fetched")
             continue
         try:
             out[key] = await fhir_get(request.app.state.http, server, _fetch_query(key, template, patient_id, cutoff),

@@ -3,11 +3,14 @@
 A hook call carries `Authorization: Bearer <JWT>`. We accept it only when all of these hold:
 - the header's `alg` is asymmetric (RS384 or ES384, the two the spec names); `none` and HMAC are
   refused before any key is looked at, which closes the classic algorithm-confusion attacks;
-- `iss` is on the allowlist, and the signature verifies against a key configured out of band or
-  one from the JWK Set at the header's `jku`, which must itself be allow-listed (we never fetch
-  a URL a token chose freely);
-- `aud` equals the exact URL that was called; `exp`, `iat` and `jti` are present and `exp` is in
-  the future;
+- `iss` is on the allowlist, and the signature verifies against a key configured out of band for
+  that issuer or one from the JWK Set at the header's `jku`, which must be on that issuer's own
+  allowlist (we never fetch a URL a token chose freely). A key belongs to one issuer: a key
+  trusted for issuer A never verifies a token that claims issuer B;
+- `aud` equals the configured public base URL plus the service path (never derived from the
+  request's Host or forwarded headers); `exp`, `iat` and `jti` are present, `exp` is in the
+  future, and the lifetime `exp - iat` is at most `MAX_LIFETIME_S` plus leeway (SMART Backend
+  Services caps client assertions at five minutes);
 - `jti` has not been seen before from that issuer (a replay cache kept until the token expires).
 Any failure is 401 with a reason that describes the token, never the patient.
 """
@@ -32,6 +35,8 @@ _KTY_FOR_ALG = {"RS384": "RSA", "ES384": "EC"}
 LEEWAY_S = 30
 #: How long a fetched JWK Set is trusted before it is fetched again, seconds.
 JWKS_TTL_S = 300
+#: Longest accepted token lifetime (exp - iat), seconds, before leeway.
+MAX_LIFETIME_S = 300
 
 
 def _unauthorized(problem: str) -> ServiceError:
@@ -60,12 +65,13 @@ class ReplayCache:
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.trust = settings.issuer_trust()
         self.replay = ReplayCache()
         self._jwks_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
-    async def _jku_keys(self, jku: str, client: httpx.AsyncClient) -> list[dict[str, Any]]:
-        if jku not in self.settings.cds_jku_allowlist:
-            raise _unauthorized("jku is not on the allowlist")
+    async def _jku_keys(self, iss: str, jku: str, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        if jku not in self.trust[iss]["jku"]:
+            raise _unauthorized("jku is not on this issuer's allowlist")
         cached = self._jwks_cache.get(jku)
         now = time.monotonic()
         if cached and cached[0] > now:
@@ -98,11 +104,11 @@ class TokenVerifier:
         if alg not in ALLOWED_ALGORITHMS:
             raise _unauthorized(f"alg {alg!r} not accepted (use {' or '.join(ALLOWED_ALGORITHMS)})")
         iss = unverified.get("iss")
-        if not isinstance(iss, str) or iss not in self.settings.cds_issuers:
+        if not isinstance(iss, str) or iss not in self.trust:
             raise _unauthorized("iss is not on the allowlist")
-        keys = list(self.settings.cds_jwks.get("keys", []))
+        keys = list(self.trust[iss]["keys"])  # this issuer's keys only
         if header.get("jku"):
-            keys += await self._jku_keys(str(header["jku"]), client)
+            keys += await self._jku_keys(iss, str(header["jku"]), client)
         kid = header.get("kid")
         candidates = [k for k in keys if isinstance(k, dict) and k.get("kty") == _KTY_FOR_ALG[alg]
                       and (kid is None or k.get("kid") == kid)]
@@ -126,7 +132,13 @@ class TokenVerifier:
             except (jwt.PyJWTError, ValueError, TypeError) as exc:
                 raise _unauthorized(f"invalid token ({type(exc).__name__})") from None
         if claims is None:
-            raise _unauthorized("signature does not verify against any trusted key")
+            raise _unauthorized("signature does not verify against any key trusted for this issuer")
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (TypeError, ValueError):
+            raise _unauthorized("exp and iat must be numbers") from None
+        if lifetime > MAX_LIFETIME_S + LEEWAY_S:
+            raise _unauthorized(f"token lifetime (exp - iat) exceeds {MAX_LIFETIME_S} s")
         if not self.replay.check_and_add(iss, str(claims["jti"]), float(claims["exp"]), time.time()):
             raise _unauthorized("jti already used (replayed token)")
         return claims

@@ -1,20 +1,29 @@
 """`leukowatch serve`: settings from the environment, overridden by flags, then uvicorn with one worker.
 
-One worker on purpose: the JWT replay cache lives in the process, and a second worker would accept a
-token the first has already seen. The access log is off: its paths carry patient ids
-(`/patients/{id}`), and the project never logs patient identifiers.
+One worker on purpose: the JWT replay cache, the sessions and the store's one writer live in the
+process, and a second worker would accept a token the first has already seen. The access log is off:
+its paths carry patient ids (`/patients/{id}`), and the project never logs patient identifiers.
+
+At start-up it prints a sign-in link carrying a fresh admin token that lives 15 minutes in this
+process only (as Jupyter does), so `make run` is still one command to a working page. Beyond
+loopback it refuses to start without configured authentication (an API token in the store or an
+OIDC issuer) and without `--public-url`, unless `--insecure-dev` says this is a sandbox.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from .config import Settings
 
 
 def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecure_dev: bool = False,
-        public_url: str | None = None, log_level: str = "info") -> int:
+        public_url: str | None = None, log_level: str = "info", lab_feed: Any = None,
+        notify: tuple[str | None, str | None] = (None, None), allowed_hosts: tuple[str, ...] = ()) -> int:
+    """Serve until stopped. `lab_feed` (mllp.FeedOptions) also runs the MLLP listener in this process,
+    on the service's store writer; `notify` is its (webhook URL, FHIR base)."""
     import uvicorn
 
     from .app import INSECURE_WARNING, create_app
@@ -30,10 +39,61 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
     elif not settings.cds_issuers:
         print("leukowatch: no CDS Hooks issuer configured (LEUKOWATCH_CDS_ISSUERS): every hook call will get 401",
               file=sys.stderr)
+    loopback = is_loopback(host)
+    settings.allowed_hosts += tuple(allowed_hosts) + _own_names(host, settings.public_url)
+    settings.open_stateless = loopback
+    if not loopback and not settings.public_url and not settings.insecure_dev:
+        print(f"leukowatch: refusing to listen on {host} without --public-url (the URL clients call; CDS Hooks "
+              "tokens are checked against it)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    if not loopback and not _auth_configured(app):
+        if not settings.insecure_dev:
+            print(f"leukowatch: refusing to listen on {host} without authentication: create a token first "
+                  "(leukowatch token create --role read --name NAME) or configure an OIDC issuer; "
+                  "--insecure-dev overrides this for a sandbox", file=sys.stderr)
+            return 2
+        print(INSECURE_WARNING.replace("CDS Hooks JWTs are NOT verified", f"listening on {host} with NO tokens"),
+              file=sys.stderr)
+    base = (settings.public_url or f"http://{host if loopback else '127.0.0.1'}:{port}").rstrip("/")
+    print(f"leukowatch: sign in at {base}/login?token={app.state.auth.startup_token()} (admin, valid 15 minutes)",
+          file=sys.stderr)
+    app.state.lab_feed, app.state.notify = lab_feed, notify
+    if lab_feed is not None:
+        print(f"leukowatch: lab feed (MLLP) on {lab_feed.host}:{lab_feed.port}", file=sys.stderr)
     print(f"leukowatch: serving on http://{host}:{port}/ (API docs at /docs, CDS discovery at /cds-services)",
           file=sys.stderr)
     uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, server_header=False,
                 access_log=False)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a --host value) only accepts connections from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _own_names(host: str, public_url: str | None) -> tuple[str, ...]:
+    """Host names the service is reached by besides loopback: the --host address itself (unless a
+    wildcard) and the public URL's host."""
+    from urllib.parse import urlsplit
+
+    names = [] if host in ("0.0.0.0", "::", "") or is_loopback(host) else [host]
+    if public_url and urlsplit(public_url).hostname:
+        names.append(str(urlsplit(public_url).hostname))
+    return tuple(names)
+
+
+def _auth_configured(app: Any) -> bool:
+    """An OIDC issuer, or at least one active API token in the store."""
+    from .auth import active_token_count
+
+    return bool(app.state.settings.oidc_issuer) or app.state.writer.run_sync(active_token_count) > 0

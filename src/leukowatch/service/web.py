@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..assess import assess
 from ..model import Assessment, InputError
 from ..request import parse_observation, parse_patient
+from .auth import stored_page_guard
 from .cds_cards import indicator
 
-router = APIRouter(include_in_schema=False)
+#: Pages under /patients and /population need a signed-in browser (role read) and are audited.
+router = APIRouter(include_in_schema=False, dependencies=[Depends(stored_page_guard)])
 templates = Jinja2Templates(directory=str(resources.files("leukowatch.service") / "templates"))
 
 #: Form count fields in display order: (form name, analyte, label, takes a % in differential mode).
