@@ -62,7 +62,12 @@ def test_graded_derived_anc_and_grades(result) -> None:  # type: ignore[no-untyp
     assert list(anc["derived"]) == [False, True, False, False]
     assert anc["value"].iloc[1] == pytest.approx(2.2 * 20 / 100)  # WBC x % / 100 at the same draw
     assert [None if x != x else int(x) for x in anc["grade"]] == [2, 4, 4, None]
-    assert set(g["unit"]) <= {"10^9/L", "g/dL"} and set(g["criteria"]) == {"CTCAE v5.0"}
+    # graded is narrow: the unit is the analyte's canonical one, the criteria in the summary, the range's
+    # profile and sex one join away in `ranges`
+    assert "unit" not in g.columns and result.summary["criteria"] == "CTCAE v5.0"
+    ranges = result.frame("ranges").set_index("range_id")
+    wbc = g.loc[("H1", "wbc")]
+    assert set(ranges.loc[wbc["range_id"].astype(int), "sex"]) == {"male"}
 
 
 def test_episodes_chronic_drugs_and_flags(result) -> None:  # type: ignore[no-untyped-def]
@@ -113,7 +118,8 @@ def test_omop_duckdb_and_store(tmp_path: Path) -> None:
     r = screen([str(omop)], tmp_path / "o1")
     g = r.frame("graded").set_index("analyte")
     assert g.loc["neutrophils", "value"] == pytest.approx(0.8) and g.loc["neutrophils", "grade"] == 3
-    assert g.loc["wbc", "sex"] == "female" and r.reconciliation["rejected"] == 1
+    assert r.frame("persons").set_index("patient_id").loc["10", "sex"] == "female"
+    assert r.reconciliation["rejected"] == 1
     assert list(r.frame("drug_episodes")["generic"].unique()) == ["clozapine"]
 
     store = tmp_path / "store.duckdb"

@@ -56,10 +56,6 @@ class Engine:
         self.to_parquet(expr, path)
         return self.read_parquet([path])
 
-    def cache(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
-        """A bucket's input rows, read by several queries: an engine may keep a copy (Spark re-reads)."""
-        return expr
-
     def buckets(self, rows: int) -> int:
         """Into how many buckets of persons to split `rows` input rows (Spark partitions by itself)."""
         return 1
@@ -155,8 +151,12 @@ class DuckDBEngine(Engine):
         return self._sql(f"SELECT * FROM read_parquet({files}, union_by_name = true)")
 
     def read_csv(self, path: Path) -> ir.Table:
-        return self._sql(f"SELECT *, row_number() OVER () AS _rn FROM read_csv({_quote(path)}, "
-                            "all_varchar = true, header = true)")
+        """A CSV is parsed once into a temporary table (the screen scans its input several times)."""
+        self._views += 1
+        name = f"lw_csv_{self._views}"
+        self.con.raw_sql(f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS _rn "
+                         f"FROM read_csv({_quote(path)}, all_varchar = true, header = true)")
+        return self.con.table(name)
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
         alias = self._attached.get(path)
@@ -177,9 +177,6 @@ class DuckDBEngine(Engine):
         if cast:
             sql = f"SELECT * REPLACE ({', '.join(cast)}) FROM ({sql})"
         self.con.raw_sql(f"COPY ({sql}) TO {_quote(path)} (FORMAT parquet, COMPRESSION zstd)")
-
-    def cache(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
-        return self.materialize(expr, name, workdir)
 
     def buckets(self, rows: int) -> int:
         """Enough buckets that one bucket's working set (its rows, draws, sorts) fits the memory limit: a

@@ -1,6 +1,6 @@
 """The rules of `rules/` as relational steps, each an Ibis expression any backend runs.
 
-    raw --validate--> judged rows: accepted (canonical units) + failed (rejects, with reasons)
+    raw --validate--> accepted rows (canonical units) + rejects (with reasons)
         --draws-->    one row per draw: duplicates found (bit sums), differential inputs pivoted
         --grade-->    graded: one row per person, draw and analyte, absolute, flagged and graded
         --timeline--> episodes (gaps and islands), chronic cases, drug-associated episodes
@@ -14,17 +14,16 @@ from __future__ import annotations
 import functools
 import operator
 from datetime import timedelta
-from typing import Any, get_args
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 
 from ..io.result import RESULT_KEY
 from ..knowledge import load_table
-from ..model import ANALYTES, CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, FINDING_CODES, Sex
+from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, FINDING_CODES
 from ..rules.findings import LOW_FINDING
-from ..rules.grading import criteria_versions
-from ..rules.ranges import profile_for, profile_names
+from ..rules.ranges import profile_for
 from ..rules.timeline import chronic_rule
 from ..units import plausibility
 from . import relations as rel
@@ -53,10 +52,13 @@ def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.Integer
 _BLANK = "^[ \t\n\r\x0b\x0c]*$"
 
 
-def blank_ids(raw: ir.Table) -> ir.Table:
-    """The distinct blank (whitespace-only) patient ids: matched once, so that each later pass over the rows
-    tests membership in this (almost always empty) list instead of running a regular expression."""
-    return raw.filter(raw.patient_id.re_search(_BLANK)).select("patient_id").distinct()
+def distinct_keys(raw: ir.Table) -> ir.Table:
+    """Every distinct (analyte, loinc, unit, sex) spelling, and the blank (whitespace-only) patient ids: the
+    few values `relations` asks the per-patient functions about. A blank id is matched here once, so that
+    each later pass over the rows tests membership in this (almost always empty) list instead of running a
+    regular expression."""
+    blank = ibis.cases((raw.patient_id.re_search(_BLANK), raw.patient_id), else_=ibis.null("string"))
+    return raw.select("analyte", "loinc", "unit", "sex", blank_id=blank).distinct()
 
 
 def _checks(j: ir.Table, blank: list[str]) -> list[tuple[Any, Any, Any]]:
@@ -109,31 +111,8 @@ def rejects_of(checked: ir.Table, blank: list[str]) -> ir.Table:
                     reason_code=reason_code)
 
 
-#: Raw columns a judged row keeps only when it failed (to rebuild its reason), NULL when it passed.
-_RAW_FOR_REJECTS = ("analyte", "loinc", "value", "unit", "low", "high", "sex")
-
-
-def judged_of(checked: ir.Table) -> ir.Table:
-    """Every row once judged, compact: the canonical columns the rules read, `ok`, and the raw columns of the
-    failed rows only (a screen keeps this one relation per bucket; see `accepted_of`, `failed_of`)."""
-    c = checked
-    raw = {f"r_{k}": ibis.cases((c.ok, ibis.null(c[k].type())), else_=c[k]) for k in _RAW_FOR_REJECTS}
-    return c.select(ok=c.ok, _row=c._row, _src=c._src, patient_id=c.patient_id, time=c.time,
-                    analyte_c=c.analyte_c, percent=c.percent, c_bit=c.c_bit, value_c=c.value_c,
-                    comparator=c.comparator, lab_low=c.lab_low, lab_high=c.lab_high, sex_c=c.sex_c,
-                    birth_date=c.birth_date, age_years=c.age_years, duffy_null=c.duffy_null, **raw)
-
-
-def failed_of(judged: ir.Table) -> ir.Table:
-    """The failed rows back in the raw shape, so `validate` + `rejects_of` name their reasons (a few rows)."""
-    f = judged.filter(~judged.ok)
-    return f.select(_row=f._row, _src=f._src, patient_id=f.patient_id, time=f.time,
-                    **{k: f[f"r_{k}"] for k in _RAW_FOR_REJECTS},
-                    birth_date=f.birth_date, age_years=f.age_years, duffy_null=f.duffy_null)
-
-
 def accepted_of(checked: ir.Table) -> ir.Table:
-    """The rows that passed, in canonical units (from `validate` or `judged_of`)."""
+    """The rows that passed `validate`, in canonical units."""
     a = checked.filter(checked.ok)
     return a.select(_row=a._row, _src=a._src, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c,
                     percent=a.percent, bit=a.c_bit, value=a.value_c, comparator=a.comparator, lab_low=a.lab_low,
@@ -146,13 +125,14 @@ def bucket_of(patient_id: ir.StringValue, buckets: int) -> ir.IntegerValue:
     return (patient_id.hash() % buckets).abs().fill_null(0)
 
 
-def patients_of(obs: ir.Table) -> ir.Table:
-    """One row per person: a stated sex wins over 'unknown'; birth date, age and Duffy status if any row has
-    them; `n_results` (accepted rows) lets the reconciliation add up without another pass over the data."""
-    known = ibis.cases((obs.sex != "unknown", obs.sex), else_=ibis.null("string"))
-    return obs.group_by("patient_id").agg(
-        sex=known.max().fill_null("unknown"), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
-        duffy_null=obs.duffy_null.fill_null(False).max(), n_results=obs.count())
+def patients_of(draws: ir.Table) -> ir.Table:
+    """One row per person from the person columns of `draws_of`: a stated sex wins over 'unknown'; birth
+    date, age and Duffy status if any row has them; `n_results` (accepted rows) lets the reconciliation add
+    up without another pass over the data. Aggregating the draws, not the rows, saves a pass."""
+    d = draws
+    return d.group_by("patient_id").agg(
+        sex=d.known_sex.max().fill_null("unknown"), birth_date=d.birth_date.max(), age_years=d.age_years.max(),
+        duffy_null=d.duffy_null.max(), n_results=d.n.sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +149,8 @@ def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
     where each slot holds one result: when `has_dup` is found, the screen removes the superseded rows
     (`superseded_of`) and aggregates again. `present` holds the slot bits the input uses (from the
     distinct codes and units): an absent slot is a NULL column, not an aggregate over every row.
-    Only draws with a derivation to do (a percentage, or absolute segments) or a duplicate are kept.
+    `derives`: the draw has a derivation to do (a percentage, or absolute segments). The person's
+    columns (known sex, birth date, age, Duffy status, number of rows) ride along for `patients_of`.
     """
     def value(analyte: str, percent: bool) -> ir.FloatingValue:
         bit = rel.slot_bit(analyte, percent)
@@ -179,9 +160,11 @@ def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
     aggs: dict[str, Any] = {"bits": obs.bit.sum(), "mask": obs.bit.bit_or(), "wbc": value("wbc", False),
                             "abs_segs": value("segmented_neutrophils", False), "abs_bands": value("bands", False)}
     aggs.update({f"pct_{a}": value(a, True) for a in DIFFERENTIAL_ANALYTES})
+    known = ibis.cases((obs.sex != "unknown", obs.sex), else_=ibis.null("string"))
+    aggs.update(known_sex=known.max(), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
+                duffy_null=obs.duffy_null.fill_null(False).max(), n=obs.count())
     d = obs.group_by(["patient_id", "time"]).agg(**aggs)
-    d = d.mutate(has_dup=d.bits != d.mask, derives=((d.mask & percent_bits) != 0) | d.abs_segs.notnull())
-    return d.filter(d.derives | d.has_dup).drop("bits")
+    return d.mutate(has_dup=d.bits != d.mask, derives=((d.mask & percent_bits) != 0) | d.abs_segs.notnull())
 
 
 def superseded_of(obs: ir.Table, draws: ir.Table) -> ir.Table:
@@ -274,51 +257,66 @@ FLAGS: tuple[str, ...] = ("low", "normal", "high")
 
 def graded_categories() -> dict[str, tuple[str, ...]]:
     """Every value each string column of `grade` can hold, for engines that encode such columns compactly."""
-    return {"analyte": ANALYTES, "unit": tuple(dict.fromkeys(CANONICAL_UNIT.values())), "flag": FLAGS,
-            "finding": FINDING_CODES, "criteria": tuple(rel.criteria_text(v) for v in criteria_versions()),
-            "profile": tuple(profile_names()), "sex": get_args(Sex)}
+    return {"analyte": ANALYTES, "flag": FLAGS, "finding": FINDING_CODES}
+
+
+def person_terms(c: ir.Table, requested_profile: str | None) -> ir.Table:
+    """`age` at each result (model.Patient.age_at: days from the birth date / 365.25, else the stated age)
+    and the reference `profile` (the requested one, or duffy_null for Duffy-null persons), from the
+    person's columns joined onto a relation with `time`."""
+    days = c.time.date().delta(c.birth_date, unit="day")
+    age = ibis.cases((c.birth_date.notnull(), days / DAYS_PER_YEAR), else_=c.age_years)
+    return c.mutate(age=age, profile=profile_of(c.duffy_null, requested_profile))
+
+
+def profile_of(duffy_null: ir.BooleanValue, requested_profile: str | None) -> ir.StringValue:
+    """rules.ranges.profile_for: the requested profile for everybody, else duffy_null for Duffy-null persons."""
+    if requested_profile:
+        return ibis.literal(profile_for(requested_profile, False))
+    return ibis.cases((duffy_null, profile_for(None, True)), else_=profile_for(None, False))
 
 
 def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str) -> ir.Table:
     """Ranges (lab first, per side, then the profile row for this sex and age), flag, finding, grade.
 
-    One row per result, kept narrow (it is the one output as long as the input): the range's sources
-    are in `ranges` (by `range_id`), the CTCAE term and severity word in `findings`.
+    One row per result, kept narrow (it is the one output as long as the input, and writing it is
+    most of a screen's cost): the range's profile, sex, age band and sources are in `ranges` (by
+    `range_id`), the unit is the analyte's canonical unit (model.CANONICAL_UNIT), the criteria
+    version is in the summary, and the term and severity word are in `findings`.
     """
-    c = counts.join(patients, "patient_id")
-    days = c.time.date().delta(c.birth_date, unit="day")
-    age = ibis.cases((c.birth_date.notnull(), days / DAYS_PER_YEAR), else_=c.age_years)
-    if requested_profile:
-        profile = ibis.literal(profile_for(requested_profile, False))
-    else:
-        profile = ibis.cases((c.duffy_null, profile_for(None, True)), else_=profile_for(None, False))
-    c = c.mutate(age=age, profile=profile)
+    c = person_terms(counts.join(patients, "patient_id"), requested_profile)
     c = c.mutate(band=rel.age_band(c.age))
-    r = rel.ranges_relation()
+    r = rel.ranges_relation().select("range_id", "profile", "analyte", "sex", "band", "prof_low", "prof_high")
     c = c.left_join(r, ["profile", "analyte", "sex", "band"])
     low = c.lab_low.fill_null(c.prof_low)
     high = c.lab_high.fill_null(c.prof_high)
     lo, normal, hi = FLAGS
     flag = ibis.cases((low.notnull() & (c.value < low), lo), (high.notnull() & (c.value > high), hi), else_=normal)
-    c = c.mutate(low=low, high=high, flag=flag, lab_range=c.lab_low.notnull() | c.lab_high.notnull())
+    c = c.mutate(low=low, high=high, flag=flag)
     c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value))
     c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high))
-    unit = ibis.cases(*[(c.analyte == a, u) for a, u in CANONICAL_UNIT.items()], else_=ibis.null("string"))
     return c.select(
-        patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, unit=unit, derived=c.derived,
+        patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, derived=c.derived,
         percent=c.percent_value, comparator=c.comparator, flag=c.flag, low=c.low, high=c.high,
-        lab_range=c.lab_range, range_id=c.range_id, finding=c.finding, grade=c.grade,
-        criteria=ibis.literal(rel.criteria_text(criteria)), profile=c.profile, sex=c.sex, age=c.age)
+        range_id=c.range_id, finding=c.finding, grade=c.grade)
+
+
+def with_person(graded: ir.Table, patients: ir.Table, requested_profile: str | None) -> ir.Table:
+    """Graded rows (a subset: the findings, the series with a low) with the person's sex, age and profile,
+    which the narrow `graded` output leaves to `persons`; the same expressions `grade` used."""
+    p = patients.select("patient_id", "sex", "birth_date", "age_years", "duffy_null")
+    c = person_terms(graded.join(p, "patient_id"), requested_profile)
+    return c.drop("birth_date", "age_years", "duffy_null")
 
 
 # ---------------------------------------------------------------------------------------------
 # 3. findings per draw (with pancytopenia), episodes, chronic cases
 
 
-def findings_of(graded: ir.Table, criteria: str) -> ir.Table:
+def findings_of(graded: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str) -> ir.Table:
     """Finding rows with their CTCAE term and severity word, plus pancytopenia where WBC, hemoglobin and
     platelets are low in one draw."""
-    f = graded.filter(graded.finding.notnull())
+    f = with_person(graded.filter(graded.finding.notnull()), patients, requested_profile)
     f = f.select(patient_id=f.patient_id, time=f.time, finding=f.finding, analyte=f.analyte, value=f.value,
                  grade=f.grade, term=rel.term_expr(criteria, f.finding),
                  severity=rel.severity_expr(f.finding, f.grade, f.value, f.low), profile=f.profile, sex=f.sex,
@@ -326,6 +324,7 @@ def findings_of(graded: ir.Table, criteria: str) -> ir.Table:
     # a draw is pancytopenic when its low results include all three analytes, so only low results of
     # those analytes are grouped (profile, sex and age are the person's, the same on every row)
     g = graded.filter((graded.flag == "low") & graded.analyte.isin(["wbc", "hemoglobin", "platelets"]))
+    g = with_person(g, patients, requested_profile)
 
     def low(a: str) -> ir.BooleanValue:
         return (g.analyte == a).any()
@@ -340,7 +339,7 @@ def findings_of(graded: ir.Table, criteria: str) -> ir.Table:
     return f.union(pan)
 
 
-def episodes_of(graded: ir.Table) -> ir.Table:
+def episodes_of(graded: ir.Table, patients: ir.Table, requested_profile: str | None) -> ir.Table:
     """rules.timeline.episodes as gaps and islands: an island is a run of lows between non-low results.
 
     One window pass numbers the islands (a running count of non-low results) and looks one result
@@ -348,7 +347,7 @@ def episodes_of(graded: ir.Table) -> ir.Table:
     nadir is the smallest (value, time), i.e. the earliest of equal lowest values, as the rule picks.
     """
     p = graded.filter(graded.analyte.isin(list(LOW_FINDING)))
-    p = p.select("patient_id", "analyte", "time", "value", "flag", "grade", "sex", "profile", "age")
+    p = p.select("patient_id", "analyte", "time", "value", "flag", "grade")
     # only series with a low result can hold an island: the window then sorts just those
     with_low = p.filter(p.flag == "low").select("patient_id", "analyte").distinct()
     p = p.semi_join(with_low, ["patient_id", "analyte"])
@@ -360,8 +359,9 @@ def episodes_of(graded: ir.Table) -> ir.Table:
     nadir = ibis.struct({"value": lows.value, "time": lows.time}).min()
     e = lows.group_by(["patient_id", "analyte", "grp"]).agg(
         onset=lows.time.min(), last_low=lows.time.max(), n_low=lows.count(), worst_grade=lows.grade.max(),
-        nadir=nadir, recovery=lows.next_time.max(where=~lows.next_low), sex=lows.sex.max(),
-        profile=lows.profile.max(), age=lows.age.min())
+        nadir=nadir, recovery=lows.next_time.max(where=~lows.next_low))
+    # the person's sex, profile and age at onset, joined onto the (few) episodes rather than their rows
+    e = with_person(e.mutate(time=e.onset), patients, requested_profile)
     finding = ibis.cases(*[(e.analyte == a, code) for a, code in LOW_FINDING.items()], else_=ibis.null("string"))
     return e.select(
         patient_id=e.patient_id, finding=finding, analyte=e.analyte, onset=e.onset, last_low=e.last_low,
@@ -370,7 +370,7 @@ def episodes_of(graded: ir.Table) -> ir.Table:
         ongoing=e.recovery.isnull(), sex=e.sex, profile=e.profile, age_band=age_band_of(e.age))
 
 
-def chronic_of(graded: ir.Table) -> ir.Table:
+def chronic_of(graded: ir.Table, patients: ir.Table, requested_profile: str | None) -> ir.Table:
     """rules.timeline.chronic_evidence per person and analyte.
 
     The earliest qualifying window always starts at the first low and ends at the last (the span and
@@ -381,10 +381,12 @@ def chronic_of(graded: ir.Table) -> ir.Table:
     p = graded.filter(graded.analyte.isin(list(LOW_FINDING)) & (graded.flag == "low"))
     a = p.group_by(["patient_id", "analyte"]).agg(
         n_low=p.count(), first_low=p.time.min(), last_low=p.time.max(), nadir_value=p.value.min(),
-        worst_grade=p.grade.max(), sex=p.sex.max(), profile=p.profile.max(),
-        evidence=ibis.struct({"time": p.time, "value": p.value}).collect().sort())
+        worst_grade=p.grade.max(), evidence=ibis.struct({"time": p.time, "value": p.value}).collect().sort())
     a = a.mutate(span_days=days_between(a.first_low, a.last_low))
     a = a.filter((a.n_low >= int(rule["min_low_results"])) & (a.span_days >= int(rule["min_span_days"])))
+    person = patients.select("patient_id", "sex", "duffy_null")
+    a = a.join(person, "patient_id")
+    a = a.mutate(profile=profile_of(a.duffy_null, requested_profile)).drop("duffy_null")
     finding = ibis.cases(*[(a.analyte == k, code) for k, code in LOW_FINDING.items()], else_=ibis.null("string"))
     return a.mutate(finding=finding, rule=ibis.literal(
         f"low on >= {rule['min_low_results']} occasions spanning >= {rule['min_span_days']} days ({rule['source']})"))

@@ -187,7 +187,15 @@ def slot_bit(analyte: str, percent: bool) -> int:
     return 1 << SLOTS.index((analyte, percent))
 
 
-def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> ir.Table:
+def codes_relation(rows: list[dict[str, Any]]) -> ir.Table:
+    """`code_rows` as a relation, joined with the raw rows on the three keys."""
+    schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
+              "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string",
+              "c_bit": "int64"}
+    return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
+
+
+def code_rows(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> list[dict[str, Any]]:
     """(analyte key, loinc key, unit key) -> canonical analyte, %, factor, or the reject reason.
 
     Keys are the raw strings with NULL read as '' so the join never loses a row to NULL semantics.
@@ -199,10 +207,7 @@ def codes_relation(distinct: Iterable[tuple[str | None, str | None, str | None]]
                      "c_percent": ans.percent, "c_factor": ans.factor, "c_unit": ans.unit,
                      "c_reason": ans.reason, "c_reason_code": ans.reason_code,
                      "c_bit": None if ans.analyte is None or ans.percent is None else slot_bit(ans.analyte, ans.percent)})
-    schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
-              "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string",
-              "c_bit": "int64"}
-    return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
+    return rows
 
 
 def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:

@@ -34,7 +34,7 @@ from .engines import Engine, make_engine
 from .sources import empty_medications, open_sources
 
 #: Output tables, in the order they are written.
-OUTPUTS: tuple[str, ...] = ("rejects", "graded", "ranges", "findings", "episodes", "chronic", "drug_episodes",
+OUTPUTS: tuple[str, ...] = ("rejects", "graded", "persons", "ranges", "findings", "episodes", "chronic", "drug_episodes",
                             "cyclic", "febrile", "flags")
 
 
@@ -169,15 +169,18 @@ class _Plan:
 def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int, out: Path,
                    work: Path) -> dict[str, int]:
     """Validate, grade and find the episodes of one bucket of persons (every rule is per person, so buckets
-    never meet); each output gets one part file. Returns the bucket's accepted and superseded rows."""
-    # one pass over the input: every row judged and kept compact; the few failures are judged again to
-    # name their reasons, from the raw columns kept for them alone
-    judged = eng.cache(pl.judged_of(pl.validate(raw, plan.codes, plan.sexes, plan.blank)), "judged", work)
-    obs = pl.accepted_of(judged)
-    failed = pl.validate(pl.failed_of(judged), plan.codes, plan.sexes, plan.blank)
-    rejects = pl.rejects_of(failed, plan.blank)
-    found = eng.materialize(pl.patients_of(obs), "patients", work)
-    n_checked = int(eng.execute(found.n_results.sum()) or 0)
+    never meet); each output gets one part file. Returns the bucket's accepted and superseded rows.
+
+    Nothing as long as the input is kept between steps: validating again from the input (a scan and two
+    joins with relations of a few rows) costs less than writing the judged rows once and reading them
+    back, and `graded` is written by one streaming query. Only the per-person and per-draw aggregates
+    are materialised, and the findings, episodes and chronic cases read the narrow `graded` part back.
+    """
+    checked = pl.validate(raw, plan.codes, plan.sexes, plan.blank)
+    obs = pl.accepted_of(checked)
+    rejects = pl.rejects_of(checked, plan.blank)
+    draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+    found = eng.materialize(pl.patients_of(draws), "patients", work)
     patients = found
     if plan.persons is not None:
         p = plan.persons if buckets == 1 else plan.persons.filter(pl.bucket_of(plan.persons.patient_id, buckets) == k)
@@ -185,10 +188,10 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
         patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
             age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
         ).drop("k_pid", "k_age", "k_n")
-        patients = patients.union(found.anti_join(p, "patient_id"))
-    patients = eng.materialize(patients, "bucket_persons", work)
-    eng.to_parquet(patients, eng.part_path(work, "persons", k))
-    draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+        patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
+    eng.to_parquet(patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile)),
+                   eng.part_path(out, "persons", k))
+    n_checked = int(eng.execute(found.n_results.sum()) or 0)
     n_dups = 0
     if _count(eng, draws.filter(draws.has_dup)):
         # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
@@ -196,15 +199,15 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
         n_dups = _count(eng, superseded)
         obs = pl.without(obs, superseded)
         draws = eng.materialize(pl.draws_of(obs, plan.present), "draws_clean", work)
-        rejects = rejects.union(pl.superseded_rejects(superseded))
+        rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
     eng.to_parquet(pl.grade(pl.counts_of(obs, draws), patients, plan.profile, plan.criteria), graded_path,
                    pl.graded_categories())
     graded = eng.read_parquet([graded_path])
-    eng.to_parquet(pl.findings_of(graded, plan.criteria), eng.part_path(out, "findings", k))
-    eng.to_parquet(pl.episodes_of(graded), eng.part_path(out, "episodes", k))
-    eng.to_parquet(pl.chronic_of(graded), eng.part_path(out, "chronic", k))
+    eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria), eng.part_path(out, "findings", k))
+    eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
+    eng.to_parquet(pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k))
     return {"checked": n_checked, "duplicates": n_dups}
 
 
@@ -252,15 +255,15 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
         with _Progress(progress, 5) as bar:
             with stage("reading inputs", bar):
                 src = open_sources(eng, inputs, work)
-                keys = eng.execute(src.raw.select("analyte", "loinc", "unit").distinct())
-                sexes = eng.execute(src.raw.select("sex").distinct())
-                codes = rel.codes_relation(
-                    (None if a != a else a, None if c != c else c, None if u != u else u)
-                    for a, c, u in keys.itertuples(index=False))
+                # one small query for every distinct spelling the rules are asked about (one job on Spark)
+                keys = [tuple(None if v != v else v for v in row) for row in
+                        eng.execute(pl.distinct_keys(src.raw)).itertuples(index=False)]
+                codes_rows = rel.code_rows(dict.fromkeys((a, c, u) for a, c, u, _, _ in keys))
                 plan = _Plan(
-                    codes=codes, sexes=rel.sexes_relation(None if s != s else s for s in sexes["sex"]),
-                    blank=eng.execute(pl.blank_ids(src.raw))["patient_id"].tolist(),
-                    present=frozenset(int(b) for b in eng.execute(codes.select("c_bit"))["c_bit"].dropna()),
+                    codes=rel.codes_relation(codes_rows),
+                    sexes=rel.sexes_relation(dict.fromkeys(k[3] for k in keys)),
+                    blank=sorted({k[4] for k in keys if k[4] is not None}),
+                    present=frozenset(int(r["c_bit"]) for r in codes_rows if r["c_bit"] is not None),
                     persons=src.patients, profile=profile, criteria=criteria)
                 read = _count(eng, src.raw)
                 buckets = eng.buckets(read)
@@ -276,7 +279,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                 write(rel.ranges_relation(), paths["ranges"])
             graded, rejects, findings, episodes, chronic = (eng.read_parquet([paths[name]]) for name in (
                 "graded", "rejects", "findings", "episodes", "chronic"))
-            patients = eng.read_parquet([eng.output_path(work, "persons")])
+            patients = eng.read_parquet([paths["persons"]])
             with stage("drug-associated episodes", bar):
                 meds = src.medications if src.medications is not None else empty_medications()
                 names = eng.execute(meds.select("name").distinct())["name"].dropna().tolist()
