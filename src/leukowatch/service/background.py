@@ -24,7 +24,9 @@ class Background:
         self._wake.set()
 
     def start(self) -> None:
-        """Start the task, awake: it first does whatever a previous run left behind."""
+        """Start the task, awake: it first does whatever a previous run left behind (a fresh event:
+        an asyncio event belongs to the loop it was first awaited on)."""
+        self._wake = asyncio.Event()
         self._wake.set()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 

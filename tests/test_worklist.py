@@ -1,0 +1,123 @@
+"""The worklist fed by the lab feed, in the web service's own process (`serve --mllp-port`): items
+once and only for new alert states, the API's filters and roles, acknowledgement (audited), and the
+page (critical first, oldest first, overdue mark, refresh without a script)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from feed_helpers import exchange, feed_service, read, stream_messages, token, wait_judged
+
+from leukowatch.assess import assess
+from leukowatch.io.hl7v2 import read_hl7
+from leukowatch.service.judge import WORKLIST_LEVELS
+
+
+def _expected_new_alerts(messages: list[str]) -> list[list[tuple[str, str]]]:
+    """The oracle: for each message, the alerts `assess` gives the history up to it that it did not
+    give the history before it (the clinical rules are assess's; this only compares sets)."""
+    observations: list[dict[str, Any]] = []
+    before: set[tuple[str, str]] = set()
+    out = []
+    for message in messages:
+        observations += [item.raw for item in read_hl7(message).items]
+        request = {"patient": {"id": "FEED-1", "sex": "female", "birth_date": "1970-04-12"},
+                   "observations": list(observations)}
+        current = {(a.code, a.level) for a in assess(request).alerts}
+        out.append(sorted(k for k in current - before if k[1] in WORKLIST_LEVELS))
+        before = current
+    return out
+
+
+def test_worklist_for_a_stream_for_one_person(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    auth = {"Authorization": f"Bearer {token(db, 'read', 'nurse-a')}"}
+    messages = stream_messages()
+    expected = _expected_new_alerts(messages)
+    assert expected[0] == [] and any(expected), "the example stream starts normal and has a new alert later"
+    with feed_service(db) as (base, app, port):
+        assert [a["code"] for a in exchange(port, messages)] == ["AA"] * len(messages)
+        wait_judged(app)
+        items = httpx.get(f"{base}/api/worklist", params={"patient": "FEED-1"}, headers=auth).json()
+        by_message = [sorted((i["code"], i["level"]) for i in items if i["result_time"].startswith(day))
+                      for day in ("2026-11-01", "2026-11-08", "2026-11-09", "2026-11-10", "2026-11-20", "2026-11-25")]
+        assert by_message == expected
+        assert expected[2] == [] and expected[4] == []  # a repeat of the same state, and a normal result: none
+        # the same results sent again create nothing new
+        assert [a["code"] for a in exchange(port, messages)] == ["AA"] * len(messages)
+        wait_judged(app)
+        again = httpx.get(f"{base}/api/worklist", params={"patient": "FEED-1"}, headers=auth).json()
+        assert [i["item_id"] for i in again] == [i["item_id"] for i in items]
+        assert {"patient_id", "level", "code", "message", "result_time", "received_at"} <= set(items[0])
+        # acknowledging removes the item from the open list, records who and when, and is audited
+        first = items[0]
+        acked = httpx.post(f"{base}/api/worklist/{first['item_id']}/ack", headers=auth).json()
+        assert acked["status"] == "acknowledged" and acked["acked_by"] == "nurse-a" and acked["acked_at"]
+        still_open = httpx.get(f"{base}/api/worklist", params={"patient": "FEED-1"}, headers=auth).json()
+        assert first["item_id"] not in [i["item_id"] for i in still_open]
+        everything = httpx.get(f"{base}/api/worklist", params={"status": "all"}, headers=auth).json()
+        assert first["item_id"] in [i["item_id"] for i in everything]
+        audit = read(app, "SELECT actor, action, patient_id, outcome FROM audit WHERE action = 'worklist.ack'")
+        assert audit == [("nurse-a", "worklist.ack", "FEED-1", "ok")]
+        missing = httpx.post(f"{base}/api/worklist/999999/ack", headers=auth)
+        assert missing.status_code == 404
+
+
+def test_worklist_api_needs_the_read_role_and_filters(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    auth = {"Authorization": f"Bearer {token(db, 'read', 'nurse-b')}"}
+    with feed_service(db) as (base, app, port):
+        _seed(app)
+        assert httpx.get(f"{base}/api/worklist").status_code == 401
+        assert httpx.post(f"{base}/api/worklist/1/ack").status_code == 401
+        everything = httpx.get(f"{base}/api/worklist", headers=auth).json()
+        assert [(i["patient_id"], i["level"]) for i in everything] == [
+            ("OLD-CRIT", "critical"), ("NEW-CRIT", "critical"), ("OLD-WARN", "warning")]
+        warnings = httpx.get(f"{base}/api/worklist", params={"level": "warning"}, headers=auth).json()
+        assert [i["patient_id"] for i in warnings] == ["OLD-WARN"]
+        one = httpx.get(f"{base}/api/worklist", params={"patient": "NEW-CRIT"}, headers=auth).json()
+        assert [i["patient_id"] for i in one] == ["NEW-CRIT"]
+        assert httpx.get(f"{base}/api/worklist", params={"level": "bogus"}, headers=auth).status_code == 422
+        del port
+
+
+def _seed(app: Any) -> None:
+    """Three items written as the judge writes them: an old warning, an old and a new critical."""
+    now = datetime.now(UTC)
+    rows = [("OLD-WARN", "severe_neutropenia", "warning", now - timedelta(hours=3)),
+            ("NEW-CRIT", "severe_neutropenia", "critical", now - timedelta(minutes=1)),
+            ("OLD-CRIT", "hyperleukocytosis", "critical", now - timedelta(hours=2))]
+
+    def insert(con: Any) -> None:
+        for n, (pid, code, level, received) in enumerate(rows, start=1):
+            con.execute("INSERT INTO worklist (patient_id, code, level, message, result_time, received_at, inbox_id, "
+                        "created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+                        [pid, code, level, f"{code} for {pid}", received, received, n, received])
+
+    app.state.writer.run_sync(insert)
+
+
+def test_worklist_page_order_overdue_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEUKOWATCH_WORKLIST_OVERDUE_MINUTES", "30")
+    db = tmp_path / "store.duckdb"
+    auth = {"Authorization": f"Bearer {token(db, 'read', 'nurse-c')}"}
+    with feed_service(db) as (base, app, _):
+        _seed(app)
+        unsigned = httpx.get(f"{base}/worklist", follow_redirects=False)
+        assert unsigned.status_code in (302, 303, 307) and "/login" in unsigned.headers["location"]
+        page = httpx.get(f"{base}/worklist", headers=auth)
+    assert page.status_code == 200
+    assert page.headers["refresh"] == "60" and page.headers["cache-control"] == "no-store"
+    html = page.text
+    order = re.findall(r'<a href="/patients/([A-Z-]+)">', html)
+    assert order == ["OLD-CRIT", "NEW-CRIT", "OLD-WARN"]
+    rows = dict(re.findall(r'<tr class="level-\w+( overdue)?" id="item-(\d+)">', html)[i][::-1] for i in range(3))
+    overdue = {item for item, mark in rows.items() if mark}
+    assert overdue == {"3"}  # only the open critical item older than 30 minutes
+    assert re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html) is None  # no inline script (CSP)
+    assert 'action="/api/worklist/1/ack"' in html
