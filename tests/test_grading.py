@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from leukowatch.assess import assess
 from leukowatch.history import build_history
 from leukowatch.knowledge import load_table
+from leukowatch.model import InputError
 from leukowatch.rules.grading import (
+    check_criteria,
     completed_years,
     criteria_for_age,
     criteria_label,
@@ -232,8 +234,21 @@ def test_daids_without_birth_date() -> None:
     assert grade(infant, "neutrophils", "low", 0.1) is None
     assert "age in days" in criteria_label(infant)
     unknown = criteria_for_age(DAIDS, None, None, None)
-    assert unknown == DAIDS and grade(unknown, "wbc", "low", 0.9).grade == 4
-    assert parse_key(unknown).basis == "adult"
+    assert grade(unknown, "wbc", "low", 0.9).grade == 4
+    assert parse_key(unknown).basis == parse_key(DAIDS).basis == "adult"
+    assert criteria_label(unknown) == "DAIDS v2.1 (age not given: adult bands)"
+    untimed = criteria_for_age(DAIDS, date(1980, 1, 1), None, None)
+    assert grade(untimed, "neutrophils", "low", 0.1) is None
+    assert "unknown" in criteria_label(untimed)
+
+
+def test_criteria_names_only_from_the_table() -> None:
+    """User input is a version name; a criteria key (or anything else) is refused naming the field."""
+    assert check_criteria("daids-v2.1") == "daids-v2.1"
+    for bad in ("daids-v2.1@1d0y:birth_date", "ctcae-v7", {"a": 1}, None):
+        with pytest.raises(InputError) as err:
+            check_criteria(bad)
+        assert err.value.field == "criteria"
 
 
 def test_non_banded_versions_ignore_age() -> None:

@@ -37,10 +37,12 @@ class Grade(NamedTuple):
 
 @cache
 def criteria_versions() -> dict[str, dict[str, Any]]:
+    """Version name -> its label and source: the names `--criteria` and `"criteria"` accept."""
     return load_table("criteria")["versions"]
 
 
 def default_criteria() -> str:
+    """The version used when a request names none (CTCAE v5.0, the reference implementation's)."""
     return load_table("criteria")["default"]
 
 
@@ -50,9 +52,10 @@ _BASIS_NOTE = {
     "age_years": "age from age_years, no birth_date",
     "adult": "age not given: adult bands",
     "days_unknown": "no birth_date: the ANC and WBC bands need the age in days",
+    "no_time": "result without a time: the age at the result is unknown",
 }
 #: Bases whose assumption the label itself states (the others are stated in the source only).
-_BASIS_IN_LABEL = frozenset({"adult", "days_unknown"})
+_BASIS_IN_LABEL = frozenset({"adult", "days_unknown", "no_time"})
 
 
 class CriteriaKey(NamedTuple):
@@ -118,8 +121,9 @@ def _age_text(k: CriteriaKey) -> str:
     return ", ".join(parts)
 
 
-def check_criteria(version: str, field: str = "criteria") -> str:
-    if _version(version) not in criteria_versions():
+def check_criteria(version: Any, field: str = "criteria") -> str:
+    """A version name as a user gives it (a criteria key is built from it, never accepted from outside)."""
+    if not isinstance(version, str) or version not in criteria_versions():
         raise InputError(field, f"unknown criteria {version!r}; choose one of: {', '.join(criteria_versions())}")
     return version
 
@@ -137,6 +141,7 @@ _DAYS_PER_YEAR = 365.25  # a stated age in years, as days (Patient.age_at's inve
 
 @cache
 def age_banded(version: str) -> bool:
+    """Whether any row of the version depends on age (then `criteria_for_age` names the age)."""
     return any(k in r for r in criteria_table(_version(version)) for k in _AGE_KEYS)
 
 
@@ -177,7 +182,8 @@ def criteria_for_age(version: str, birth_date: date | None, age_years: float | N
     birth 1 July to result 2 July = 1 day); completed years likewise. Without a birth date a stated
     age past the last band in days (DAIDS: 8 days) is taken as past it; a younger or zero age
     ("0 years") leaves the days unknown and the rows in days do not apply: DAIDS needs the age in
-    days up to 7 days, and the label says so. No age at all: adult, as the ranges assume.
+    days up to 7 days, and the label says so. No age at all: adult, as the ranges assume. A birth
+    date with a result that has no time gives no age at the result: no age-banded row applies.
     """
     if not age_banded(version):
         return version
@@ -191,8 +197,10 @@ def criteria_for_age(version: str, birth_date: date | None, age_years: float | N
         years = int(age_years)
         days = day_cap if day_cap is not None and age_years * _DAYS_PER_YEAR >= day_cap else None
         basis = "age_years" if days is not None or day_cap is None else "days_unknown"
+    elif birth_date is not None:
+        days, years, basis = None, None, "no_time"
     else:
-        return version
+        days, years, basis = day_cap, year_cap, "adult"
     if days is not None and day_cap is not None:
         days = min(days, day_cap)
     if years is not None and year_cap is not None:
