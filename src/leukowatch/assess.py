@@ -7,7 +7,7 @@ pure rule in `rules/`; this module only wires them and adds the plain-language s
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
@@ -165,7 +165,7 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     findings = _findings(counts, criteria)
     codes = {f.code for f in findings}
     warnings = current.warnings + _patient_warnings(request, profile, current.time)
-    result_day = current.time.date() if current.time is not None else date.today()
+    result_day = current.time.date() if current.time is not None else None  # None: today, looked up if needed
 
     all_meds = match_medications(request.medications)
     meds, not_current = split_current(all_meds, result_day)

@@ -50,6 +50,7 @@ def make_alert(code: str, variant: str, **values: Any) -> Alert:
                  row["patient"].format_map(values), variant)
 
 
+@cache
 def threshold(code: str, variant: str, key: str) -> float:
     """A numeric trigger of a row (e.g. severe_neutropenia/profound `anc_below`)."""
     return float(alert_row(code, variant)[key])

@@ -306,13 +306,14 @@ def drug_window_days() -> int:
 def split_current(matches: list[MedicationMatch], result: date | None) -> tuple[list[MedicationMatch],
                                                                                   list[MedicationMatch]]:
     """(current causes, mentioned but not current). A medicine stopped more than the drug window
-    before the result is not a current cause (it still counts for drug timing, which reads the
-    request's medicines); a free-text mention saying it is not taken never is. Nothing is dropped."""
+    before the result (today for an undated result) is not a current cause (it still counts for drug
+    timing, which reads the request's medicines); a free-text mention saying it is not taken never
+    is. Nothing is dropped."""
     current: list[MedicationMatch] = []
     not_current: list[MedicationMatch] = []
     for m in matches:
-        if m.not_current is None and m.stop is not None and result is not None \
-                and (result - m.stop).days > drug_window_days():
+        if m.not_current is None and m.stop is not None \
+                and ((result or date.today()) - m.stop).days > drug_window_days():
             m.not_current = (f"stopped {m.stop.isoformat()}, more than {drug_window_days()} days before "
                              "the result (drug window, timeline.toml)")
         (current if m.not_current is None else not_current).append(m)
@@ -320,8 +321,9 @@ def split_current(matches: list[MedicationMatch], result: date | None) -> tuple[
 
 
 def taking_at(m: MedicationMatch, result: date | None) -> bool:
-    """Whether a current cause is still being taken at the result (label monitoring follows only those)."""
-    return m.stop is None or result is None or m.stop >= result
+    """Whether a current cause is still being taken at the result, today for an undated one (label
+    monitoring follows only those)."""
+    return m.stop is None or m.stop >= (result or date.today())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
                                percent[analyte], _joint_comparator(wbc, percent[analyte], percent["bands"]))
         elif wbc is not None:
             values[analyte] = (wbc.value * pct / 100.0, "10^9/L", pct, True, f"WBC {wbc_text} x {G[pct]}% / 100",
-                               percent[analyte], _joint_comparator(wbc, percent[analyte]))
+                               percent[analyte], wbc.comparator if percent[analyte].comparator is None
+                               else _joint_comparator(wbc, percent[analyte]))
         else:
             warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")
 
