@@ -155,3 +155,13 @@ def test_fever_with_normal_counts_gets_fever_advice_but_no_low_count_advice() ->
     advice = " ".join(a.advice.treatment + a.advice.home_care + a.advice.contact_doctor).lower()
     assert "antibiotics" in advice
     assert "white cell" not in advice and "white blood cell" not in advice and "cancer" not in advice
+
+
+def test_an_emergency_is_not_followed_by_a_slower_instruction() -> None:
+    """With febrile neutropenia the person reads "now", never also "today" or "soon" for the same episode."""
+    a = assess(_req(0.3, temperature_c=38.6, symptoms=["fever", "sore throat"]))
+    patient = a.patient_summary + a.advice.contact_doctor
+    assert any("urgent medical care now" in line for line in patient)
+    assert not any(re.search(r"\b(today|soon)\b", line) for line in patient if "doctor" in line.lower()
+                   and "infection" in line.lower())
+    assert a.verdict.startswith("EMERGENCY: febrile neutropenia")

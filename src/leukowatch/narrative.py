@@ -46,7 +46,10 @@ _HEADS = {
     ("febrile_neutropenia", "possible"): "URGENT: possible febrile neutropenia (re-measure the temperature now)",
     ("febrile_neutropenia", "reported_fever"): "URGENT: possible febrile neutropenia (fever reported, not measured)",
     ("hyperleukocytosis", "default"): "URGENT: hyperleukocytosis",
+    ("drug_agranulocytosis", "afebrile"): "URGENT: possible drug-induced agranulocytosis",
+    ("drug_agranulocytosis", "fever"): "URGENT: possible drug-induced agranulocytosis with fever",
 }
+_SUPERSEDED_BY_EMERGENCY = frozenset({"severe_neutropenia", "infection_symptoms"})
 _BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at least "}
 
 
@@ -104,10 +107,12 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
 
     Never an instruction to change a medicine, never "watch for fever" to someone with a fever, and the
     cancer care team only with active chemotherapy (the alert texts keep those rules; tested)."""
-    # With febrile neutropenia, its emergency text already says what the severe-neutropenia one would.
-    fn = a.alert("febrile_neutropenia") is not None
+    # With an emergency (febrile neutropenia), its "now" already says what the severe-neutropenia and
+    # infection-symptom texts would, and their "today" must not read as a second, slower instruction.
+    urgent = any([al.code == "febrile_neutropenia" or (al.code == "drug_agranulocytosis" and al.variant == "fever")
+                  for al in a.alerts])
     lines: list[str] = [al.patient_message for al in a.alerts
-                        if al.patient_message and not (fn and al.code == "severe_neutropenia")]
+                        if al.patient_message and not (urgent and al.code in _SUPERSEDED_BY_EMERGENCY)]
     codes = set()
     for f in a.findings:
         codes.add(f.code)
