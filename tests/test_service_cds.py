@@ -86,7 +86,7 @@ def fhir(jku_signer: Signer):
 def base(signer: Signer, rsa_signer: Signer, fhir) -> str:
     fhir_url, _ = fhir
     settings = Settings(cds_issuers=(ISS,), cds_jwks={"keys": [signer.jwk, rsa_signer.jwk]},
-                        cds_jku_allowlist=(f"{fhir_url}/jwks",))
+                        cds_jku_allowlist=(f"{fhir_url}/jwks",), cds_fhir_servers=(f"{fhir_url}/fhir",))
     with serve(create_app(settings)) as url:
         yield url
 

@@ -690,6 +690,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        busy = _store_busy(exc)
+        if busy is None:
+            raise
+        print(f"error: {busy.field}: {busy.problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _store_busy(exc: BaseException) -> InputError | None:
+    """A DuckDB "file is locked by another process" error raised outside `open_store` (the
+    population screen opens the store itself), as the one-line StoreBusy; None for anything else."""
+    if not type(exc).__module__.lstrip("_").startswith("duckdb"):
+        return None
+    from .io.store import busy_error
+
+    return busy_error(exc)
 
 
 if __name__ == "__main__":
