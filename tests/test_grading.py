@@ -15,14 +15,17 @@ from leukowatch.history import build_history
 from leukowatch.knowledge import load_table
 from leukowatch.model import InputError
 from leukowatch.rules.grading import (
+    as_interval,
     check_criteria,
     completed_years,
     criteria_for_age,
+    criteria_intervals,
     criteria_label,
     criteria_rows,
     criteria_source,
     criteria_table,
     grade,
+    interval_holds,
     parse_key,
     row_applies,
     row_holds,
@@ -340,3 +343,20 @@ def test_history_grades_each_draw_at_its_own_age() -> None:
                        "observations": obs})
     assert [p.grade for p in h.series["neutrophils"]] == [4, 3, 2]
     assert h.criteria == "DAIDS v2.1"
+
+
+@given(row=st.sampled_from(load_table("criteria")["rows"]), value=st.floats(min_value=0, max_value=200),
+       lln=st.one_of(st.none(), st.floats(min_value=0.1, max_value=200)),
+       uln=st.one_of(st.none(), st.floats(min_value=0.1, max_value=200)))
+def test_interval_form_is_the_row(row: dict[str, Any], value: float, lln: float | None, uln: float | None) -> None:
+    """The join-friendly interval form grades exactly as the row reader (for the population engines)."""
+    assert interval_holds(as_interval(row), value, lln, uln) == row_holds(row, value, lln, uln)
+
+
+@pytest.mark.parametrize("version", ["ctcae-v5", "ctcae-v6", "daids-v2.1"])
+def test_interval_form_on_every_cutoff(version: str) -> None:
+    for iv, row in zip(criteria_intervals(version), criteria_table(version), strict=True):
+        for end in (iv.lower, iv.upper):
+            if isinstance(end, float):
+                for v in (nextafter(end, -inf), end, nextafter(end, inf)):
+                    assert interval_holds(iv, v, 1.0, 400.0) == row_holds(row, v, 1.0, 400.0)

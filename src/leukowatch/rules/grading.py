@@ -254,6 +254,7 @@ def describe_row(row: dict[str, Any], lln: float | None = None, uln: float | Non
 
 
 def row_holds(row: dict[str, Any], value: float, lln: float | None, uln: float | None) -> bool:
+    """Whether a value lies in a row's interval (the row's age band is chosen before, by the key)."""
     if row["direction"] == "low":
         below = _bound(row["below"], lln, uln)
         if below is None or not (value <= below if row.get("inclusive") else value < below):
@@ -265,6 +266,63 @@ def row_holds(row: dict[str, Any], value: float, lln: float | None, uln: float |
         return False
     at_most = row.get("at_most")
     return at_most is None or value <= float(at_most)
+
+
+class Interval(NamedTuple):
+    """A criteria row as one interval with explicit ends, the same shape for low and high rows: what
+    a relational grader needs to join a value against the table with a single predicate,
+    `(lower is null or value > lower or (lower_inclusive and value = lower)) and (upper ...)`,
+    where "LLN"/"ULN" stand for the result's own limits and the age columns pick the band."""
+
+    version: str
+    term: str
+    analyte: str
+    direction: str
+    grade: int
+    lower: float | str | None  # a number, "ULN", or None (open)
+    lower_inclusive: bool
+    upper: float | str | None  # a number, "LLN", or None (open)
+    upper_inclusive: bool
+    min_age_days: int | None
+    max_age_days: int | None
+    min_age_years: int | None
+
+
+def _end(spec: Any) -> float | str | None:
+    return spec if spec in ("LLN", "ULN") or spec is None else float(spec)
+
+
+def as_interval(row: dict[str, Any]) -> Interval:
+    """One row as an `Interval` (low rows: [at_least, below); high rows: (above, at_most])."""
+    low = row["direction"] == "low"
+    lower = row.get("at_least") if low else row["above"]
+    upper = row["below"] if low else row.get("at_most")
+    return Interval(row["version"], row["term"], row["analyte"], row["direction"], row["grade"],
+                    _end(lower), low, _end(upper), bool(row.get("inclusive")) if low else True,
+                    row.get("min_age_days"), row.get("max_age_days"), row.get("min_age_years"))
+
+
+@cache
+def criteria_intervals(version: str) -> tuple[Interval, ...]:
+    """Every row of a version as an interval, age bands included (the relational engines' view)."""
+    return tuple(as_interval(r) for r in criteria_table(version))
+
+
+def interval_holds(iv: Interval, value: float, lln: float | None, uln: float | None) -> bool:
+    """`row_holds` over the interval form (a test holds the two equal, so engines may use either)."""
+    def end(spec: float | str | None) -> float | None:
+        if spec == "LLN":
+            return lln
+        if spec == "ULN":
+            return uln
+        return None if spec is None else float(spec)
+
+    lower, upper = end(iv.lower), end(iv.upper)
+    if (iv.lower == "ULN" and lower is None) or (iv.upper == "LLN" and upper is None):
+        return False  # a limit the row needs is missing
+    if lower is not None and not (value > lower or (iv.lower_inclusive and value == lower)):
+        return False
+    return upper is None or value < upper or (iv.upper_inclusive and value == upper)
 
 
 def grade_rows(rows: Sequence[dict[str, Any]], label: str, value: float,
