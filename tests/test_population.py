@@ -165,3 +165,36 @@ def test_outputs_are_folders_of_parts_and_a_rerun_replaces_them(tabular: Path, t
     ranges = again.frame("ranges")
     assert set(again.frame("graded")["range_id"].dropna()) <= set(ranges["range_id"])
     assert ranges["low_source"].notna().any()
+
+
+def test_csv_without_optional_columns(tmp_path: Path) -> None:
+    """birth_date, sex, low, high, loinc are optional: a five-column CSV screens (as adults of unknown sex)."""
+    f = tmp_path / "observations.csv"
+    f.write_text("patient_id,time,analyte,value,unit\nA1,2026-01-05T08:00:00Z,wbc,2.1,10*9/L\n"
+                 "A1,2026-01-05T08:00:00Z,neutrophils,0.4,10*9/L\nA1,2026-03-05T08:00:00Z,neutrophils,0.9,10*9/L\n")
+    r = screen([str(f)], tmp_path / "o")
+    g = r.frame("graded").sort_values(["time", "analyte"])
+    assert g["grade"].tolist() == [4, 2, 3] and r.reconciliation["rejected"] == 0  # ANC 0.4, WBC 2.1, ANC 0.9
+    assert r.frame("persons")["sex"].tolist() == ["unknown"]
+
+
+def test_store_loaded_from_a_demo_set_screens_like_its_files(tmp_path: Path) -> None:
+    """`leukowatch demo load` stores the temperatures too, so febrile neutropenia found by screening the
+    store is what screening the demo files finds (and what `leukowatch demo validate` compares)."""
+    from leukowatch.demo import generate
+    from leukowatch.demo.commands import load_command
+    from leukowatch.demo.export import write_demo
+
+    demo = tmp_path / "demo"
+    write_demo(generate(300, 5), demo, subset_size=0)
+    store = tmp_path / "store.duckdb"
+    assert load_command(str(demo), str(store)) == 0
+    files = screen([str(demo / "observations.parquet"), str(demo / "temperatures.parquet"),
+                    str(demo / "medications.parquet")], tmp_path / "from-files")
+    stored = screen([str(store)], tmp_path / "from-store")
+
+    def febrile(r) -> set[str]:  # type: ignore[no-untyped-def]
+        fl = r.frame("flags")
+        return set(fl.loc[fl["febrile_neutropenia"], "patient_id"])
+
+    assert febrile(files) and febrile(stored) == febrile(files)

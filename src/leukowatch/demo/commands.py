@@ -87,7 +87,8 @@ def validate_command(demo_dir: str, engine: str, as_json: bool, show: int) -> in
 def load_command(demo_dir: str, db: str | None) -> int:
     """Load a generated demo set into the store: lab results through the ingest path (so the dirty
     rows end in rejects), then what lab files cannot carry (Duffy status, medicines with dates,
-    chemotherapy doses, conditions). Idempotent: loading twice adds nothing."""
+    chemotherapy doses, conditions, measured temperatures: everything `validate` screens, so a screen of
+    the store finds what a screen of the demo files finds). Idempotent: loading twice adds nothing."""
     import pyarrow.parquet as pq
 
     from ..io import read_path
@@ -114,7 +115,8 @@ def load_command(demo_dir: str, db: str | None) -> int:
         store_facts(con, str(d), duffy_null=[pid for pid, duffy in persons if duffy],
                     medications=rows("medications.parquet", ["patient_id", "name", "start", "stop"]),
                     chemotherapy=rows("chemotherapy.parquet", ["patient_id", "dose_date", "regimen"]),
-                    conditions=rows("conditions.parquet", ["patient_id", "name"]))
+                    conditions=rows("conditions.parquet", ["patient_id", "name"]),
+                    temperatures=rows("temperatures.parquet", ["patient_id", "time", "temperature_c"]))
         named = [store_request(con, r, "leukowatch.demo.named") for r in named_patients()]
     finally:
         con.close()

@@ -184,12 +184,20 @@ def _m3_lab_feed(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _m4_temperatures(con: duckdb.DuckDBPyConnection) -> None:
+    """Measured body temperatures (°C): the population screen pairs them with a same-day ANC for febrile
+    neutropenia, so a screen of the store finds what a screen of the files it was loaded from finds."""
+    con.execute("""CREATE TABLE temperatures (patient_id VARCHAR NOT NULL, time TIMESTAMPTZ NOT NULL,
+                   temperature_c DOUBLE NOT NULL, source VARCHAR)""")
+
+
 #: (number, description, function). `open_store` applies those above the file's recorded version.
 #: Reserved: 3 for the lab feed (inbox/worklist), 4 for the population engine.
 MIGRATIONS: tuple[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]], ...] = (
     (1, "initial schema", _m1_initial),
     (2, "api tokens and access audit", _m2_tokens_audit),
     (3, "lab feed inbox, worklist, notifications", _m3_lab_feed),
+    (4, "measured temperatures", _m4_temperatures),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -469,11 +477,13 @@ def store_request(con: duckdb.DuckDBPyConnection, request: dict[str, Any], sourc
 
 def store_facts(con: duckdb.DuckDBPyConnection, source: str, *, duffy_null: list[str] = (),  # type: ignore[assignment]
                 medications: list[list[Any]] = (), chemotherapy: list[list[Any]] = (),  # type: ignore[assignment]
-                conditions: list[list[Any]] = ()) -> None:  # type: ignore[assignment]
+                conditions: list[list[Any]] = (),  # type: ignore[assignment]
+                temperatures: list[list[Any]] = ()) -> None:  # type: ignore[assignment]
     """Facts about patients that lab files do not carry, in one transaction (idempotent).
 
     `duffy_null`: patient ids known to be Duffy-null; `medications`: [patient_id, name, start, stop];
-    `chemotherapy`: [patient_id, dose_date, regimen]; `conditions`: [patient_id, name]. Used to load
+    `chemotherapy`: [patient_id, dose_date, regimen]; `conditions`: [patient_id, name];
+    `temperatures`: [patient_id, time, temperature_c]. Used to load
     a registry extract or the demo population beside its lab results.
     """
     con.execute("BEGIN TRANSACTION")
@@ -483,6 +493,7 @@ def store_facts(con: duckdb.DuckDBPyConnection, source: str, *, duffy_null: list
         _insert_new(con, "medications", ["patient_id", "name", "start", "stop"], list(medications), source)
         _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"], list(chemotherapy), source)
         _insert_new(con, "conditions", ["patient_id", "name"], list(conditions), source)
+        _insert_new(con, "temperatures", ["patient_id", "time", "temperature_c"], list(temperatures), source)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -48,7 +48,7 @@ TABULAR_COLUMNS: dict[str, tuple[str, ...]] = {
     "duffy_null": ("duffy_null",),
 }
 _TYPES: dict[str, str] = {"patient_id": "string", "analyte": "string", "loinc": "string", "unit": "string",
-                          "sex": "string", "low": "float64", "high": "float64", "age_years": "float64",
+                          "sex": "string", "low": "float64", "high": "float64", "age_years": "float64", "birth_date": "date",
                           "duffy_null": "boolean"}
 _OMOP_TABLES = ("measurement", "person", "drug_exposure", "concept")
 #: Files (or tables) the demo and exports write next to the observations.

@@ -139,7 +139,10 @@ def _store(engine: Engine, path: Path, workdir: Path) -> Sources:
                         birth_date=parse_date_col(p.birth_date), age_years=p.age_years.cast("float64"),
                         duffy_null=p.duffy_null.fill_null(False))
     m = engine.read_duckdb_table(path, "medications", workdir)
-    return Sources(raw, _medications(m), None, "store", patients)
+    temps = None
+    if "temperatures" in engine.duckdb_tables(path):  # a store older than migration 4 has none
+        temps = _temperatures(engine.read_duckdb_table(path, "temperatures", workdir))
+    return Sources(raw, _medications(m), temps, "store", patients)
 
 
 def open_sources(engine: Engine, inputs: list[str], workdir: Path) -> Sources:
