@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("leukowatch.feed")
 
+#: At most this many read results wait in memory for the judge (beyond, the judge reads the raw text).
+PARSED_KEPT = 10_000
 #: Inbox statuses: judged later / kept for review only.
 STORED, ERROR = "stored", "error"
 _LOCATOR = re.compile(r"^(?:message \d+ )?(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<seq>\d+)\])?(?:-(?P<field>\d+))?")
@@ -184,11 +186,14 @@ class InboxBatcher(Background):
 
     name = "leukowatch-inbox"
 
-    def __init__(self, writer: StoreWriter, on_stored: Any = None, max_batch: int = 200) -> None:
+    def __init__(self, writer: StoreWriter, on_stored: Any = None, max_batch: int = 200,
+                 parsed: dict[tuple[str, str, str], ReadResult] | None = None) -> None:
         super().__init__()
         self.writer = writer
         self.on_stored = on_stored
         self.max_batch = max_batch
+        #: Where newly stored messages' read results are left for the judge (bounded; optional).
+        self.parsed = parsed if parsed is not None else {}
         self._pending: list[tuple[Arrival, asyncio.Future[Arrival]]] = []
 
     async def store(self, arrival: Arrival) -> Arrival:
@@ -209,13 +214,16 @@ class InboxBatcher(Background):
     async def _commit(self, batch: list[tuple[Arrival, asyncio.Future[Arrival]]]) -> None:
         arrivals = [a for a, _ in batch]
         try:
-            await self.writer.run(lambda con: store_arrivals(con, arrivals))
+            fresh = await self.writer.run(lambda con: store_arrivals(con, arrivals))
         except Exception as exc:  # noqa: BLE001 - a failed commit must still answer every sender
             log.error("inbox commit failed: %s", exc.__class__.__name__)
             for a, future in batch:
                 if not future.done():
                     future.set_result(not_stored(a, exc) if a.code == "AA" else a)
             return
+        for a, new in zip(arrivals, fresh, strict=True):
+            if new and a.code == "AA" and a.result is not None and len(self.parsed) < PARSED_KEPT:
+                self.parsed[a.key] = a.result
         for a, future in batch:
             if not future.done():
                 future.set_result(a)

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("leukowatch.feed")
 
+#: How many people's histories the judge keeps in memory between batches (least recent dropped).
+KNOWN_PEOPLE = 20_000
 #: Alert levels that put an item on the worklist (HL7 critical-value call lists act on these).
 WORKLIST_LEVELS: tuple[str, ...] = ("critical", "warning")
 
@@ -68,13 +70,18 @@ class JudgedBatch:
     items: list[tuple[str, str, str, str, datetime | None, datetime, int]] = field(default_factory=list)
     states: dict[str, tuple[list[list[str]], int]] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    histories: dict[str, History] = field(default_factory=dict)
+
+
+#: A person's history as the judge holds it: the request (None before any result) and the alert set.
+History = tuple[dict[str, Any] | None, set[tuple[str, str]]]
 
 
 def _alert_keys(alerts: list[Any]) -> dict[tuple[str, str], str]:
     return {(a.code, a.level): a.message for a in alerts}
 
 
-def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> tuple[dict[str, Any] | None, set[tuple[str, str]]]:
+def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> History:
     """The person's stored history (None when there is none) and their alert set at the latest
     judged result; for a person known only from files (no feed message yet), the alert set of the
     stored history's assessment."""
@@ -94,20 +101,23 @@ def _storable(items: list[Item], received_at: datetime) -> list[Item]:
     return [i for i in items if i.observation.patient_id and (i.observation.time is None or i.observation.time <= limit)]
 
 
-def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> JudgedBatch:
-    """Judge inbox rows (inbox_id, raw, received_at, status), oldest first, reading only.
+def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], known: dict[str, History] | None = None,
+               parsed: dict[tuple[str, str, str], ReadResult] | None = None) -> JudgedBatch:
+    """Judge inbox rows (as `pending_rows` gives them), oldest first, reading only.
 
-    Each person's history is read once per batch; each message then adds its results to it in
-    memory and is assessed, so the n-th message of a person in the batch is judged with exactly
-    the results that arrived before it.
+    Each person's history is read once (or taken from `known`, the judge's memory of people it
+    judged before); each message then adds its results to it in memory and is assessed, so the
+    n-th message of a person is judged with exactly the results that arrived before it. `parsed`
+    holds messages the inbox already read at ACK time (popped here, so each is read once).
     """
     batch = JudgedBatch(rows[0][0], rows[-1][0], len(rows), ReadResult("hl7", "mllp"))
-    histories: dict[str, tuple[dict[str, Any] | None, set[tuple[str, str]]]] = {}
-    for inbox_id, raw, received_at, status in rows:
+    histories = batch.histories
+    for inbox_id, raw, received_at, status, facility, control_id, sha in rows:
         if status != STORED:
             continue
+        result = (parsed or {}).pop((facility, control_id, sha), None)
         try:
-            result = read_hl7(raw, source=f"mllp:{inbox_id}")
+            result = result or read_hl7(raw, source=f"mllp:{inbox_id}")
         except InputError as err:  # the reader changed its mind since the ACK (e.g. a newer version)
             batch.errors.append((inbox_id, f"{err.field}: {err.problem}"))
             continue
@@ -115,7 +125,7 @@ def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> J
         storable = _storable(result.items, received_at)
         for pid in dict.fromkeys(i.observation.patient_id for i in storable):
             if pid not in histories:
-                histories[pid] = _history(con, pid)
+                histories[pid] = known[pid] if known and pid in known else _history(con, pid)
             request, before = histories[pid]
             mine = [i for i in storable if i.observation.patient_id == pid]
             request = _with_results(request, result, pid, mine)
@@ -179,8 +189,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: JudgedBatch, notifier: No
 def pending_rows(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[Any, ...]]:
     """Up to `limit` inbox rows after the progress mark, oldest first."""
     upto = con.execute("SELECT judged_upto FROM feed_progress").fetchone()[0]  # type: ignore[index]
-    return [tuple(r) for r in con.execute("SELECT inbox_id, raw, received_at, status FROM feed_inbox "
-                                          "WHERE inbox_id > ? ORDER BY inbox_id LIMIT ?", [upto, limit]).fetchall()]
+    return [tuple(r) for r in con.execute(
+        "SELECT inbox_id, raw, received_at, status, sending_facility, control_id, content_sha256 FROM feed_inbox "
+        "WHERE inbox_id > ? ORDER BY inbox_id LIMIT ?", [upto, limit]).fetchall()]
 
 
 def skip_failed(con: duckdb.DuckDBPyConnection, error: str) -> None:
@@ -218,6 +229,10 @@ class Judge(Background):
         self.writer = writer
         self.notifier = notifier
         self.batch = batch
+        #: Messages the inbox read at ACK time, by (facility, MSH-10, content hash), not read twice.
+        self.parsed: dict[tuple[str, str, str], ReadResult] = {}
+        self._known: dict[str, History] = {}
+        self._foreign_ingests = -1
 
     async def _run(self) -> None:
         while True:
@@ -277,12 +292,25 @@ class Judge(Background):
         if batch is None:
             return 0
         await self.writer.run(lambda con: write_batch(con, batch, self.notifier))
+        self._remember(batch)
         return batch.count
 
     def _read_and_judge(self, limit: int) -> JudgedBatch | None:
         cur = self.writer.cursor()
         try:
+            foreign = cur.execute("SELECT count(*) FROM ingests WHERE file NOT LIKE 'mllp:%'").fetchone()[0]  # type: ignore[index]
+            if foreign != self._foreign_ingests:  # results came from elsewhere (REST ingest): reload histories
+                self._known.clear()
+                self._foreign_ingests = foreign
             rows = pending_rows(cur, limit)
-            return judge_rows(cur, rows) if rows else None
+            return judge_rows(cur, rows, self._known, self.parsed) if rows else None
         finally:
             cur.close()
+
+    def _remember(self, batch: JudgedBatch) -> None:
+        """Keep the histories a written batch ended with (most recently judged people, bounded)."""
+        for pid, history in batch.histories.items():
+            self._known.pop(pid, None)
+            self._known[pid] = history
+        while len(self._known) > KNOWN_PEOPLE:
+            self._known.pop(next(iter(self._known)))
