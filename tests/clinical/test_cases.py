@@ -170,3 +170,27 @@ def test_table_is_large_and_sourced() -> None:
     assert len(CASES) >= 80
     assert len({c["id"] for c in CASES}) == len(CASES)
     assert all(c.get("source") and c.get("about") for c in CASES)
+
+
+def test_daids_age_from_a_fhir_patient(tmp_path: Path) -> None:
+    """The age in days can come from any reader: a FHIR Patient.birthDate, graded through the CLI
+    (4 days old, ANC 0.8: the 2-7 day band, grade 3; the > 7 day band would say grade 1)."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "baby", "gender": "female",
+                                                 "birthDate": "2026-07-01"}},
+        {"fullUrl": "urn:uuid:o1", "resource": {
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+            "subject": {"reference": "urn:uuid:p1"}, "effectiveDateTime": "2026-07-05T09:00:00Z",
+            "valueQuantity": {"value": 0.8, "unit": "10*3/uL", "system": "http://unitsofmeasure.org",
+                              "code": "10*3/uL"}}},
+    ]}
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "leukowatch.cli", "assess", str(path), "--criteria", "daids-v2.1",
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    neutropenia = next(f for f in out["findings"] if f["code"] == "neutropenia")
+    assert (out["criteria"], neutropenia["grade"]) == ("DAIDS v2.1", 3)
+    assert "age 4 days" in neutropenia["source"]
