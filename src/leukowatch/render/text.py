@@ -43,7 +43,7 @@ def counts_table(a: Assessment) -> Table:
             continue
         value = f"{c.comparator or ''}{c.value:.3g}" + (" *" if c.derived else "")
         table.add_row(
-            _LABEL[analyte], value, c.unit, "" if c.per_uL is None else f"{c.per_uL:,}",
+            _LABEL[analyte], value, c.unit, "" if c.per_uL is None else f"{c.comparator or ''}{c.per_uL:,}",
             "" if c.percent is None else f"{c.percent:g}", Text(c.flag.upper() if c.flag != "normal" else "ok",
                                                                  style=_FLAG_STYLE[c.flag]),
             _range_text(c), c.range_source,
