@@ -36,9 +36,7 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
         return None, None
     anc_text = count_text("ANC", anc, anc_comparator)
     if temperature_c is None and not fever_reported:
-        return None, (f"{anc_text} would meet febrile neutropenia if febrile (oral temperature >= "
-                      f"{fn['single_temp_c']:g} °C once, or >= {fn['sustained_temp_c']:g} °C sustained over 1 h); "
-                      "no temperature was given")
+        return None, fn["note_no_temperature"].format_map({**fn, "anc": anc_text})
     if temperature_c is None:
         variant = "reported_fever"
     elif temperature_c >= fn["single_temp_c"] or (sustained_1h and temperature_c >= fn["sustained_temp_c"]):
@@ -46,8 +44,7 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
     elif temperature_c >= fn["sustained_temp_c"]:
         variant = "possible"
     else:
-        return None, (f"temperature {temperature_c:.1f} °C is not a fever (febrile neutropenia starts at "
-                      f"{fn['sustained_temp_c']:g} °C); re-measure if the person feels unwell or hot")
+        return None, fn["note_not_febrile"].format_map({**fn, "temperature": f"{temperature_c:.1f} °C"})
     how = "" if below else f", expected to fall below {fn['anc_below']:g}"
     temperature = "" if temperature_c is None else f"{temperature_c:.1f} °C"
     return make_alert("febrile_neutropenia", variant, anc=anc_text, how=how, temperature=temperature,
