@@ -23,7 +23,7 @@ _PLAIN_NAMES = {
     "neutropenia": "neutrophils, the white cells that fight bacteria, are low (neutropenia)",
     "lymphocytopenia": "lymphocytes, the white cells that fight viruses, are low (lymphocytopenia)",
     "monocytopenia": "monocytes are low (monocytopenia)",
-    "eosinopenia": "eosinophil count is below 50 cells per microlitre; on its own this is common and not a concern",
+    "eosinopenia": "eosinophil count is low; on its own this is common and not a concern",
     "basopenia": "basophil count is zero or very low; this is common in healthy people and not a concern on its own",
     "leukocytosis": "white blood cell count is high (leukocytosis)",
     "neutrophilia": "neutrophils are high (neutrophilia)",
