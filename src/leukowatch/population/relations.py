@@ -241,7 +241,7 @@ def _row_holds(row: dict[str, Any], value: ir.FloatingValue, lln: ir.FloatingVal
     """rules.grading.row_holds as an expression (strict on the worse side, inclusive on the milder)."""
     if row["direction"] == "low":
         bound = lln if row["below"] == "LLN" else ibis.literal(float(row["below"]))
-        cond = bound.notnull() & (value < bound)
+        cond = bound.notnull() & ((value <= bound) if row.get("inclusive") else (value < bound))
         if "at_least" in row:
             cond = cond & (value >= float(row["at_least"]))
     else:
