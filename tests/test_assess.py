@@ -545,9 +545,15 @@ def test_duffy_null_ranges_are_adult_only_and_say_so_for_children() -> None:
     assert not any("adults only" in w for w in assess(adult).warnings)
 
 
-def test_wbc_range_source_for_school_age_children_is_named() -> None:
-    a = assess(request("male", 10, wbc=12.0))
-    assert "Univ. Iowa paediatric table ends at 4 years" in a.counts["wbc"].high_source
+@pytest.mark.parametrize(("age", "wbc", "high"), [(3.9, 15.5, False), (4.0, 15.5, False), (5, 12.0, False),
+                                                 (7, 14.6, True), (10, 13.5, False), (10, 13.6, True),
+                                                 (17, 13.1, True), (18, 10.1, True)])
+def test_school_age_wbc_upper_limit_is_a_sourced_band(age: float, wbc: float, high: bool) -> None:
+    """The upper limit no longer falls from 15.5 to 10.0 at 4 years only because the Iowa table ends."""
+    a = assess(request("male", age, wbc=wbc))
+    assert (a.counts["wbc"].flag == "high") is high
+    if 4 <= age < 18:
+        assert "Dallman" in a.counts["wbc"].high_source and "article" in a.counts["wbc"].low_source
 
 
 @pytest.mark.parametrize(("analyte", "value", "code"), [("eosinophils", 0.51, "eosinophilia"),
