@@ -7,12 +7,12 @@ pure rule in `rules/`; this module only wires them and adds the plain-language s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache, lru_cache
 from typing import Any
 
 from .knowledge import knowledge_version, load_table
-from .model import Advice, Alert, Assessment, Chronicity, Count, Request
+from .model import Advice, Alert, Assessment, Chronicity, Count, MedicationMatch, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
 from .request import parse_request
 from .rules.alerts import make_alert
@@ -157,6 +157,36 @@ def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[
     return request, profile, criteria, draws
 
 
+def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: list[MedicationMatch],
+            symptoms: list[tuple[str, str]], profile: str, on_chemotherapy: bool, fever_reported: bool,
+            febrile: bool, result_day: date | None) -> tuple[list[Alert], Alert | None, str | None]:
+    """Every alert the current draw raises, most urgent first (the rows of knowledge/alerts.toml), with
+    the febrile-neutropenia alert and, when it did not fire, the note saying what would make it."""
+    anc_count = counts.get("neutrophils")
+    anc = anc_count.value if anc_count is not None else None
+    anc_comparator = anc_count.comparator if anc_count is not None else None
+    alerts: list[Alert] = []
+    fn_alert, fn_note = febrile_neutropenia(anc, request.temperature_c, request.fever_sustained_1h,
+                                            request.anc_expected_to_fall, fever_reported=fever_reported,
+                                            chemotherapy=on_chemotherapy, anc_comparator=anc_comparator)
+    if fn_alert:
+        alerts.append(fn_alert)
+    if (severe := severe_neutropenia(anc_count, on_chemotherapy)) is not None:
+        alerts.append(severe)
+    if (high := hyperleukocytosis(counts.get("wbc"))) is not None:
+        alerts.append(high)
+    alerts.extend(drug_agranulocytosis(anc_count, meds, febrile))
+    if symptoms:
+        low_white = "leukopenia" in codes or "neutropenia" in codes
+        alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
+                                 symptoms=", ".join([label for _, label in symptoms])))
+    if (hold := chemotherapy_hold(request.chemotherapy, counts)) is not None:
+        alerts.append(hold)
+    taking = [m for m in meds if taking_at(m, result_day)]
+    alerts.extend(drug_monitoring(taking, anc, request.patient.duffy_null or profile == "duffy_null", anc_comparator))
+    return alerts, fn_alert, fn_note
+
+
 def assess(request: Request | dict[str, Any]) -> Assessment:
     """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request)."""
     request, profile, criteria, draws = prepare(request)
@@ -172,34 +202,12 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     on_chemotherapy = request.chemotherapy.active or any([m.chemotherapy and not m.dual_use for m in meds])
     symptoms = match_symptoms(request.symptoms)
     fever_reported = any([label == "fever" for _, label in symptoms])
-    temperature = request.temperature_c
-    febrile = fever_reported or (temperature is not None and temperature >= _fever_temp_c())
+    febrile = fever_reported or (request.temperature_c is not None and request.temperature_c >= _fever_temp_c())
 
-    anc_count = counts.get("neutrophils")
-    anc = anc_count.value if anc_count is not None else None
-    anc_comparator = anc_count.comparator if anc_count is not None else None
-    alerts: list[Alert] = []
-    fn_alert, fn_note = febrile_neutropenia(anc, temperature, request.fever_sustained_1h,
-                                            request.anc_expected_to_fall, fever_reported=fever_reported,
-                                            chemotherapy=on_chemotherapy, anc_comparator=anc_comparator)
-    if fn_alert:
-        alerts.append(fn_alert)
+    alerts, fn_alert, fn_note = _alerts(request, counts, codes, meds, symptoms, profile, on_chemotherapy,
+                                        fever_reported, febrile, result_day)
     if fn_note and "neutropenia" in codes:
         next(f for f in findings if f.code == "neutropenia").notes.append(fn_note)
-    if (severe := severe_neutropenia(anc_count, on_chemotherapy)) is not None:
-        alerts.append(severe)
-    if (high := hyperleukocytosis(counts.get("wbc"))) is not None:
-        alerts.append(high)
-    alerts.extend(drug_agranulocytosis(anc_count, meds, febrile))
-
-    low_white = "leukopenia" in codes or "neutropenia" in codes
-    if symptoms:
-        alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
-                                 symptoms=", ".join([label for _, label in symptoms])))
-    if (hold := chemotherapy_hold(request.chemotherapy, counts)) is not None:
-        alerts.append(hold)
-    taking = [m for m in meds if taking_at(m, result_day)]
-    alerts.extend(drug_monitoring(taking, anc, request.patient.duffy_null or profile == "duffy_null", anc_comparator))
 
     chron = chronicity_from_draws(draws)
     if chron.status == "chronic" and chron.analyte == "neutrophils":
