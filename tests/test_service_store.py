@@ -8,11 +8,17 @@ import json
 
 import httpx
 import pytest
-from service_helpers import medication_request, patient_resource, serve
+from service_helpers import bearer, make_token, medication_request, patient_resource, serve
 
 from leukowatch.service import Settings, create_app
 
 PID = "store-pat-1"
+#: The read token (stored-patient endpoints and pages need one since issue 12), set by the fixture.
+READ: dict[str, str] = {}
+
+
+def _get(url: str, **kwargs: object) -> httpx.Response:
+    return httpx.get(url, headers=READ, **kwargs)  # type: ignore[arg-type]
 
 
 def _obs(oid: str, loinc: str, value: float, when: str) -> dict:
@@ -39,50 +45,52 @@ def bundle() -> dict:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> str:
     db = tmp_path_factory.mktemp("store") / "store.duckdb"
+    READ.update(bearer(make_token(str(db), "read")))
+    ingest = {"Content-Type": "application/fhir+json"} | bearer(make_token(str(db), "ingest"))
     with serve(create_app(Settings(db=str(db), insecure_dev=True))) as url:
         body = json.dumps(bundle())
-        first = httpx.post(f"{url}/api/ingest", content=body, headers={"Content-Type": "application/fhir+json"})
+        first = httpx.post(f"{url}/api/ingest", content=body, headers=ingest)
         assert first.status_code == 200, first.text
         assert first.json()["stored"] == 6
-        again = httpx.post(f"{url}/api/ingest", content=body, headers={"Content-Type": "application/fhir+json"})
+        again = httpx.post(f"{url}/api/ingest", content=body, headers=ingest)
         assert again.json()["stored"] == 0 and again.json()["already_ingested"]
         yield url
 
 
 def test_patients_and_history(base: str) -> None:
-    patients = httpx.get(f"{base}/api/patients").json()
+    patients = _get(f"{base}/api/patients").json()
     assert [p["patient_id"] for p in patients] == [PID]
-    history = httpx.get(f"{base}/api/patients/{PID}/history").json()
+    history = _get(f"{base}/api/patients/{PID}/history").json()
     assert history["chronicity"]["status"] == "chronic"
-    assert httpx.get(f"{base}/api/patients/nobody/history").status_code == 404
+    assert _get(f"{base}/api/patients/nobody/history").status_code == 404
 
 
 def test_report_pdf_has_the_verdict(base: str) -> None:
     from pypdf import PdfReader
 
-    resp = httpx.get(f"{base}/api/patients/{PID}/report.pdf", timeout=60)
+    resp = _get(f"{base}/api/patients/{PID}/report.pdf", timeout=60)
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf"
     text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(resp.content)).pages)
     assert "neutropenia" in text.lower() and "chronic" in text.lower()
 
 
 def test_patient_page_with_plot(base: str) -> None:
-    page = httpx.get(f"{base}/patients/{PID}", timeout=60)
+    page = _get(f"{base}/patients/{PID}", timeout=60)
     assert page.status_code == 200
     assert 'id="verdict"' in page.text and "chronic" in page.text
     assert f"/api/patients/{PID}/report.pdf" in page.text
-    png = httpx.get(f"{base}/patients/{PID}/plot.png", timeout=60)
+    png = _get(f"{base}/patients/{PID}/plot.png", timeout=60)
     assert png.content.startswith(b"\x89PNG")
-    assert PID in httpx.get(f"{base}/patients").text
+    assert PID in _get(f"{base}/patients").text
 
 
 def test_population_page(base: str) -> None:
-    page = httpx.get(f"{base}/population", timeout=120)
+    page = _get(f"{base}/population", timeout=120)
     assert page.status_code == 200, page.text
     assert 'data-finding="neutropenia"' in page.text
     assert "clozapine" in page.text.lower()
     # the store is usable again afterwards (the screen borrowed the file)
-    assert httpx.get(f"{base}/api/patients").status_code == 200
+    assert _get(f"{base}/api/patients").status_code == 200
 
 
 def test_cds_card_links_to_the_stored_patient(base: str) -> None:

@@ -21,6 +21,7 @@ from ..knowledge import summary
 from ..model import InputError
 from ..render.json import assessment_dict
 from .auth import Actor, audited, require_role
+from .badinput import explained
 from .errors import ServiceError
 from .inputs import ACCEPTED_TYPES, HL7_TYPES, media_type, request_from_body
 
@@ -111,9 +112,10 @@ async def api_assess(request: Request, profile: str | None = Query(None, descrip
     def run() -> bytes:
         if media_type(content_type) in HL7_TYPES:
             check_segments(body.decode("utf-8", "replace"), settings.max_segments)
-        data = _override(request_from_body(body, content_type), profile, criteria)
-        # orjson directly: the hot path's serialiser (FastAPI's ORJSONResponse is deprecated)
-        return orjson.dumps(assessment_dict(assess(data)))
+        with explained(body):
+            data = _override(request_from_body(body, content_type), profile, criteria)
+            # orjson directly: the hot path's serialiser (FastAPI's ORJSONResponse is deprecated)
+            return orjson.dumps(assessment_dict(assess(data)))
 
     out = run() if len(body) <= INLINE_BYTES else await run_in_threadpool(run)
     return Response(out, media_type="application/json")
@@ -237,7 +239,8 @@ async def api_ingest(request: Request, actor: Annotated[Actor, Depends(require_r
         text = decode_body(body).lstrip("\ufeff\x0b \r\n\t")
         if fmt == "hl7":
             check_segments(text, settings.max_segments)
-        result = read_text(text, fmt, "body")
+        with explained(body):
+            result = read_text(text, fmt, "body")
         if len(result.items) + len(result.rejects) > settings.max_results:
             raise ServiceError(413, "body", f"more than {settings.max_results} results in one message")
         return result

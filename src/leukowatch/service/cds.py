@@ -21,6 +21,7 @@ from ..assess import assess
 from ..model import ANALYTES, InputError, MedicationMatch
 from ..rules.causes import match_medications
 from ..units import loinc_codes_for
+from .badinput import explained
 from .cds_auth import TokenVerifier
 from .cds_cards import card, order_select_cards, patient_view_cards
 from .errors import ServiceError
@@ -167,11 +168,14 @@ async def gather(request: Request, body: dict[str, Any], cutoff: datetime) -> di
     return out
 
 
-def _resources(data: Any) -> list[dict[str, Any]]:
+def _resources(data: Any, field: str) -> list[dict[str, Any]]:
     if not isinstance(data, dict):
         return []
     if data.get("resourceType") == "Bundle":
-        return [e["resource"] for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+        entries = data.get("entry") or []
+        if not isinstance(entries, list):
+            raise ServiceError(422, f"{field}.entry", "expected a list of Bundle entries")
+        return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     return [data] if "resourceType" in data else []
 
 
@@ -184,7 +188,8 @@ def request_from_fhir(data: dict[str, Any], cutoff: datetime) -> dict[str, Any] 
     None when no blood count is left to assess."""
     from ..io import read_text, to_request
 
-    resources = [r for key in ("patient", "cbc", "medications", "conditions") for r in _resources(data.get(key))]
+    resources = [r for key in ("patient", "cbc", "medications", "conditions")
+                 for r in _resources(data.get(key), f"prefetch.{key}")]
     result = read_text(_bundle(resources), "fhir", "prefetch")
     result.items = [i for i in result.items if i.observation.time is None or i.observation.time >= cutoff]
     if not result.items:
@@ -197,7 +202,7 @@ def ordered_medications(context: dict[str, Any]) -> list[MedicationMatch]:
     table links to low white cells, read with the Interop FHIR reader."""
     from ..io import read_text
 
-    drafts = _resources(context.get("draftOrders"))
+    drafts = _resources(context.get("draftOrders"), "context.draftOrders")
     selections = context.get("selections")
     if isinstance(selections, list) and selections:
         wanted = {str(s) for s in selections}
@@ -256,6 +261,11 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 @router.post("/cds-services/{service_id}", summary="Call a CDS service (patient-view or order-select)",
              openapi_extra=_json_body(_HOOK_REQUEST_SCHEMA))
 async def call_service(request: Request, service_id: str) -> dict[str, Any]:
+    with explained(await request.body()):
+        return await _call_service(request, service_id)
+
+
+async def _call_service(request: Request, service_id: str) -> dict[str, Any]:
     body = await _hook_body(request, service_id)
     settings = request.app.state.settings
     cutoff = datetime.now(UTC) - timedelta(days=settings.cds_lookback_days)
