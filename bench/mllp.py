@@ -9,6 +9,9 @@ takes its share of the cores.
 
 Judging runs behind the ACKs (the inbox is the queue): the last lines say how far it had got when
 the stream ended and how long the graceful stop took to judge the rest, i.e. the judging rate.
+The last column is the listener process's CPU time (all threads, start-up and the judging of the
+backlog included) per message: what the feed costs, whatever the neighbours are doing.
+
 Reference row: the same stream with the inbox commit only (`--no-judge` is not offered by the
 listener, so the reference is the ACK rate of a stream whose messages are all rejected AE before
 judging: same framing, parsing and group commit, no judging work).
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,7 +68,13 @@ async def stream(port: int, messages: list[str], latencies: list[float]) -> int:
     return accepted
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, float]:
+    cpu_before = _children_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
         proc = subprocess.Popen([sys.executable, "-m", "leukowatch.cli", "listen", "--db", str(db), "--port", "0",
@@ -96,7 +106,8 @@ def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, fl
                                      "(SELECT count(*) FROM feed_inbox WHERE status = 'stored')").fetchone()
         con.close()
     latencies.sort()
-    return {"answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
+    cpu_ms = (_children_cpu() - cpu_before) * 1000 / answered
+    return {"cpu_ms": cpu_ms, "answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
             "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "wall": wall, "drain": drain,
             "stored": stored, "judged": judged}
 
@@ -109,10 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.messages} CBC messages over {args.connections} connections, {args.patients} patients, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'stream':<34} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'stream':<40} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/msg':>10}")
     for label, with_pid in (("ORU^R01, stored and judged", True), ("reference: AE (no PID), nothing judged", False)):
         r = run(args.messages, args.connections, args.patients, with_pid)
-        print(f"{label:<34} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f}")
+        print(f"{label:<40} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['cpu_ms']:>10.2f}")
         if with_pid:
             print(f"  judging: {r['judged']:.0f} of {r['stored']:.0f} messages judged; the graceful stop (judging "
                   f"the backlog, at most 20 s) took {r['drain']:.1f} s after the last ACK: "

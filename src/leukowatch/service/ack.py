@@ -147,7 +147,7 @@ def build_ack(header: Header, code: str, error: AckError | None = None, now: dat
                   header.sending_facility, stamp, "", c.join(["ACK", trigger, "ACK"]) if trigger else "ACK",
                   new_control_id(), header.processing_id or "P", version])
     text = _escape(error.message, header) if error else ""
-    segments = [msh, f.join(["MSA", code, header.control_id, text])]
+    segments = [msh, f.join(["MSA", code, header.control_id, text] if text else ["MSA", code, header.control_id])]
     if error is not None:
         location = c.join([error.segment, str(error.sequence), str(error.field) if error.field else ""])
         code_cwe = c.join([error.code, _escape(error.code_text, header), "HL70357"])
