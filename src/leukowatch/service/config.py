@@ -31,6 +31,7 @@ ENV_OIDC_AUDIENCE = "LEUKOWATCH_OIDC_AUDIENCE"
 ENV_OIDC_JWKS_URL = "LEUKOWATCH_OIDC_JWKS_URL"
 ENV_MAX_SEGMENTS = "LEUKOWATCH_MAX_SEGMENTS"
 ENV_MAX_RESULTS = "LEUKOWATCH_MAX_RESULTS"
+ENV_OPEN_STATELESS = "LEUKOWATCH_OPEN_STATELESS"
 
 DEFAULT_MAX_BODY = 1_000_000
 DEFAULT_LOOKBACK_DAYS = 90
@@ -81,7 +82,7 @@ class Settings:
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
     #: The stateless parts (form, /api/assess, /api/knowledge, /docs) need no token; `serve` turns
-    #: this off when listening beyond loopback.
+    #: this off when listening beyond loopback (LEUKOWATCH_OPEN_STATELESS=0 turns it off anywhere).
     open_stateless: bool = True
     max_segments: int = DEFAULT_MAX_SEGMENTS
     max_results: int = DEFAULT_MAX_RESULTS
@@ -134,6 +135,7 @@ class Settings:
             oidc_jwks_url=env.get(ENV_OIDC_JWKS_URL) or None,
             max_segments=int(env.get(ENV_MAX_SEGMENTS) or DEFAULT_MAX_SEGMENTS),
             max_results=int(env.get(ENV_MAX_RESULTS) or DEFAULT_MAX_RESULTS),
+            open_stateless=_truthy(env.get(ENV_OPEN_STATELESS) or "1"),
         )
 
 

@@ -41,7 +41,7 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
               file=sys.stderr)
     loopback = is_loopback(host)
     settings.allowed_hosts += tuple(allowed_hosts) + _own_names(host, settings.public_url)
-    settings.open_stateless = loopback
+    settings.open_stateless = settings.open_stateless and loopback
     if not loopback and not settings.public_url and not settings.insecure_dev:
         print(f"leukowatch: refusing to listen on {host} without --public-url (the URL clients call; CDS Hooks "
               "tokens are checked against it)", file=sys.stderr)
