@@ -80,7 +80,7 @@ def listener(db: Path, *extra: str, env: dict[str, str] | None = None) -> Iterat
                              "--log-level", "warning", *extra],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     try:
-        port = _wait_port(proc)
+        port = wait_port(proc)
         yield proc, port
     finally:
         if proc.poll() is None:
@@ -94,7 +94,8 @@ def listener(db: Path, *extra: str, env: dict[str, str] | None = None) -> Iterat
             proc.stderr.close()
 
 
-def _wait_port(proc: subprocess.Popen) -> int:
+def wait_port(proc: subprocess.Popen) -> int:
+    """The MLLP port a `listen` or `serve --mllp-port` subprocess announces on stderr."""
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

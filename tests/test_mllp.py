@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import hl7
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from feed_helpers import FEED_STREAM, ack_fields, exchange, listener, oru, query, send_all
+from feed_helpers import FEED_STREAM, ack_fields, exchange, listener, oru, query, send_all, wait_port
 from hl7.mllp import open_hl7_connection
 
 
@@ -201,3 +202,24 @@ def test_kill9_mid_stream_every_aa_message_is_stored(tmp_path: Path) -> None:
         assert exchange(port, [oru("AFTER-1", patient="K0", when="202611200800")])[0]["code"] == "AA"
     judged, last = query(db, "SELECT (SELECT judged_upto FROM feed_progress), (SELECT max(inbox_id) FROM feed_inbox)")[0]
     assert judged == last
+
+
+def test_serve_with_mllp_port_runs_the_feed_in_the_web_service(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        web_port = s.getsockname()[1]
+    db = tmp_path / "feed.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "leukowatch.cli", "serve", "--db", str(db), "--port", str(web_port),
+                             "--mllp-port", "0", "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+    try:
+        port = wait_port(proc)
+        acks = exchange(port, [oru("SERVE-1")])
+        page = httpx.get(f"http://127.0.0.1:{web_port}/worklist", follow_redirects=False, timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert (acks[0]["code"], acks[0]["control_id"]) == ("AA", "SERVE-1")
+    assert page.status_code in (302, 303, 307)  # the worklist page is there, and needs a signed-in user
+    assert query(db, "SELECT control_id FROM feed_inbox") == [("SERVE-1",)]

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 from asyncio import LimitOverrunError
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -218,8 +219,9 @@ async def lab_feed_running(app: Any) -> AsyncIterator[LabFeed | None]:
 
     writer = getattr(app.state, "writer", None) or app.state.store.writer
     feed = LabFeed(writer, options, Notifier.from_flags(writer, *getattr(app.state, "notify", (None, None))))
-    await feed.start()
+    port = await feed.start()
     app.state.feed = feed
+    print(f"leukowatch: lab feed (MLLP) listening on {options.host}:{port}", file=sys.stderr, flush=True)
     try:
         yield feed
     finally:
