@@ -387,11 +387,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _feed_options(args: argparse.Namespace, port: int | None) -> Any:
     """The MLLP listener options the flags describe (None when no port was asked for)."""
     if port is None:
+        if args.notify_url or args.notify_fhir or args.mllp_tls_cert:
+            raise UsageError("--notify-url, --notify-fhir and --mllp-tls-* need --mllp-port")
         return None
     from .service.mllp import FeedOptions
+    from .service.notify import ENV_NOTIFY_SECRET
 
     if bool(args.mllp_tls_cert) != bool(args.mllp_tls_key):
         raise UsageError("--mllp-tls-cert and --mllp-tls-key go together")
+    if args.notify_url and not os.environ.get(ENV_NOTIFY_SECRET):
+        raise InputError(ENV_NOTIFY_SECRET, "--notify-url signs each notice: set the shared HMAC secret here")
     return FeedOptions(host=args.mllp_host or args.host, port=port, max_message_bytes=args.max_message_bytes,
                        tls_cert=args.mllp_tls_cert, tls_key=args.mllp_tls_key)
 
