@@ -294,7 +294,8 @@ def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, c
     flag = ibis.cases((low.notnull() & (c.value < low), lo), (high.notnull() & (c.value > high), hi), else_=normal)
     c = c.mutate(low=low, high=high, flag=flag)
     c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value))
-    c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high))
+    age = rel.age_terms(criteria, c.time, c.birth_date, c.age_years)  # None unless age-banded (DAIDS)
+    c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high, age))
     return c.select(
         patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, derived=c.derived,
         percent=c.percent_value, comparator=c.comparator, flag=c.flag, low=c.low, high=c.high,
@@ -317,8 +318,12 @@ def findings_of(graded: ir.Table, patients: ir.Table, requested_profile: str | N
     """Finding rows with their CTCAE term and severity word, plus pancytopenia where WBC, hemoglobin and
     platelets are low in one draw."""
     f = with_person(graded.filter(graded.finding.notnull()), patients, requested_profile)
+    age = None
+    if rel.age_banded(criteria):  # the term depends on the age band (DAIDS lymphocytes only over 5 years)
+        f = f.join(patients.select("patient_id", "birth_date", "age_years"), "patient_id")
+        age = rel.age_terms(criteria, f.time, f.birth_date, f.age_years)
     f = f.select(patient_id=f.patient_id, time=f.time, finding=f.finding, analyte=f.analyte, value=f.value,
-                 grade=f.grade, term=rel.term_expr(criteria, f.finding),
+                 grade=f.grade, term=rel.term_expr(criteria, f.finding, age),
                  severity=rel.severity_expr(f.finding, f.grade, f.value, f.low), profile=f.profile, sex=f.sex,
                  age_band=age_band_of(f.age))
     # a draw is pancytopenic when its low results include all three analytes, so only low results of

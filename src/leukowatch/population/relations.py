@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import ibis
 import ibis.expr.types as ir
@@ -31,7 +31,15 @@ from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, InputError, Sex
 from ..request import parse_patient
 from ..rules.causes import match_medications
 from ..rules.findings import HIGH_FINDING, LOW_FINDING, UNGRADED
-from ..rules.grading import criteria_label, criteria_rows, severity_word, term_for
+from ..rules.grading import (
+    DAYS_PER_YEAR,
+    age_banded,
+    age_caps,
+    criteria_label,
+    criteria_rows,
+    criteria_table,
+    severity_word,
+)
 from ..rules.ranges import profile_names, profile_range
 from ..units import canonical_analyte, convert, loinc_lookup
 
@@ -258,22 +266,89 @@ def _graded_pairs() -> list[tuple[str, str, str]]:
     return [p for p in pairs if p[2] not in UNGRADED]
 
 
+class AgeTerms(NamedTuple):
+    """rules.grading.criteria_for_age's age as expressions: whole days and completed years at the
+    result (NULL where the age is unknown, so that no age-banded row applies)."""
+
+    days: ir.IntegerValue
+    years: ir.IntegerValue
+
+
+def age_terms(criteria: str, time: ir.TimestampValue, birth_date: ir.DateValue,
+              age_years: ir.FloatingValue) -> AgeTerms | None:
+    """The age an age-banded criteria version (DAIDS) picks its rows by, per result; None for the others.
+
+    As rules.grading.criteria_for_age: from the birth date to the result date when both are known;
+    else a stated age past the last band in days is past it and a younger one leaves the days unknown;
+    a birth date without a result time gives no age; no age at all is an adult.
+    """
+    if not age_banded(criteria):
+        return None
+    day_cap, year_cap = age_caps(criteria)
+    on = time.date()
+    dated = birth_date.notnull() & time.notnull()
+    born_days = on.delta(birth_date, unit="day")
+    not_yet = ((on.month() * 100 + on.day()) < (birth_date.month() * 100 + birth_date.day())).cast("int64")
+    born_years = on.year() - birth_date.year() - not_yet
+    null = ibis.null("int64")
+    cap_days, cap_years = ibis.literal(day_cap or 0, "int64"), ibis.literal(year_cap or 0, "int64")
+    stated_days = null if day_cap is None else ibis.cases((age_years * DAYS_PER_YEAR >= day_cap, cap_days),
+                                                          else_=null)
+    days = ibis.cases((dated, born_days.cast("int64")), (age_years.notnull(), stated_days),
+                      (birth_date.notnull(), null), else_=cap_days)
+    years = ibis.cases((dated, born_years.cast("int64")), (age_years.notnull(), age_years.floor().cast("int64")),
+                       (birth_date.notnull(), null), else_=cap_years)
+    return AgeTerms(days, years)
+
+
+def _band(row: dict[str, Any], age: AgeTerms) -> ir.BooleanValue:
+    """rules.grading.row_applies as an expression."""
+    cond = ibis.literal(True)
+    if "min_age_days" in row or "max_age_days" in row:
+        cond = cond & age.days.notnull() & (age.days >= row.get("min_age_days", 0))
+        if "max_age_days" in row:
+            cond = cond & (age.days <= row["max_age_days"])
+    if "min_age_years" in row:
+        cond = cond & age.years.notnull() & (age.years >= row["min_age_years"])
+    return cond
+
+
+def _rows_for(criteria: str, analyte: str, direction: str, age: AgeTerms | None) -> list[dict[str, Any]]:
+    """The rows a CASE tries: the key's rows, or every age band's (each guarded by `_band`), worst first."""
+    if age is None:
+        return list(criteria_rows(criteria, analyte, direction))
+    rows = [r for r in criteria_table(criteria) if r["analyte"] == analyte and r["direction"] == direction]
+    return sorted(rows, key=lambda r: -r["grade"])
+
+
 def grade_expr(criteria: str, analyte: ir.StringValue, finding: ir.StringValue, value: ir.FloatingValue,
-               lln: ir.FloatingValue, uln: ir.FloatingValue) -> ir.IntegerValue:
-    """rules.grading.grade over criteria.toml rows, worst grade first, for each graded finding."""
+               lln: ir.FloatingValue, uln: ir.FloatingValue, age: AgeTerms | None = None) -> ir.IntegerValue:
+    """rules.grading.grade over criteria.toml rows, worst grade first, for each graded finding (with
+    `age`, each row only within its age band: the bands of one term never overlap)."""
     branches: list[tuple[Any, Any]] = [(finding.isnull(), ibis.null("int64"))]  # most rows: settled at once
     for a, direction, code in _graded_pairs():
-        for row in criteria_rows(criteria, a, direction):
+        for row in _rows_for(criteria, a, direction, age):
             cond = (analyte == a) & (finding == code) & _row_holds(row, value, lln, uln)
+            if age is not None:
+                cond = cond & _band(row, age)
             branches.append((cond, int(row["grade"])))
     if len(branches) == 1:
         return ibis.null("int64")
     return ibis.cases(*branches, else_=ibis.null("int64"))
 
 
-def term_expr(criteria: str, finding: ir.StringValue) -> ir.StringValue:
-    branches = [(finding == code, term) for a, d, code in _graded_pairs()
-                if (term := term_for(criteria, a, d)) is not None]
+def term_expr(criteria: str, finding: ir.StringValue, age: AgeTerms | None = None) -> ir.StringValue:
+    """rules.grading.term_for: the term of the finding's rows (with `age`, only where a band applies)."""
+    branches = []
+    for a, d, code in _graded_pairs():
+        rows = _rows_for(criteria, a, d, age)
+        if not rows:
+            continue
+        cond = finding == code
+        if age is not None:
+            bands = [_band(row, age) for row in rows]
+            cond = cond & ibis.or_(*bands)
+        branches.append((cond, rows[0]["term"]))
     if not branches:
         return ibis.null("string")
     return ibis.cases((finding.isnull(), ibis.null("string")), *branches, else_=ibis.null("string"))

@@ -72,7 +72,7 @@ def parse_key(key: str) -> CriteriaKey:
     """'daids-v2.1@8d6y:birth_date' -> its parts; a bare version is itself (an adult if age-banded)."""
     if "@" not in key:
         if age_banded(key):
-            return CriteriaKey(key, *_age_caps(key), "adult")
+            return CriteriaKey(key, *age_caps(key), "adult")
         return CriteriaKey(key, None, None, None)
     version, rest = key.split("@", 1)
     ages, basis = rest.split(":", 1)
@@ -105,7 +105,7 @@ def criteria_source(key: str) -> str:
 
 
 def _age_text(k: CriteriaKey) -> str:
-    day_cap, year_cap = _age_caps(k.version)
+    day_cap, year_cap = age_caps(k.version)
     parts = []
     if k.age_days is None:
         parts.append("age in days unknown")
@@ -136,7 +136,7 @@ def criteria_table(version: str) -> tuple[dict[str, Any], ...]:
 
 
 _AGE_KEYS = ("min_age_days", "max_age_days", "min_age_years")
-_DAYS_PER_YEAR = 365.25  # a stated age in years, as days (Patient.age_at's inverse)
+DAYS_PER_YEAR = 365.25  # a stated age in years, as days (Patient.age_at's inverse)
 
 
 @cache
@@ -146,7 +146,7 @@ def age_banded(version: str) -> bool:
 
 
 @cache
-def _age_caps(version: str) -> tuple[int | None, int | None]:
+def age_caps(version: str) -> tuple[int | None, int | None]:
     """One past the last age any band of the version tells apart, in days and in completed years:
     older ages choose the same rows, so they share one key."""
     rows = criteria_table(version)
@@ -187,7 +187,7 @@ def criteria_for_age(version: str, birth_date: date | None, age_years: float | N
     """
     if not age_banded(version):
         return version
-    day_cap, year_cap = _age_caps(version)
+    day_cap, year_cap = age_caps(version)
     on = when.date() if isinstance(when, datetime) else when
     if birth_date is not None and on is not None:
         days: int | None = (on - birth_date).days
@@ -195,7 +195,7 @@ def criteria_for_age(version: str, birth_date: date | None, age_years: float | N
         basis = "birth_date"
     elif age_years is not None:
         years = int(age_years)
-        days = day_cap if day_cap is not None and age_years * _DAYS_PER_YEAR >= day_cap else None
+        days = day_cap if day_cap is not None and age_years * DAYS_PER_YEAR >= day_cap else None
         basis = "age_years" if days is not None or day_cap is None else "days_unknown"
     elif birth_date is not None:
         days, years, basis = None, None, "no_time"
