@@ -536,7 +536,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
                         "buckets that fit, the rest spills to disk)")
     p.add_argument("--profile", help="one reference profile for everybody (default: standard; duffy_null "
                                      "for Duffy-null persons)")
-    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6)")
+    p.add_argument("--criteria", help="grading criteria (ctcae-v5, ctcae-v6, daids-v2.1)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_screen)

@@ -11,9 +11,10 @@ per-patient rules use. Two techniques are used:
   the data. Units, codes and sexes are handled the same way: the *distinct* spellings found in the
   data (a few dozen) go through `units.convert`, `units.loinc_lookup` and `request.parse_patient`,
   and the answers are joined back. Parity is by construction, and the big table is only joined.
-* **Expressions generated from table rows.** The CTCAE grade is a CASE over
-  `rules.grading.criteria_rows` with the same strictness as `rules.grading.row_holds`, and the
-  neutropenia severity word a CASE over severity.toml.
+* **Expressions generated from table rows.** The grade is a CASE over
+  `rules.grading.criteria_rows` with the same strictness as `rules.grading.row_holds` (for DAIDS,
+  each row guarded by its age band as `rules.grading.row_applies`), and the neutropenia severity
+  word a CASE over severity.toml.
 """
 
 from __future__ import annotations
