@@ -252,3 +252,23 @@ def test_audit_as_fhir_audit_events(served: Served) -> None:
     event = bundle["entry"][0]["resource"]
     assert event["resourceType"] == "AuditEvent" and event["action"] in ("C", "R")
     assert {"reference": f"Patient/{PID}"} in [e["what"] for e in event["entity"]]
+
+
+def test_an_unexpected_error_is_logged_without_its_message(tmp_path, capfd: pytest.CaptureFixture[str],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Starlette re-raises after its 500 handler and uvicorn would print the exception's message (which
+    may quote a value); the browser boundary logs type, route and frames only."""
+    app = create_app(Settings(db=str(tmp_path / "s.duckdb")))
+    value = 0.0373
+
+    @app.get("/crash/{patient_id}")
+    async def crash(patient_id: str) -> None:
+        raise ValueError(f"value {value} of {patient_id}")
+
+    with serve(app) as url:
+        resp = httpx.get(f"{url}/crash/MRN-55501")
+    assert resp.status_code == 500 and resp.json() == {"error": {"field": None, "problem": "internal error"}}
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    logged = capfd.readouterr().err + caplog.text
+    assert "ValueError" in logged and "/crash/{patient_id}" in logged
+    assert "MRN-55501" not in logged and "0.0373" not in logged

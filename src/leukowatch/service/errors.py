@@ -141,10 +141,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Type and traceback for the operator; no body, no values, and the route template rather
         # than the path (a path carries the patient id).
-        # The exception's message is left out too: it may quote a value.
-        frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
-        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, route_template(request), frames)
+        log_unexpected(exc, request.method, route_template(request))
         return JSONResponse(error_body(None, "internal error"), status_code=500)
+
+
+def log_unexpected(exc: BaseException, method: str | None, route: str) -> None:
+    """Type, route template and frames for the operator; never the exception's message (it may
+    quote a value), the path (it carries the patient id) or the body."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+    log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, route, frames)
 
 
 def route_template(request: Request) -> str:

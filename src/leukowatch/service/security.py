@@ -16,10 +16,12 @@ Pure ASGI (not BaseHTTPMiddleware): it sits on every request of a latency goal.
 
 from __future__ import annotations
 
+import json
+
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import error_body, log_unexpected
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -76,15 +78,32 @@ class BrowserBoundary:
             await send(message)
 
         target = self.cors if path.startswith(_CDS_PREFIX) else self.app
-        await target(scope, receive, with_headers)
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await with_headers(message)
+
+        try:
+            await target(scope, receive, tracking)
+        except Exception as exc:  # noqa: BLE001 - the last stop before the server's own traceback log
+            # Starlette re-raises an unhandled exception after its 500 handler, and uvicorn then logs
+            # it with its message, which may quote a value. Log it here without the message.
+            log_unexpected(exc, scope.get("method"), getattr(scope.get("route"), "path", None) or "(no route)")
+            if not started:
+                await _send_json(with_headers, 500, error_body(None, "internal error"))
 
 
 async def _reject_host(send: Send) -> None:
-    import json
+    await _send_json(send, 400, error_body("Host", "this host name is not allowed (DNS rebinding defence); "
+                                                   "add it with --allowed-host"), _HEADERS)
 
-    body = json.dumps(error_body("Host", "this host name is not allowed (DNS rebinding defence); "
-                                         "add it with --allowed-host")).encode()
-    await send({"type": "http.response.start", "status": 400,
+
+async def _send_json(send: Send, status: int, data: dict[str, object],
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(data).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *_HEADERS]})
+                            *(extra or [])]})
     await send({"type": "http.response.body", "body": body})
