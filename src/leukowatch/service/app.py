@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import api, cds, signin, web, worklist
-from .auth import Authenticator, csrf_token, current_actor
+from .auth import Authenticator, session_context
 from .cds_auth import TokenVerifier
 from .config import Settings
 from .db import Store
@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = Store(settings.db)
     app.state.writer = app.state.store.writer
     app.state.auth = Authenticator(settings, app.state.writer)
-    web.templates.env.globals.update(csrf_token=csrf_token, current_actor=current_actor)
+    if session_context not in web.templates.context_processors:
+        web.templates.context_processors.append(session_context)
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(cds.router)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .writer import StoreWriter
 
 __all__ = ["Actor", "ROLES", "require_role", "require_page_role", "audited", "stored_page_guard", "create_token", "list_tokens", "revoke_token",
-           "csrf_token", "current_actor", "SignInRequired", "Authenticator", "SESSION_COOKIE"]
+           "csrf_token", "current_actor", "session_context", "SignInRequired", "Authenticator", "SESSION_COOKIE"]
 
 ROLES: tuple[str, ...] = ("read", "ingest", "admin")
 SESSION_COOKIE = "leukowatch_session"
@@ -348,6 +348,12 @@ def current_actor(request: Request) -> Actor | None:
     auth: Authenticator | None = getattr(request.app.state, "auth", None)
     session = auth.session(request.cookies.get(SESSION_COOKIE)) if auth else None
     return session.actor if session else None
+
+
+def session_context(request: Request) -> dict[str, Any]:
+    """Template context of every page: `signed_in` (the Actor or None) and `csrf_token` (the
+    session's token, for the hidden `csrf_token` field of a state-changing form; "" when signed out)."""
+    return {"signed_in": current_actor(request), "csrf_token": csrf_token(request)}
 
 
 def csrf_token(request: Request) -> str:
