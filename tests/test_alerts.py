@@ -5,7 +5,10 @@ chemotherapy."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -165,3 +168,24 @@ def test_an_emergency_is_not_followed_by_a_slower_instruction() -> None:
     assert not any(re.search(r"\b(today|soon)\b", line) for line in patient if "doctor" in line.lower()
                    and "infection" in line.lower())
     assert a.verdict.startswith("EMERGENCY: febrile neutropenia")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "leukowatch.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_knowledge_alerts_command_prints_the_table() -> None:
+    p = _cli("knowledge", "alerts", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == alert_rows()
+    text = _cli("knowledge", "alerts")
+    assert text.returncode == 0 and "febrile_neutropenia / possible" in text.stdout and "CRITICAL" in text.stdout
+
+
+def test_cli_temperature_flags() -> None:
+    fahrenheit = _cli("assess", "--neutrophils", "0.4", "--temp-f", "101.3", "--json")
+    assert fahrenheit.returncode == 0, fahrenheit.stderr
+    assert json.loads(fahrenheit.stdout)["alerts"][0]["variant"] == "confirmed"
+    wrong = _cli("assess", "--neutrophils", "0.4", "--temp", "101.3")
+    assert wrong.returncode == 2 and "temperature_c" in wrong.stderr and "Fahrenheit" in wrong.stderr
