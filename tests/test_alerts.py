@@ -189,3 +189,18 @@ def test_cli_temperature_flags() -> None:
     assert json.loads(fahrenheit.stdout)["alerts"][0]["variant"] == "confirmed"
     wrong = _cli("assess", "--neutrophils", "0.4", "--temp", "101.3")
     assert wrong.returncode == 2 and "temperature_c" in wrong.stderr and "Fahrenheit" in wrong.stderr
+
+
+@pytest.mark.parametrize(("last_dose", "alert"), [("2026-03-05", True), ("2026-02-26", True), ("2026-02-20", False),
+                                                  (None, False)])
+def test_anc_below_1_falls_further_within_the_nadir_window_after_a_dose(last_dose: str | None, alert: bool) -> None:
+    """ANC 0.8 with 38.5 °C, 5 or 12 days after a dose (day 7-14 nadir window): expected to fall, so
+    febrile neutropenia (NCCN); 18 days after, or with no dose date, it is not assumed."""
+    r = request()
+    r["observations"] = [{"analyte": "neutrophils", "value": 0.8, "unit": "10*9/L", "time": "2026-03-10T08:00:00Z"}]
+    r["temperature_c"] = 38.5
+    r["chemotherapy"] = {"active": True, "last_dose": last_dose}
+    fn = assess(r).alert("febrile_neutropenia")
+    assert (fn is not None) is alert
+    if fn:
+        assert "expected to fall below 0.5" in fn.message

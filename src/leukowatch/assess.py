@@ -19,7 +19,12 @@ from .rules.alerts import make_alert
 from .rules.causes import match_conditions, match_medications, match_symptoms, split_current, taking_at
 from .rules.chronic import LowResult, chronicity, group_draws
 from .rules.counts import Draw, evaluate_draw
-from .rules.escalation import drug_agranulocytosis, hyperleukocytosis, severe_neutropenia
+from .rules.escalation import (
+    anc_expected_to_fall,
+    drug_agranulocytosis,
+    hyperleukocytosis,
+    severe_neutropenia,
+)
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
 from .rules.infection import cisne, febrile_neutropenia, mascc
@@ -166,8 +171,9 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     anc = anc_count.value if anc_count is not None else None
     anc_comparator = anc_count.comparator if anc_count is not None else None
     alerts: list[Alert] = []
+    falling = request.anc_expected_to_fall or anc_expected_to_fall(request.chemotherapy, result_day)
     fn_alert, fn_note = febrile_neutropenia(anc, request.temperature_c, request.fever_sustained_1h,
-                                            request.anc_expected_to_fall, fever_reported=fever_reported,
+                                            falling, fever_reported=fever_reported,
                                             chemotherapy=on_chemotherapy, anc_comparator=anc_comparator)
     if fn_alert:
         alerts.append(fn_alert)

@@ -8,7 +8,11 @@ decided here; the numbers and the words are in the table.
 
 from __future__ import annotations
 
-from ..model import Alert, Count, MedicationMatch
+from datetime import date
+from functools import cache
+
+from ..knowledge import load_table
+from ..model import Alert, Chemotherapy, Count, MedicationMatch
 from .alerts import count_text, make_alert, threshold
 
 
@@ -46,3 +50,20 @@ def drug_agranulocytosis(anc: Count | None, meds: list[MedicationMatch], febrile
         alerts.append(make_alert("drug_agranulocytosis", variant, anc=anc_text, medicine=m.input,
                                  generic=m.generic, drug_class=m.drug_class))
     return alerts
+
+
+@cache
+def _nadir_ends_day() -> int:
+    return int(load_table("timeline")["chemotherapy_nadir"]["nadir_to_day"])
+
+
+def anc_expected_to_fall(chemo: Chemotherapy, result: date | None) -> bool:
+    """Whether the ANC is expected to fall further: chemotherapy active and the result before the end
+    of the usual nadir window after the last dose (timeline.toml chemotherapy_nadir, day 7-14). The
+    NCCN reading of febrile neutropenia (ANC < 1.0 with a predicted decline) then applies without
+    the request having to say so; an undated result is read as today."""
+    doses = [d for d in (chemo.last_dose, *chemo.dose_dates) if d is not None]
+    if not chemo.active or not doses:
+        return False
+    days = ((result or date.today()) - max(doses)).days
+    return 0 <= days < _nadir_ends_day()
