@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("leukowatch.feed")
 
 #: How long the judge waits after being woken, so that messages arriving together are judged (and
-#: their results written) as one batch; judging stays well under a second behind the ACKs.
-GATHER_S = 0.05
+#: their results written) as one batch. A judging write holds the store's one writer, and the ACKs
+#: of new messages wait behind it: fewer, larger writes keep the ACK latency low (bench/mllp.py),
+#: at the price of judging about a second behind the ACKs.
+GATHER_S = 0.5
 #: How many people's histories the judge keeps in memory between batches (least recent dropped).
 KNOWN_PEOPLE = 20_000
 #: Alert levels that put an item on the worklist (HL7 critical-value call lists act on these).
@@ -227,7 +229,7 @@ class Judge(Background):
 
     name = "leukowatch-judge"
 
-    def __init__(self, writer: StoreWriter, notifier: Notifier | None = None, batch: int = 64) -> None:
+    def __init__(self, writer: StoreWriter, notifier: Notifier | None = None, batch: int = 500) -> None:
         super().__init__()
         self.writer = writer
         self.notifier = notifier
