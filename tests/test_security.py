@@ -48,6 +48,7 @@ ENDPOINTS = [
     ("GET", "/api/patients", "read"),
     ("GET", f"/api/patients/{PID}/history", "read"),
     ("GET", f"/api/patients/{PID}/report.pdf", "read"),
+    ("GET", "/api/worklist", "read"),
     ("POST", "/api/ingest", "ingest"),
     ("GET", "/api/audit", "admin"),
     ("GET", "/api/tokens", "admin"),
@@ -148,6 +149,10 @@ def test_sign_in_link_sets_a_session_and_sign_out_needs_csrf(served: Served) -> 
         assert client.post("/logout", data={"csrf_token": "wrong"}).status_code == 403
         assert client.post("/logout", data={"csrf_token": csrf.group(1)}).status_code == 303
         assert client.get(f"/patients/{PID}").status_code == 303  # signed out
+    rows = httpx.get(f"{served.url}/api/audit", params={"actor": "read-user"}, headers=bearer(served.tokens["admin"])).json()
+    assert any(r["action"] == "GET /patients/{patient_id}" and r["kind"] == "session" and r["patient_id"] == PID
+               for r in rows), "a page view is audited as the signed-in user"
+    assert any(r["action"] == "session.start" for r in rows)
 
 
 def test_sign_in_form_needs_its_csrf_cookie_and_refuses_bad_tokens(served: Served) -> None:

@@ -350,10 +350,17 @@ def current_actor(request: Request) -> Actor | None:
     return session.actor if session else None
 
 
+class _TemplateToken(str):
+    """The CSRF token in templates: `{{ csrf_token }}` and `{{ csrf_token(request) }}` both give it."""
+
+    def __call__(self, *_: Any) -> str:
+        return str(self)
+
+
 def session_context(request: Request) -> dict[str, Any]:
     """Template context of every page: `signed_in` (the Actor or None) and `csrf_token` (the
     session's token, for the hidden `csrf_token` field of a state-changing form; "" when signed out)."""
-    return {"signed_in": current_actor(request), "csrf_token": csrf_token(request)}
+    return {"signed_in": current_actor(request), "csrf_token": _TemplateToken(csrf_token(request))}
 
 
 def csrf_token(request: Request) -> str:
