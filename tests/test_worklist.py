@@ -121,3 +121,28 @@ def test_worklist_page_order_overdue_refresh(tmp_path: Path, monkeypatch: pytest
     assert overdue == {"3"}  # only the open critical item older than 30 minutes
     assert re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html) is None  # no inline script (CSP)
     assert 'action="/api/worklist/1/ack"' in html
+
+
+def test_signed_in_browser_acknowledges_from_the_page(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    token(db, "read", "ward-nurse")
+    with feed_service(db) as (base, app, _):
+        _seed(app)
+        with httpx.Client(base_url=base) as browser:
+            signed = browser.get("/login", params={"token": token_for(app), "next": "/worklist"}, follow_redirects=True)
+            assert signed.status_code == 200 and "Worklist" in signed.text
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', signed.text)
+            assert csrf, "the Acknowledge form carries the session's CSRF token"
+            forged = browser.post("/api/worklist/3/ack", data={"csrf_token": "wrong"}, follow_redirects=False)
+            assert forged.status_code == 403
+            done = browser.post("/api/worklist/3/ack", data={"csrf_token": csrf.group(1)}, follow_redirects=False)
+            assert done.status_code == 303 and done.headers["location"] == "/worklist"
+            page = browser.get("/worklist").text
+        acked = read(app, "SELECT status, acked_by FROM worklist WHERE item_id = 3")
+    assert acked == [("acknowledged", "startup-link")]
+    assert 'id="item-3"' not in page and 'id="item-2"' in page
+
+
+def token_for(app: Any) -> str:
+    """The sign-in link's token, as `leukowatch serve` prints it at start-up."""
+    return app.state.auth.startup_token()

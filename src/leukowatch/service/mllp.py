@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from hl7.mllp import HL7StreamProtocol, HL7StreamReader, HL7StreamWriter, InvalidBlockError
 from hl7.mllp.streams import START_BLOCK
 
+from ..model import InputError
 from .ack import AckError, ack_code_for, build_ack
 from .inbox import Arrival, InboxBatcher, classify
 from .judge import Judge
@@ -141,14 +142,23 @@ class LabFeed:
         self.port = options.port
 
     async def start(self) -> int:
-        """Start listening; returns the bound port (useful with port 0)."""
+        """Start listening; returns the bound port (useful with port 0). A port in use or an
+        unreadable certificate is an InputError naming the flag, not a traceback."""
+        try:
+            context = self.options.ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise InputError("--mllp-tls-cert", f"cannot use the certificate and key: {exc}") from None
+        try:
+            self._server = await start_feed_server(self._connected, self.options.host, self.options.port,
+                                                   self.options.max_message_bytes, context)
+        except OSError as exc:
+            raise InputError(f"{self.options.host}:{self.options.port}",
+                             f"cannot listen for MLLP: {exc.strerror or exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
         self.inbox.start()
         self.judge.start()
         if self.notifier is not None:
             self.notifier.start()
-        self._server = await start_feed_server(self._connected, self.options.host, self.options.port,
-                                               self.options.max_message_bytes, self.options.ssl_context())
-        self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
