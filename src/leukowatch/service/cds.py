@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,8 @@ from .inputs import parse_json
 
 log = logging.getLogger("leukowatch.service.cds")
 router = APIRouter(tags=["CDS Hooks"])
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 PATIENT_VIEW = "leukowatch-patient-view"
 ORDER_SELECT = "leukowatch-order-select"
@@ -298,9 +301,12 @@ async def feedback(request: Request, service_id: str) -> dict[str, Any]:
         raise InputError("feedback", "expected a list of feedback items")
     for item in items:
         if isinstance(item, dict):
-            # card uuid and outcome only: no patient id, no override comment (free text may name people)
-            log.info("CDS feedback service=%s card=%s outcome=%s", service_id, str(item.get("card"))[:64],
-                     str(item.get("outcome"))[:32])
+            # card uuid and outcome only, and only in their expected shapes: a client could put a name
+            # or a value in any free-text field, and the log must never carry one
+            card_id, outcome = str(item.get("card")), str(item.get("outcome"))
+            log.info("CDS feedback service=%s card=%s outcome=%s", service_id,
+                     card_id if _UUID.fullmatch(card_id) else "(not a uuid)",
+                     outcome if outcome in ("accepted", "overridden") else "(other)")
     return {}
 
 

@@ -26,6 +26,7 @@ import jwt
 
 from .config import Settings
 from .errors import ServiceError
+from .oidc import asymmetric_header
 
 log = logging.getLogger("leukowatch.service.cds")
 
@@ -95,14 +96,12 @@ class TokenVerifier:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise _unauthorized("missing Bearer token")
         token = authorization[len("bearer "):].strip()
+        header = asymmetric_header(token, ALLOWED_ALGORITHMS, _unauthorized)
+        alg = header["alg"]
         try:
-            header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise _unauthorized("malformed JWT") from None
-        alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
-            raise _unauthorized(f"alg {alg!r} not accepted (use {' or '.join(ALLOWED_ALGORITHMS)})")
         iss = unverified.get("iss")
         if not isinstance(iss, str) or iss not in self.trust:
             raise _unauthorized("iss is not on the allowlist")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -62,6 +63,19 @@ def _unauthorized(problem: str) -> ServiceError:
                         headers={"WWW-Authenticate": 'Bearer realm="leukowatch", error="invalid_token"'})
 
 
+def asymmetric_header(token: str, allowed: tuple[str, ...], unauthorized: Callable[[str], ServiceError]
+                      ) -> dict[str, Any]:
+    """The JWT's header when its `alg` is one of `allowed` (asymmetric ones): `none` and HMAC are
+    refused before any key is looked at, which closes the algorithm-confusion attacks."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise unauthorized("malformed JWT") from None
+    if header.get("alg") not in allowed:
+        raise unauthorized(f"alg {header.get('alg')!r} not accepted (use {' or '.join(allowed)})")
+    return header
+
+
 class OidcVerifier:
     def __init__(self, settings: Settings) -> None:
         if not (settings.oidc_audience and settings.oidc_jwks_url):
@@ -88,14 +102,8 @@ class OidcVerifier:
 
     async def actor(self, token: str, client: httpx.AsyncClient | None) -> Actor:
         """The Actor (`sub`, roles from scopes, kind "jwt"), or ServiceError(401)."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _unauthorized("malformed JWT") from None
-        alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise _unauthorized(f"alg {alg!r} not accepted")
-        kid = header.get("kid")
+        header = asymmetric_header(token, ALGORITHMS, _unauthorized)
+        alg, kid = header["alg"], header.get("kid")
         keys = [k for k in await self._jwks(client, refresh=False) if kid is None or k.get("kid") == kid]
         if not keys:
             keys = [k for k in await self._jwks(client, refresh=True) if kid is None or k.get("kid") == kid]
