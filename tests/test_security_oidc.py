@@ -152,6 +152,8 @@ def test_serve_beyond_loopback_with_a_token_closes_the_stateless_parts(tmp_path)
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
         assert first.status_code == 401  # open on loopback only
+        form = httpx.get(f"{url}/")
+        assert form.status_code == 303 and form.headers["location"].startswith("/login")
         assert httpx.get(f"{url}/api/knowledge", headers=bearer(token)).status_code == 200
         assert httpx.get(f"{url}/api/knowledge", headers={"Host": "lw.ward.example"} | bearer(token)).status_code == 200
         assert httpx.get(f"{url}/api/knowledge", headers={"Host": "other.example"} | bearer(token)).status_code == 400

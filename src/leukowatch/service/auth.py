@@ -309,11 +309,14 @@ def audited(role: str, action: str | None = None, page: bool = False, prefixes: 
     """Dependency: `require_role(role)` (or `require_page_role`), then one audit row when the
     endpoint has finished: action (default "METHOD /route/{template}"), the `patient_id` path
     parameter if any, and the outcome (ok, not-found, rejected, error). With `prefixes`, only
-    paths starting with one of them are guarded (the others yield None)."""
+    paths starting with one of them are audited; the others yield None, and are guarded only when
+    the stateless parts are closed (`settings.open_stateless` off, beyond loopback)."""
     guard = require_page_role(role) if page else require_role(role)
 
     async def dependency(request: Request) -> AsyncIterator[Actor | None]:
         if prefixes and not request.url.path.startswith(prefixes):
+            if not request.app.state.settings.open_stateless:
+                await guard(request)  # beyond loopback the stateless pages need a role too (not audited)
             yield None
             return
         actor = await guard(request)
