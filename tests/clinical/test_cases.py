@@ -194,3 +194,15 @@ def test_daids_age_from_a_fhir_patient(tmp_path: Path) -> None:
     neutropenia = next(f for f in out["findings"] if f["code"] == "neutropenia")
     assert (out["criteria"], neutropenia["grade"]) == ("DAIDS v2.1", 3)
     assert "age 4 days" in neutropenia["source"]
+
+
+def test_table_covers_every_alert_level_and_criteria() -> None:
+    """Every (alert code, level) of the escalation table and every criteria version has a case."""
+    from leukowatch.knowledge import load_table
+    from leukowatch.rules.grading import criteria_versions
+
+    expected = {(row["code"], row["level"]) for row in load_table("alerts")["alert"]}
+    covered = {pair for c in CASES for key in ("alerts", "alerts_include") for pair in c.get(key, {}).items()}
+    assert expected <= covered, f"no case for {sorted(expected - covered)}"
+    versions = {c["request"].get("criteria", "ctcae-v5") for c in CASES}
+    assert set(criteria_versions()) <= versions
