@@ -277,3 +277,14 @@ def test_an_unexpected_error_is_logged_without_its_message(tmp_path, capfd: pyte
     logged = capfd.readouterr().err + caplog.text
     assert "ValueError" in logged and "/crash/{patient_id}" in logged
     assert "MRN-55501" not in logged and "0.0373" not in logged
+
+
+def test_behind_https_the_cookie_is_secure_and_hsts_is_sent(tmp_path) -> None:
+    db = str(tmp_path / "s.duckdb")
+    token = make_token(db, "read")
+    with serve(create_app(Settings(db=db, public_url="https://lw.ward.example"))) as url:
+        signed = httpx.get(f"{url}/login", params={"token": token})
+        assert signed.status_code == 303 and "Secure" in signed.headers["set-cookie"]
+        assert signed.headers["strict-transport-security"].startswith("max-age=")
+        proxied = httpx.get(f"{url}/api/knowledge", headers={"Host": "lw.ward.example"})
+        assert proxied.status_code == 200  # the public URL's host is an allowed name

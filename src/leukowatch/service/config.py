@@ -88,8 +88,12 @@ class Settings:
     max_results: int = DEFAULT_MAX_RESULTS
 
     def host_names(self) -> frozenset[str]:
-        """Every Host name accepted (lower case, without port)."""
-        return frozenset(h.lower() for h in LOOPBACK_HOSTS + self.allowed_hosts)
+        """Every Host name accepted (lower case, without port): loopback, `allowed_hosts` and the
+        public URL's host."""
+        from urllib.parse import urlsplit
+
+        public = urlsplit(self.public_url).hostname if self.public_url else None
+        return frozenset(h.lower() for h in LOOPBACK_HOSTS + self.allowed_hosts + ((public,) if public else ()))
 
     def issuer_trust(self) -> dict[str, dict[str, tuple[Any, ...]]]:
         """iss -> its keys, jku URLs and fhirServer URLs. The flat settings (`cds_jwks`,

@@ -40,7 +40,7 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
         print("leukowatch: no CDS Hooks issuer configured (LEUKOWATCH_CDS_ISSUERS): every hook call will get 401",
               file=sys.stderr)
     loopback = is_loopback(host)
-    settings.allowed_hosts += tuple(allowed_hosts) + _own_names(host, settings.public_url)
+    settings.allowed_hosts += tuple(allowed_hosts) + _own_names(host)
     settings.open_stateless = settings.open_stateless and loopback
     if not loopback and not settings.public_url and not settings.insecure_dev:
         print(f"leukowatch: refusing to listen on {host} without --public-url (the URL clients call; CDS Hooks "
@@ -81,15 +81,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _own_names(host: str, public_url: str | None) -> tuple[str, ...]:
-    """Host names the service is reached by besides loopback: the --host address itself (unless a
-    wildcard) and the public URL's host."""
-    from urllib.parse import urlsplit
-
-    names = [] if host in ("0.0.0.0", "::", "") or is_loopback(host) else [host]
-    if public_url and urlsplit(public_url).hostname:
-        names.append(str(urlsplit(public_url).hostname))
-    return tuple(names)
+def _own_names(host: str) -> tuple[str, ...]:
+    """The --host address as a Host name (unless a wildcard or loopback, which are accepted anyway);
+    the public URL's host is accepted by `Settings.host_names`."""
+    return () if host in ("0.0.0.0", "::", "") or is_loopback(host) else (host,)
 
 
 def _auth_configured(app: Any) -> bool:
