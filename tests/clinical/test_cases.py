@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from leukowatch.assess import assess
+from leukowatch.knowledge import load_table
 from leukowatch.model import InputError
+from leukowatch.rules.grading import criteria_versions
 
 CASES_FILE = Path(__file__).with_name("cases.toml")
 CASES: list[dict[str, Any]] = tomllib.loads(CASES_FILE.read_text(encoding="utf-8"))["case"]
@@ -198,9 +200,6 @@ def test_daids_age_from_a_fhir_patient(tmp_path: Path) -> None:
 
 def test_table_covers_every_alert_level_and_criteria() -> None:
     """Every (alert code, level) of the escalation table and every criteria version has a case."""
-    from leukowatch.knowledge import load_table
-    from leukowatch.rules.grading import criteria_versions
-
     expected = {(row["code"], row["level"]) for row in load_table("alerts")["alert"]}
     covered = {pair for c in CASES for key in ("alerts", "alerts_include") for pair in c.get(key, {}).items()}
     assert expected <= covered, f"no case for {sorted(expected - covered)}"
