@@ -5,13 +5,15 @@ page (critical first, oldest first, overdue mark, refresh without a script)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from feed_helpers import exchange, feed_service, read, stream_messages, token, wait_judged
+from feed_helpers import exchange, feed_service, oru, read, stream_messages, token, wait_judged
 
 from leukowatch.assess import assess
 from leukowatch.io.hl7v2 import read_hl7
@@ -146,3 +148,25 @@ def test_signed_in_browser_acknowledges_from_the_page(tmp_path: Path) -> None:
 def token_for(app: Any) -> str:
     """The sign-in link's token, as `leukowatch serve` prints it at start-up."""
     return app.state.auth.startup_token()
+
+
+def test_history_from_files_counts_as_the_previous_result(tmp_path: Path) -> None:
+    """A person first known from an ingested file: the feed's first result for them creates an item
+    only for alerts that the stored history's latest result did not already have."""
+    db = tmp_path / "store.duckdb"
+    earlier = tmp_path / "earlier.hl7"
+    earlier.write_text(oru("FILE-1", patient="HX", when="202611010800", wbc=1.2, anc=0.3), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "leukowatch.cli", "ingest", str(earlier), "--db", str(db)], check=True,
+                   capture_output=True)
+    auth = {"Authorization": f"Bearer {token(db, 'read', 'nurse-d')}"}
+    with feed_service(db) as (base, app, port):
+        same = exchange(port, [oru("HX-2", patient="HX", when="202611020800", wbc=1.2, anc=0.3)])
+        wait_judged(app)
+        after_same = httpx.get(f"{base}/api/worklist", params={"patient": "HX"}, headers=auth).json()
+        later = exchange(port, [oru("HX-3", patient="HX", when="202611100800", wbc=6.0, anc=3.5),
+                                oru("HX-4", patient="HX", when="202611200800", wbc=1.2, anc=0.3)])
+        wait_judged(app)
+        after_drop = httpx.get(f"{base}/api/worklist", params={"patient": "HX"}, headers=auth).json()
+    assert [a["code"] for a in same + later] == ["AA"] * 3
+    assert after_same == []  # the file's result already had this alert
+    assert after_drop and {i["result_time"][:10] for i in after_drop} == {"2026-11-20"}
