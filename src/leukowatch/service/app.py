@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata, resources
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -77,11 +78,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     static = resources.files("leukowatch.service") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _mount_offline_docs(app)
+    _document_auth(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     # Outermost: Host check, CORS on /cds-services* only, security headers (security.py).
     app.add_middleware(BrowserBoundary, allowed_hosts=settings.host_names(),
                        https=(settings.public_url or "").startswith("https://"))
     return app
+
+
+#: Operations that need a bearer token (the OpenAPI document says so, and /docs offers "Authorize").
+_TOKEN_PATHS = ("/api/patients", "/api/ingest", "/api/audit", "/api/tokens", "/api/worklist")
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Add the bearer scheme to the OpenAPI document and mark the stored-data operations with it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http", "scheme": "bearer",
+                "description": "A token from `leukowatch token create` (or an OIDC access token)"}
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith(_TOKEN_PATHS):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_offline_docs(app: FastAPI) -> None:
