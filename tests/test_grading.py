@@ -263,7 +263,7 @@ def test_daids_in_assessment_output() -> None:
                 "observations": [{"analyte": "neutrophils", "value": 0.4, "unit": "10^9/L",
                                   "time": "2026-07-20T08:00:00Z"}]})
     f = a.finding("neutropenia")
-    assert (a.criteria, f.criteria, f.grade, f.term) == ("DAIDS v2.1", "DAIDS v2.1", 3, "Absolute neutrophil count, low")
+    assert (a.criteria, f.criteria, f.grade, f.term) == ("DAIDS v2.1", "DAIDS v2.1", 3, "Absolute Neutrophil Count (ANC), Low")
     assert "age from birth_date" in f.source
 
 

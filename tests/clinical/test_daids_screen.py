@@ -67,5 +67,5 @@ def test_screen_grades_daids_as_assess(tmp_path: Path) -> None:
     screened = {pid: (None if g is None else int(g), t) for pid, g, t in found.fetchall()}
     expected = {r["patient_id"]: got for r in rows if (got := _per_patient(r)) is not None}
     assert screened == expected
-    assert expected["p3-0"] == (4, "Absolute neutrophil count, low")  # the table holds real DAIDS grades
+    assert expected["p3-0"] == (4, "Absolute Neutrophil Count (ANC), Low")  # the table holds real DAIDS grades
     assert expected["p5-0"] == (None, None)  # 5 completed years: no DAIDS lymphocyte criteria
