@@ -56,7 +56,7 @@ def test_fill_form_and_see_verdict_and_febrile_neutropenia_alert(page) -> None:
     page.get_by_label("Age (years)").fill("54")
     page.get_by_label("% of WBC").check()
     page.get_by_label("White blood cells (WBC)").fill("2.1")
-    page.get_by_label("Neutrophils (ANC, segmented + bands)").fill("20")
+    page.get_by_label("Neutrophils (ANC; in % mode segmented)").fill("20")
     page.get_by_label("Lymphocytes").fill("64")
     page.get_by_label("Temperature (°C)").fill("38.6")
     page.get_by_label("Medicines (one per line)").fill("Bactrim DS 800/160 mg\nclozapine 100 mg")

@@ -10,13 +10,35 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .db import Store
 
-_cache: dict[str, tuple[tuple[float, int], dict[str, Any]]] = {}
+_cache: dict[str, tuple[tuple[float, int], dict[str, Any], dict[str, PersonFindings]]] = {}
 _lock = threading.Lock()
+
+
+@dataclass
+class PersonFindings:
+    """What the screen found for one person: the grades seen per finding, and the person's flags.
+
+    Kept beside the summary so the patient list can show a findings column and the population
+    page's counts can click through to the persons behind them, from the same screen run.
+    """
+
+    grades: dict[str, set[int | None]] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def worst(self, finding: str) -> int | None:
+        known = [g for g in self.grades.get(finding, ()) if g is not None]
+        return max(known) if known else None
+
+    @property
+    def worst_any(self) -> int:
+        """The highest grade of any finding (-1 with no graded finding): the list's sort key."""
+        return max((g for gs in self.grades.values() for g in gs if g is not None), default=-1)
 
 
 def _stamp(path: str) -> tuple[float, int]:
@@ -26,21 +48,44 @@ def _stamp(path: str) -> tuple[float, int]:
     return (max(st.st_mtime, wal.stat().st_mtime if wal.exists() else 0.0), st.st_size)
 
 
-def population_summary(store: Store) -> dict[str, Any]:
-    """The screen's summary for the whole store (persons, by finding and grade, chronic, drugs)."""
+def _screened(store: Store) -> tuple[dict[str, Any], dict[str, PersonFindings]]:
     from ..population import screen
 
     with _lock, store.exclusive() as path:
         if not Path(path).exists():
-            return {}
+            return {}, {}
         stamp = _stamp(path)
         cached = _cache.get(path)
         if cached and cached[0] == stamp:
-            return cached[1]
+            return cached[1], cached[2]
         with tempfile.TemporaryDirectory(prefix="leukowatch-pop-") as out:
-            summary = screen([path], out).summary
-        _cache[path] = (stamp, summary)
-        return summary
+            result = screen([path], out)
+            persons = _person_findings(result.table("findings"), result.table("flags"))
+        _cache[path] = (stamp, result.summary, persons)
+        return result.summary, persons
+
+
+def _person_findings(findings: Any, flags: Any) -> dict[str, PersonFindings]:
+    persons: dict[str, PersonFindings] = defaultdict(PersonFindings)
+    pairs = findings.select(["patient_id", "finding", "grade"]).group_by(["patient_id", "finding", "grade"]).aggregate([])
+    for row in pairs.to_pylist():
+        persons[row["patient_id"]].grades.setdefault(row["finding"], set()).add(row["grade"])
+    names = [c for c in flags.column_names if c not in ("patient_id", "sex")]
+    for row in flags.to_pylist():
+        on = [n for n in names if row[n]]
+        if on:
+            persons[row["patient_id"]].flags = on
+    return dict(persons)
+
+
+def population_summary(store: Store) -> dict[str, Any]:
+    """The screen's summary for the whole store (persons, by finding and grade, chronic, drugs)."""
+    return _screened(store)[0]
+
+
+def person_findings(store: Store) -> dict[str, PersonFindings]:
+    """patient_id -> what the same screen found for that person (persons without findings absent)."""
+    return _screened(store)[1]
 
 
 def by_finding_and_grade(summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,11 +14,13 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from ..assess import assess
 from ..model import Assessment, InputError
+from ..render.display import patient_units, readable_units, source_html
 from ..request import parse_observation, parse_patient
 from .auth import stored_page_guard
 from .cds_cards import indicator
@@ -26,11 +28,15 @@ from .cds_cards import indicator
 #: Pages under /patients and /population need a signed-in browser (role read) and are audited.
 router = APIRouter(include_in_schema=False, dependencies=[Depends(stored_page_guard)])
 templates = Jinja2Templates(directory=str(resources.files("leukowatch.service") / "templates"))
+# One unit notation on every page (×10⁹/L, /µL; cells per microlitre for patients); sources as links.
+templates.env.filters["units"] = readable_units
+templates.env.filters["patient_units"] = patient_units
+templates.env.filters["source"] = lambda text: Markup(source_html(text))
 
 #: Form count fields in display order: (form name, analyte, label, takes a % in differential mode).
 COUNT_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("wbc", "wbc", "White blood cells (WBC)", False),
-    ("neutrophils", "neutrophils", "Neutrophils (ANC, segmented + bands)", True),
+    ("neutrophils", "neutrophils", "Neutrophils (ANC; in % mode segmented)", True),
     ("bands", "bands", "Bands", True),
     ("lymphocytes", "lymphocytes", "Lymphocytes", True),
     ("monocytes", "monocytes", "Monocytes", True),
@@ -46,11 +52,55 @@ PROFILES: tuple[tuple[str, str], ...] = (
     ("", "automatic (standard; Duffy-null if ticked)"), ("standard", "standard"), ("article", "article"),
     ("duffy_null", "Duffy-null"),
 )
+#: Risk-score items the form asks for (collapsed), per score: (form name, request key, label, choices).
+#: Choices are (value sent, label); "" means not answered, and unanswered items are never assumed.
+#: A `score_` field is asked once and counts for every score (COPD is an item of both).
+_YES_NO = (("", "not known"), ("yes", "yes"), ("no", "no"))
+SCORE_FIELDS: tuple[tuple[str, tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]], ...] = (
+    ("mascc", (
+        ("mascc_burden", "burden_of_illness", "Burden of illness",
+         (("", "not known"), ("none", "none"), ("mild", "mild"), ("moderate", "moderate"), ("severe", "severe"))),
+        ("mascc_hypotension", "hypotension", "Hypotension (systolic BP ≤ 90 mmHg)", _YES_NO),
+        ("score_copd", "copd", "Chronic obstructive pulmonary disease", _YES_NO),
+        ("mascc_tumour", "tumour", "Tumour", (("", "not known"), ("solid", "solid"),
+                                              ("hematologic", "haematological"))),
+        ("mascc_fungal", "prior_fungal_infection", "Previous fungal infection", _YES_NO),
+        ("mascc_dehydration", "dehydration", "Dehydration needing IV fluids", _YES_NO),
+        ("mascc_outpatient", "outpatient", "Outpatient when the fever began", _YES_NO),
+    )),
+    ("cisne", (
+        ("cisne_ecog", "ecog", "ECOG performance status", (("", "not known"),) + tuple((str(i), str(i)) for i in range(5))),
+        ("cisne_hyperglycemia", "stress_hyperglycemia", "Stress-induced hyperglycaemia", _YES_NO),
+        ("cisne_cardiovascular", "chronic_cardiovascular_disease", "Chronic cardiovascular disease", _YES_NO),
+        ("cisne_mucositis", "mucositis_grade", "Mucositis (NCI grade)",
+         (("", "not known"),) + tuple((str(i), str(i)) for i in range(5))),
+    )),
+)
 _OBS_PATH = re.compile(r"^observations\[(\d+)\]")
 _PATH_TO_FORM = {"patient.age_years": "age", "patient.sex": "sex", "patient.duffy_null": "duffy_null",
                  "temperature_c": "temperature_c", "chemotherapy.last_dose": "chemo_last_dose",
                  "chemotherapy": "chemo_last_dose", "medications": "medications", "conditions": "conditions",
                  "symptoms": "symptoms", "profile": "profile", "criteria": "profile"}
+
+
+def _answer(value: str) -> Any:
+    if value in ("yes", "no"):
+        return value == "yes"
+    return int(value) if value.isdigit() else value
+
+
+def _score_items(form: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{"mascc": {...}, "cisne": {...}} with only the items the user answered; a score none of whose
+    own items were answered is left out (so it is not shown)."""
+    answered = {name: (key, _answer(v)) for _, fields in SCORE_FIELDS for name, key, _, _ in fields
+                if (v := (form.get(name) or "").strip())}
+    shared = {key: value for name, (key, value) in answered.items() if name.startswith("score_")}
+    out: dict[str, dict[str, Any]] = {}
+    for score, fields in SCORE_FIELDS:
+        own = {answered[n][0]: answered[n][1] for n, *_ in fields if n in answered and not n.startswith("score_")}
+        if own:
+            out[score] = shared | own
+    return out
 
 
 def _lines(text: str) -> list[str]:
@@ -104,6 +154,7 @@ def request_from_form(form: dict[str, str]) -> FormResult:
         request["chemotherapy"] = {"active": True, "last_dose": (form.get("chemo_last_dose") or "").strip() or None}
     if form.get("profile"):
         request["profile"] = form["profile"]
+    request |= _score_items(form)
     result = FormResult(request, obs_fields=obs_fields)
     if "wbc" not in obs_fields:
         result.errors["wbc"] = "Enter the white-cell count (WBC)" + (
@@ -126,12 +177,21 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 
 def _form_context(form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
     return {"form": form, "errors": errors, "count_fields": COUNT_FIELDS, "count_units": COUNT_UNITS,
-            "hb_units": HB_UNITS, "profiles": PROFILES}
+            "hb_units": HB_UNITS, "profiles": PROFILES, "score_fields": SCORE_FIELDS,
+            "scores_open": any((form.get(n) or "").strip() for _, fields in SCORE_FIELDS for n, *_ in fields)}
 
 
-def _result_context(a: Assessment) -> dict[str, Any]:
-    return {"a": a, "level": indicator(a), "order": ("wbc", "neutrophils", "bands", "lymphocytes", "monocytes",
-                                                       "eosinophils", "basophils", "hemoglobin", "platelets")}
+def _result_context(a: Assessment, request: dict[str, Any] | None = None, history: Any = None,
+                    who: str = "") -> dict[str, Any]:
+    """What the result templates read. A risk score is shown only when some of its items were given:
+    a MASCC of "2/26, incomplete" from the age alone tells nobody anything."""
+    from ..render.summary import note_text
+
+    given = {k for k in ("mascc", "cisne") if (request or {}).get(k)}
+    scores = [s for s in a.scores if s.name.split()[0].lower() in given]
+    return {"a": a, "level": indicator(a), "scores": scores, "note": note_text(a, history, who),
+            "order": ("wbc", "neutrophils", "bands", "lymphocytes", "monocytes",
+                      "eosinophils", "basophils", "hemoglobin", "platelets")}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -149,7 +209,7 @@ async def submit(request: Request) -> HTMLResponse:
         except InputError as exc:
             parsed.errors[parsed.form_field(exc.field)] = exc.problem
         else:
-            return _page(request, "result.html", _result_context(a) | {"form": form})
+            return _page(request, "result.html", _result_context(a, parsed.request) | {"form": form})
     return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
 
 
@@ -160,27 +220,75 @@ async def knowledge_page(request: Request) -> HTMLResponse:
     return _page(request, "knowledge.html", {"k": knowledge_summary()})
 
 
-@router.get("/patients", response_class=HTMLResponse)
-def patients_page(request: Request) -> HTMLResponse:
-    from ..io.store import list_patients
+@router.post("/result.pdf")
+async def result_pdf(request: Request) -> Response:
+    """The one-off result as a PDF (the form's fields posted again), for a browser without JavaScript
+    or a printer dialog: the same report a stored patient gets, built from this one blood count."""
+    from ..history import build_history
+    from ..render.report import render_pdf
 
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    parsed = request_from_form(form)
+    if parsed.errors:
+        return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
+    pdf = render_pdf(build_history(parsed.request), assess(parsed.request))
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": 'attachment; filename="leukowatch-result.pdf"'})
+
+
+def _patient_rows(request: Request) -> list[Any]:
+    from ..io.store import list_patients
+    from .patient_list import rows_of
+    from .population import person_findings
+
+    found = person_findings(request.app.state.store)
     cur = request.app.state.store.cursor()
     try:
         patients = list_patients(cur)
     finally:
         cur.close()
-    return _page(request, "patients.html", {"patients": patients})
+    return rows_of(patients, found)
+
+
+@router.get("/patients", response_class=HTMLResponse)
+def patients_page(request: Request) -> HTMLResponse:
+    from .patient_list import FLAG_LABELS, SORTS, Query, page_of, select
+
+    query = Query.from_params(request.query_params)
+    rows = _patient_rows(request)
+    selected = select(rows, query)
+    shown, page, pages = page_of(selected, query.page)
+    query.page = page
+    return _page(request, "patients.html", {"rows": shown, "total": len(rows), "matched": len(selected),
+                                            "page": page, "pages": pages, "query": query, "sorts": SORTS,
+                                            "flag_labels": FLAG_LABELS})
+
+
+@router.get("/patients.csv")
+def patients_csv(request: Request) -> Response:
+    from .patient_list import Query, csv_text, select
+
+    query = Query.from_params(request.query_params)
+    return Response(csv_text(select(_patient_rows(request), query)), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="leukowatch-patients.csv"'})
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 def patient_page(request: Request, patient_id: str) -> HTMLResponse:
     from ..history import build_history
+    from ..render.summary import headline
     from .api import stored_request
 
     req = stored_request(request, patient_id)
     a = assess(req)
     history = build_history(req)
-    return _page(request, "patient.html", _result_context(a) | {"patient_id": patient_id, "history": history})
+    return _page(request, "patient.html", _result_context(a, req, history, f"patient {patient_id}")
+                 | {"patient_id": patient_id, "history": history, "headline": headline(history, a)})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> RedirectResponse:
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 @router.get("/patients/{patient_id}/plot.png")
