@@ -107,7 +107,11 @@ def test_revoked_token_stops_working(served: Served) -> None:
     admin = bearer(served.tokens["admin"])
     made = httpx.post(f"{served.url}/api/tokens", json={"name": "short-lived", "role": "read"}, headers=admin).json()
     assert httpx.get(f"{served.url}/api/patients", headers=bearer(made["token"])).status_code == 200
-    assert httpx.delete(f"{served.url}/api/tokens/short-lived", headers=admin).status_code == 200
+    with httpx.Client(base_url=served.url, timeout=60) as browser:
+        _sign_in(browser, made["token"])
+        assert browser.get(f"/patients/{PID}").status_code == 200
+        assert httpx.delete(f"{served.url}/api/tokens/short-lived", headers=admin).status_code == 200
+        assert browser.get(f"/patients/{PID}").status_code == 303  # its session ended with it
     assert httpx.get(f"{served.url}/api/patients", headers=bearer(made["token"])).status_code == 401
     listed = {t["name"]: t for t in httpx.get(f"{served.url}/api/tokens", headers=admin).json()}
     assert listed["short-lived"]["state"] == "revoked" and "token" not in listed["short-lived"]

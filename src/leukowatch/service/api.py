@@ -320,5 +320,5 @@ async def api_revoke_token(request: Request, name: str,
 
     if not await request.app.state.writer.run(lambda con: revoke_token(con, name)):
         raise ServiceError(404, "name", "no active token with this name")
-    request.app.state.auth.forget_cached()
+    request.app.state.auth.revoked(name)
     return {"name": name, "revoked": True}

@@ -135,6 +135,7 @@ class Session:
     actor: Actor
     csrf: str
     expires: float
+    source: str = "token"  # the kind of credential that started it
 
 
 @dataclass
@@ -161,9 +162,12 @@ class Authenticator:
                                               Actor("startup-link", "admin", "startup"))
         return token
 
-    def forget_cached(self) -> None:
-        """Drop cached lookups (after a revocation through the API)."""
+    def revoked(self, name: str) -> None:
+        """After a revocation through the API: drop cached lookups and end the browser sessions
+        that token started, so it stops working everywhere at once."""
         self._cache.clear()
+        for sid in [sid for sid, s in self._sessions.items() if s.actor.name == name and s.source == "token"]:
+            self._sessions.pop(sid, None)
 
     async def from_token(self, token: str, client: httpx.AsyncClient | None) -> Actor | None:
         """The Actor a bearer token stands for, or None. JWTs go to the OIDC verifier when one is set."""
@@ -186,7 +190,7 @@ class Authenticator:
     def start_session(self, actor: Actor) -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
         session = Session(actor._replace(kind="session"), secrets.token_urlsafe(32),
-                          time.time() + SESSION_TTL.total_seconds())
+                          time.time() + SESSION_TTL.total_seconds(), actor.kind)
         self._sessions[sid] = session
         return sid, session
 
