@@ -221,6 +221,8 @@ def test_security_headers(served: Served) -> None:
     assert "frame-ancestors 'none'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cross-origin-resource-policy"] == "same-origin"  # no embedding from other sites
+    assert "cross-origin-resource-policy" not in httpx.get(f"{served.url}/cds-services").headers
     assert "<script>" not in page.text and "onclick" not in page.text
     pdf = httpx.get(f"{served.url}/api/patients/{PID}/report.pdf", headers=bearer(served.tokens["read"]), timeout=60)
     assert pdf.headers["cache-control"] == "no-store"

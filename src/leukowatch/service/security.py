@@ -30,7 +30,10 @@ _HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
 ]
+#: Not on /cds-services*, which other origins may read (CORS).
+_SAME_ORIGIN_RESOURCE = (b"cross-origin-resource-policy", b"same-origin")
 _CACHEABLE_PREFIXES = ("/static/", "/swagger-ui/")
 _CDS_PREFIX = "/cds-services"
 
@@ -63,7 +66,8 @@ class BrowserBoundary:
             return
         path: str = scope["path"]
         cacheable = path.startswith(_CACHEABLE_PREFIXES)
-        extra = self.headers
+        cds = path.startswith(_CDS_PREFIX)
+        extra = self.headers if cds else [*self.headers, _SAME_ORIGIN_RESOURCE]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -77,7 +81,7 @@ class BrowserBoundary:
                 message = {**message, "headers": headers}
             await send(message)
 
-        target = self.cors if path.startswith(_CDS_PREFIX) else self.app
+        target = self.cors if cds else self.app
         started = False
 
         async def tracking(message: Message) -> None:
