@@ -1,7 +1,7 @@
 // Progressive enhancement only: every page works without this file (no inline script anywhere, so a
 // Content-Security-Policy of script-src 'self' holds). It adds: the unit next to each count label,
-// the ANC as the user types, Print and "Copy for the note" buttons, and opens the detail expanders
-// while printing so the paper copy carries the rules and sources.
+// the ANC as the user types, and the Print and "Copy for the note" buttons. Printing keeps closed
+// expanders closed, so a one-off result fits two A4 pages; the PDF carries every rule and source.
 (function () {
   var root = document.documentElement;
   root.classList.remove("no-js");
@@ -80,15 +80,6 @@
         done();
       }
     });
-  });
-
-  var opened = [];
-  window.addEventListener("beforeprint", function () {
-    document.querySelectorAll("details.detail:not([open])").forEach(function (d) { d.open = true; opened.push(d); });
-  });
-  window.addEventListener("afterprint", function () {
-    opened.forEach(function (d) { d.open = false; });
-    opened = [];
   });
 
   var summary = document.getElementById("error-summary");
