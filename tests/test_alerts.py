@@ -204,3 +204,11 @@ def test_anc_below_1_falls_further_within_the_nadir_window_after_a_dose(last_dos
     assert (fn is not None) is alert
     if fn:
         assert "expected to fall below 0.5" in fn.message
+
+
+def test_clozapine_agranulocytosis_tells_the_patient_once() -> None:
+    a = assess(_req(0.3, medications=["clozapine 100 mg"]))
+    assert {al.code for al in a.alerts} >= {"severe_neutropenia", "drug_agranulocytosis", "drug_monitoring"}
+    assert [line for line in a.patient_summary if "clozapine" in line and "today" in line] == [
+        a.alert("drug_agranulocytosis").patient_message]
+    assert "Label: interrupt clozapine" in a.alert("drug_monitoring").message

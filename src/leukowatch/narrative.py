@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .model import Assessment, Finding
 from .numtext import PER_UL, G
+from .rules.alerts import superseded_by
 from .rules.chronic import not_chronic_text
 from .rules.findings import severity_ranges
 
@@ -49,7 +50,6 @@ _HEADS = {
     ("drug_agranulocytosis", "afebrile"): "URGENT: possible drug-induced agranulocytosis",
     ("drug_agranulocytosis", "fever"): "URGENT: possible drug-induced agranulocytosis with fever",
 }
-_SUPERSEDED_BY_EMERGENCY = frozenset({"severe_neutropenia", "infection_symptoms"})
 _BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at least "}
 
 
@@ -107,12 +107,11 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
 
     Never an instruction to change a medicine, never "watch for fever" to someone with a fever, and the
     cancer care team only with active chemotherapy (the alert texts keep those rules; tested)."""
-    # With an emergency (febrile neutropenia), its "now" already says what the severe-neutropenia and
-    # infection-symptom texts would, and their "today" must not read as a second, slower instruction.
-    urgent = any([al.code == "febrile_neutropenia" or (al.code == "drug_agranulocytosis" and al.variant == "fever")
-                  for al in a.alerts])
+    # An alert whose patient text another fired alert already says, sooner, is left out (alerts.toml
+    # patient_superseded_by): "now" is never followed by a slower "today" for the same episode.
+    fired = {al.code for al in a.alerts}
     lines: list[str] = [al.patient_message for al in a.alerts
-                        if al.patient_message and not (urgent and al.code in _SUPERSEDED_BY_EMERGENCY)]
+                        if al.patient_message and fired.isdisjoint(superseded_by(al.code, al.variant))]
     codes = set()
     for f in a.findings:
         codes.add(f.code)

@@ -51,6 +51,12 @@ def make_alert(code: str, variant: str, **values: Any) -> Alert:
 
 
 @cache
+def superseded_by(code: str, variant: str) -> frozenset[str]:
+    """Alert codes whose patient text already says this row's, sooner (`patient_superseded_by`)."""
+    return frozenset(alert_row(code, variant).get("patient_superseded_by", ()))
+
+
+@cache
 def threshold(code: str, variant: str, key: str) -> float:
     """A numeric trigger of a row (e.g. severe_neutropenia/profound `anc_below`)."""
     return float(alert_row(code, variant)[key])
