@@ -69,7 +69,7 @@ def verdict_line(a: Assessment) -> str:
 
     Informational findings (eosinopenia, basopenia) never appear here; a normal count reads as such,
     without the word "low"."""
-    head = [_HEADS[(al.code, al.variant)] for al in a.alerts if (al.code, al.variant) in _HEADS]
+    head = list(dict.fromkeys([_HEADS[(al.code, al.variant)] for al in a.alerts if (al.code, al.variant) in _HEADS]))
     white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
     for f in a.findings:
         if f.code in _WHITE_LOW:
