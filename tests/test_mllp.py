@@ -223,3 +223,18 @@ def test_serve_with_mllp_port_runs_the_feed_in_the_web_service(tmp_path: Path) -
     assert (acks[0]["code"], acks[0]["control_id"]) == ("AA", "SERVE-1")
     assert page.status_code in (302, 303, 307)  # the worklist page is there, and needs a signed-in user
     assert query(db, "SELECT control_id FROM feed_inbox") == [("SERVE-1",)]
+
+
+def test_stray_bytes_between_blocks_and_pipelined_messages(tmp_path: Path) -> None:
+    """Some engines send CR LF after the end block, or several messages before reading the ACKs."""
+    frames = b"".join(b"\x0b" + oru(f"PIPE-{n}").encode() + b"\x1c\r\n" for n in range(3))
+    with listener(tmp_path / "feed.duckdb") as (_, port), socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(frames)
+        data = b""
+        while data.count(b"\x1c\r") < 3:
+            chunk = s.recv(4096)
+            assert chunk, "the listener closed the connection"
+            data += chunk
+    acks = [hl7.parse(block.strip(b"\x0b\r\n").decode()) for block in data.split(b"\x1c\r") if block.strip()]
+    assert [(str(a.segment("MSA")(1)), str(a.segment("MSA")(2))) for a in acks] == [
+        ("AA", "PIPE-0"), ("AA", "PIPE-1"), ("AA", "PIPE-2")]
