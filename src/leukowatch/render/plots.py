@@ -109,7 +109,7 @@ def history_figure(h: History) -> Figure:
                 ax.step(times, ys + ys[-1:], where="post", color=colour, ls=style, lw=0.9, label=lab, zorder=2)
     ax.set_yscale("log")
     ax.set_ylim(bottom, top)
-    ax.set_ylabel("count, x10^9/L (log scale)")
+    ax.set_ylabel("count, ×10⁹/L (log scale)")
     ax.grid(True, which="major", axis="y", color="#dddddd", lw=0.5)
     ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.85)
     ax.set_title(f"Blood counts ({h.n_draws} draws). Shaded: {h.criteria} neutrophil grades; circled: low",

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..history import History
 from ..model import Assessment
+from .display import readable_units
 from .plots import history_png
 
 _FINDING_LABEL = {"leukopenia": "Leukopenia (low WBC)", "neutropenia": "Neutropenia (low ANC)",
@@ -142,7 +143,13 @@ def report_blocks(h: History, a: Assessment, png: bytes | None = None) -> list[B
     ]
     blocks += _timeline_blocks(h) + _finding_blocks(a) + _cause_blocks(a) + _advice_blocks(a)
     blocks += [Block("h2", "Disclaimer"), Block("p", html.escape(a.disclaimer))]
-    return blocks
+    return [_readable(b) for b in blocks]
+
+
+def _readable(b: Block) -> Block:
+    """One unit notation on paper, as on the pages (×10⁹/L, /µL)."""
+    return Block(b.kind, readable_units(b.text), [readable_units(i) for i in b.items],
+                 [[readable_units(c) for c in row] for row in b.rows], b.data)
 
 
 def _headline(h: History, a: Assessment) -> str:
