@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from ..assess import assess
 from ..model import ANALYTES, InputError, MedicationMatch
@@ -275,18 +276,24 @@ async def _call_service(request: Request, service_id: str) -> dict[str, Any]:
     data = await gather(request, body, cutoff)
     base = _base_url(request)
     source = _card_source(base)
-    links = _links(request, base, body["context"]["patientId"])
-    try:
-        req = request_from_fhir(data, cutoff)
-        if service_id == PATIENT_VIEW:
-            return {"cards": [] if req is None else patient_view_cards(assess(req), source, links)}
-        ordered = ordered_medications(body["context"])
-        if req is not None:
-            req["medications"] = list(req.get("medications", [])) + sorted({m.input for m in ordered})
-        return {"cards": order_select_cards(None if req is None else assess(req), ordered,
-                                            settings.cds_lookback_days, source, links)}
-    except InputError as exc:
-        return {"cards": [_unreadable_card(exc, source)]}
+
+    def answer() -> dict[str, Any]:
+        # In a worker thread: reading a large prefetch and asking the store for the patient link
+        # must not stall the event loop (and every other request with it).
+        links = _links(request, base, body["context"]["patientId"])
+        try:
+            req = request_from_fhir(data, cutoff)
+            if service_id == PATIENT_VIEW:
+                return {"cards": [] if req is None else patient_view_cards(assess(req), source, links)}
+            ordered = ordered_medications(body["context"])
+            if req is not None:
+                req["medications"] = list(req.get("medications", [])) + sorted({m.input for m in ordered})
+            return {"cards": order_select_cards(None if req is None else assess(req), ordered,
+                                                settings.cds_lookback_days, source, links)}
+        except InputError as exc:
+            return {"cards": [_unreadable_card(exc, source)]}
+
+    return await run_in_threadpool(answer)
 
 
 @router.post("/cds-services/{service_id}/feedback", summary="Card feedback (logged without patient data)",
