@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,8 @@ from ..assess import assess
 from ..io.hl7v2 import read_hl7
 from ..io.result import Item, ReadResult
 from ..io.store import FUTURE_SKEW, load_patient_request, write_result_in_transaction
-from ..model import InputError
+from ..model import InputError, Patient, Request
+from ..request import parse_request
 from .background import Background
 from .inbox import STORED
 
@@ -78,8 +79,9 @@ class JudgedBatch:
     histories: dict[str, History] = field(default_factory=dict)
 
 
-#: A person's history as the judge holds it: the request (None before any result) and the alert set.
-History = tuple[dict[str, Any] | None, set[tuple[str, str]]]
+#: A person's history as the judge holds it: the parsed request (None before any result) and the
+#: alert set. Parsed once: each new message adds its already parsed observations to it.
+History = tuple[Request | None, set[tuple[str, str]]]
 
 
 def _alert_keys(alerts: list[Any]) -> dict[tuple[str, str], str]:
@@ -91,7 +93,7 @@ def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> History:
     judged result; for a person known only from files (no feed message yet), the alert set of the
     stored history's assessment."""
     try:
-        request: dict[str, Any] | None = load_patient_request(con, patient_id)
+        request: Request | None = parse_request(load_patient_request(con, patient_id))
     except InputError:  # no stored results yet
         request = None
     row = con.execute("SELECT alerts FROM feed_alert_state WHERE patient_id = ?", [patient_id]).fetchone()
@@ -145,15 +147,11 @@ def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], know
     return batch
 
 
-def _with_results(request: dict[str, Any] | None, result: ReadResult, pid: str, items: list[Item]) -> dict[str, Any]:
+def _with_results(request: Request | None, result: ReadResult, pid: str, items: list[Item]) -> Request:
     """The person's request with this message's results added as the newest observations."""
     if request is None:
-        patient = next((p for p in result.patients if p.id == pid), None)
-        request = {"patient": {"id": pid, "sex": patient.sex if patient else "unknown"}, "observations": [],
-                   "medications": [], "conditions": []}
-        if patient is not None and patient.birth_date is not None:
-            request["patient"]["birth_date"] = patient.birth_date.isoformat()
-    return {**request, "observations": [*request["observations"], *(i.raw for i in items)]}
+        request = Request(patient=next((p for p in result.patients if p.id == pid), Patient(id=pid)))
+    return replace(request, observations=[*request.observations, *(i.observation for i in items)])
 
 
 def _merge(into: ReadResult, result: ReadResult) -> None:
