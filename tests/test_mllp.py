@@ -100,6 +100,10 @@ def test_thousand_messages_over_five_connections_none_lost(tmp_path: Path) -> No
         assert [f["code"] for f in fields] == ["AA"] * per_connection
         assert [f["control_id"] for f in fields] == [f"C{c}-{i:04d}" for i in range(per_connection)]
     assert query(db, "SELECT count(DISTINCT control_id), count(*) FROM feed_inbox") == [(1000, 1000)]
+    # and none lost further on: every message judged (the stop drains the judge), both results stored
+    assert query(db, "SELECT (SELECT judged_upto FROM feed_progress) = (SELECT max(inbox_id) FROM feed_inbox)") == [
+        (True,)]
+    assert query(db, "SELECT count(*) FROM observations") == [(2000,)]
     # per connection (= per patient here), arrival order is kept in the inbox ids
     for c in range(5):
         ids = [r[0] for r in query(db, "SELECT control_id FROM feed_inbox WHERE control_id LIKE ? ORDER BY inbox_id",
