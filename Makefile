@@ -3,6 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Two install sets: `make run` needs only what serving needs (no Spark, Playwright or schemathesis);
 # `make test` adds the rest. Each has its own stamp, so `make run` after `make test` installs nothing.
+# --no-compile: pip would byte-compile every installed module up front (most never run here);
+# Python compiles the ones that are imported on first use instead.
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -12,7 +14,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(SERVE_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[serve]'
+	$(BIN)/pip install -q --no-compile -e '.[serve]'
 	touch $(SERVE_STAMP)
 
 $(TEST_STAMP): $(BIN)/python pyproject.toml

@@ -14,12 +14,14 @@ import csv
 import io
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from service_helpers import serve
-from test_service_web import ARGS, CHROMIUM
+from test_service_web import chromium
 
 from leukowatch.demo.commands import generate_command, load_command
 from leukowatch.io.store import open_store
@@ -60,14 +62,8 @@ def base(store: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _context(browser, base: str, viewport: dict[str, int], token: str | None = None, js: bool = True):
@@ -79,12 +75,20 @@ def _context(browser, base: str, viewport: dict[str, int], token: str | None = N
     return context
 
 
+@contextmanager
+def _page(browser, base: str, viewport: dict[str, int], token: str | None = None, js: bool = True) -> Iterator:
+    """A page in its own browser context (own cookies), closed afterwards."""
+    context = _context(browser, base, viewport, token, js)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 @pytest.fixture(params=[PHONE, DESKTOP], ids=["390px", "1280px"])
 def signed_in(request, browser, base: str, store: tuple[str, str]):
-    context = _context(browser, base, request.param, store[1])
-    page = context.new_page()
-    yield page
-    context.close()
+    with _page(browser, base, request.param, store[1]) as page:
+        yield page
 
 
 def _no_sideways_scroll(page) -> None:
@@ -170,9 +174,7 @@ def test_patient_banner_tells_the_history_first(signed_in) -> None:
 def test_print_has_no_navigation_and_a_one_off_result_fits_two_a4_pages(browser, base: str) -> None:
     from pypdf import PdfReader
 
-    context = _context(browser, base, DESKTOP)
-    page = context.new_page()
-    try:
+    with _page(browser, base, DESKTOP) as page:
         _fill_form(page, FEBRILE)
         page.get_by_role("button", name="Assess").click()
         page.wait_for_selector("#verdict")
@@ -184,14 +186,10 @@ def test_print_has_no_navigation_and_a_one_off_result_fits_two_a4_pages(browser,
         pdf = page.pdf(format="A4", print_background=True)
         pages = len(PdfReader(io.BytesIO(pdf)).pages)
         assert 1 <= pages <= 2, f"a one-off result prints on {pages} A4 pages"
-    finally:
-        context.close()
 
 
 def test_every_result_has_a_pdf_control_that_works_without_javascript(browser, base: str) -> None:
-    context = _context(browser, base, PHONE, js=False)
-    page = context.new_page()
-    try:
+    with _page(browser, base, PHONE, js=False) as page:
         _fill_form(page, FEBRILE)
         page.get_by_role("button", name="Assess").click()
         page.wait_for_selector("#verdict")
@@ -203,8 +201,6 @@ def test_every_result_has_a_pdf_control_that_works_without_javascript(browser, b
         page.locator(".note-box summary").click()
         note = page.locator("#note-text").input_value()
         assert note.startswith("leukowatch") and "febrile" in note.lower() and "×10⁹/L" in note
-    finally:
-        context.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,9 +208,7 @@ def test_every_result_has_a_pdf_control_that_works_without_javascript(browser, b
 
 
 def test_live_anc_as_the_user_types(browser, base: str) -> None:
-    context = _context(browser, base, PHONE)
-    page = context.new_page()
-    try:
+    with _page(browser, base, PHONE) as page:
         page.goto("/")
         page.get_by_label("% of WBC").check()
         page.locator("#wbc").press_sequentially("2.1")
@@ -228,14 +222,10 @@ def test_live_anc_as_the_user_types(browser, base: str) -> None:
         page.locator("#neutrophils").press("End")
         assert page.locator("#anc-live").inner_text().startswith("0.8 ×10⁹/L")
         _no_sideways_scroll(page)
-    finally:
-        context.close()
 
 
 def test_scores_appear_only_when_their_items_are_entered(browser, base: str) -> None:
-    context = _context(browser, base, DESKTOP)
-    page = context.new_page()
-    try:
+    with _page(browser, base, DESKTOP) as page:
         _fill_form(page, FEBRILE)
         page.get_by_role("button", name="Assess").click()
         page.wait_for_selector("#verdict")
@@ -248,14 +238,10 @@ def test_scores_appear_only_when_their_items_are_entered(browser, base: str) -> 
         page.wait_for_selector("#verdict")
         scores = page.locator("[data-score]")
         assert scores.count() == 1 and "MASCC" in scores.inner_text()
-    finally:
-        context.close()
 
 
 def test_keyboard_only_form_with_the_scores_section(browser, base: str) -> None:
-    context = _context(browser, base, PHONE)
-    page = context.new_page()
-    try:
+    with _page(browser, base, PHONE) as page:
         page.goto("/")
         page.focus("#wbc")
         page.keyboard.type("6.5")
@@ -268,8 +254,6 @@ def test_keyboard_only_form_with_the_scores_section(browser, base: str) -> None:
         page.keyboard.press("Enter")
         page.wait_for_selector("#verdict")
         assert page.locator("#verdict").inner_text().startswith("No leukopenia")
-    finally:
-        context.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,14 +261,10 @@ def test_keyboard_only_form_with_the_scores_section(browser, base: str) -> None:
 
 
 def test_patient_list_needs_a_sign_in(browser, base: str) -> None:
-    context = _context(browser, base, PHONE)
-    page = context.new_page()
-    try:
+    with _page(browser, base, PHONE) as page:
         page.goto("/patients")
         assert "/login" in page.url
         assert httpx.get(f"{base}/patients.csv", follow_redirects=False).status_code in (302, 303, 307, 401)
-    finally:
-        context.close()
 
 
 def test_search_sort_and_paging_with_the_keyboard(signed_in) -> None:
@@ -340,9 +320,7 @@ def test_population_counts_click_through_to_the_persons(signed_in) -> None:
 
 
 def test_pages_work_without_javascript(browser, base: str, store: tuple[str, str]) -> None:
-    context = _context(browser, base, PHONE, store[1], js=False)
-    page = context.new_page()
-    try:
+    with _page(browser, base, PHONE, store[1], js=False) as page:
         page.goto("/patients?q=demo-cloz")
         page.get_by_role("link", name="demo-cloz").click()
         assert page.locator("#verdict").inner_text().startswith("Latest draw")
@@ -353,8 +331,6 @@ def test_pages_work_without_javascript(browser, base: str, store: tuple[str, str
         page.get_by_role("button", name="Assess").click()
         assert page.locator("#verdict").inner_text().startswith("neutropenia") or "neutropenia" in page.locator(
             "#verdict").inner_text()
-    finally:
-        context.close()
 
 
 def test_every_page_is_local_and_has_a_favicon(base: str) -> None:
@@ -365,11 +341,14 @@ def test_every_page_is_local_and_has_a_favicon(base: str) -> None:
 
 
 def test_form_screenshot_for_the_docs(browser, base: str) -> None:
-    context = _context(browser, base, DESKTOP)
-    page = context.new_page()
-    try:
+    with _page(browser, base, DESKTOP) as page:
         _fill_form(page, FEBRILE)
         assert page.locator("#anc-live").inner_text().startswith("0.42")
         _shot(page, "service-form.png")
-    finally:
-        context.close()
+
+
+def test_api_docs_link_back_to_the_app(browser, base: str) -> None:
+    with _page(browser, base, PHONE) as page:
+        page.goto("/docs")
+        page.get_by_role("link", name="← back to leukowatch").click()
+        page.wait_for_selector("#cbc-form")

@@ -126,8 +126,12 @@ def _mount_offline_docs(app: FastAPI) -> None:
             openapi_url=app.openapi_url or "/openapi.json", title="leukowatch API",
             swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/swagger-ui/favicon-32x32.png",
+            swagger_favicon_url="/static/favicon.svg",
         )
+        # A way back from the API docs to the app (the pages link here from their navigation).
+        page = HTMLResponse(page.body.replace(
+            b"<body>", b'<body>\n<p style="margin:.5rem 1rem;font:16px system-ui,sans-serif">'
+                       b'<a href="/">&larr; back to leukowatch</a> &middot; <a href="/knowledge">Sources</a></p>', 1))
         # Swagger UI starts from an inline script: allow exactly that script by its hash.
         page.headers["Content-Security-Policy"] = CSP.replace("script-src 'self'",
                                                               "script-src 'self' " + _script_hashes(page.body))
