@@ -60,7 +60,7 @@ def list_items(con: Any, level: str | None = None, status: str | None = "open", 
     limit_age = datetime.now(UTC) - overdue_after()
     items = []
     for row in rows:
-        item = dict(zip(_COLUMNS, row, strict=True))
+        item = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in zip(_COLUMNS, row, strict=True)}
         item["overdue"] = item["status"] == "open" and item["level"] == "critical" and item["received_at"] < limit_age
         items.append(item)
     return items
