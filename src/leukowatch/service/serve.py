@@ -28,7 +28,11 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
 
     from .app import INSECURE_WARNING, create_app
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except (ValueError, OSError) as exc:  # a bad number or trust file in the environment
+        print(f"leukowatch: configuration: {exc}", file=sys.stderr)
+        return 2
     if db:
         settings.db = db
     if public_url:
@@ -47,7 +51,11 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
               "tokens are checked against it)", file=sys.stderr)
         return 2
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. OIDC half configured
+        print(f"leukowatch: configuration: {exc}", file=sys.stderr)
+        return 2
     if not loopback and not _auth_configured(app):
         if not settings.insecure_dev:
             print(f"leukowatch: refusing to listen on {host} without authentication: create a token first "
