@@ -43,6 +43,9 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
     elif not settings.cds_issuers:
         print("leukowatch: no CDS Hooks issuer configured (LEUKOWATCH_CDS_ISSUERS): every hook call will get 401",
               file=sys.stderr)
+    elif len(settings.cds_issuers) > 1 and any("iss" not in k for k in settings.cds_jwks.get("keys", [])):
+        print("leukowatch: with several CDS Hooks issuers, a key in LEUKOWATCH_CDS_JWKS without an \"iss\" member "
+              "belongs to none of them (put it in LEUKOWATCH_CDS_TRUST under its issuer)", file=sys.stderr)
     loopback = is_loopback(host)
     settings.allowed_hosts += tuple(allowed_hosts) + _own_names(host)
     settings.open_stateless = settings.open_stateless and loopback
