@@ -28,7 +28,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from fixtures import FULL_CBC  # noqa: E402
 from service_helpers import (  # noqa: E402
     Signer,
     condition,
+    free_port,
     medication_request,
     neutropenic_cbc,
     patient_resource,
@@ -131,12 +131,6 @@ class CpuWatch:
 
 # ---------------------------------------------------------------------------------------------
 # The server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli() -> list[str]:

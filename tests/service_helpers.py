@@ -41,6 +41,13 @@ def serve(app: Any) -> Iterator[str]:
         sock.close()
 
 
+def free_port() -> int:
+    """A port free on loopback right now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_json(url: str) -> Any:
     return httpx.get(url, timeout=5).json()
 

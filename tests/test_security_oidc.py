@@ -4,7 +4,6 @@ loopback without authentication (issue 12 §1)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from service_helpers import Signer, bearer, make_token, serve
+from service_helpers import Signer, bearer, free_port, make_token, serve
 
 from leukowatch.service import Settings, create_app
 from leukowatch.service.oidc import roles_from_scopes
@@ -115,12 +114,6 @@ def test_bad_access_tokens_are_refused(base: tuple[str, str], idp: tuple[Signer,
 # serve beyond loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "leukowatch.cli", "serve", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -128,7 +121,7 @@ def _serve(args: list[str]) -> subprocess.Popen[str]:
 
 def test_serve_beyond_loopback_refuses_without_public_url_or_auth(tmp_path) -> None:
     db = str(tmp_path / "s.duckdb")
-    port = str(_free_port())
+    port = str(free_port())
     no_url = _serve(["--db", db, "--host", "0.0.0.0", "--port", port])
     assert no_url.wait(timeout=60) == 2 and "--public-url" in no_url.stdout.read()
     no_auth = _serve(["--db", db, "--host", "0.0.0.0", "--port", port, "--public-url", "https://lw.ward.example"])
@@ -138,7 +131,7 @@ def test_serve_beyond_loopback_refuses_without_public_url_or_auth(tmp_path) -> N
 def test_serve_beyond_loopback_with_a_token_closes_the_stateless_parts(tmp_path) -> None:
     db = str(tmp_path / "s.duckdb")
     token = make_token(db, "read")
-    port = _free_port()
+    port = free_port()
     proc = _serve(["--db", db, "--host", "0.0.0.0", "--port", str(port), "--public-url", "https://lw.ward.example"])
     try:
         url = f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from service_helpers import bearer, cbc_bundle, make_token, serve
+from service_helpers import bearer, cbc_bundle, free_port, make_token, serve
 
 from leukowatch.service import Settings, create_app
 
@@ -136,16 +135,10 @@ def test_cli_on_a_locked_store_prints_one_line_and_exits_2(tmp_path: Path, comma
 # A served process: start-up link, kill -9 mid-ingest, logs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _serving(db: str, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
     """`leukowatch serve` in its own process (stderr to `log`); yields (url, process, start-up token)."""
-    port = _free_port()
+    port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(LW + ["serve", "--db", db, "--port", str(port), "--log-level", "debug"],
                                 stdout=out, stderr=subprocess.STDOUT)
