@@ -69,7 +69,12 @@ def verdict_line(a: Assessment) -> str:
 
     Informational findings (eosinopenia, basopenia) never appear here; a normal count reads as such,
     without the word "low"."""
-    head = list(dict.fromkeys([_HEADS[(al.code, al.variant)] for al in a.alerts if (al.code, al.variant) in _HEADS]))
+    head: list[str] = []
+    for al in a.alerts:  # heads are critical alerts only: most alerts are passed over on their level
+        if al.level == "critical":
+            text = _HEADS.get((al.code, al.variant))
+            if text is not None and text not in head:
+                head.append(text)
     white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
     for f in a.findings:
         if f.code in _WHITE_LOW:

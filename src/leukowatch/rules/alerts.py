@@ -7,7 +7,7 @@ engine reads the same rows. The rules decide *which* row fires; this module fill
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..knowledge import load_table
@@ -68,7 +68,9 @@ def urgent_care(chemotherapy: bool) -> str:
     return where["chemotherapy"] if chemotherapy else where["default"]
 
 
+@lru_cache(maxsize=1024)
 def count_text(label: str, value: float, comparator: str | None) -> str:
-    """E.g. "ANC <0.5 ×10⁹/L (<500/µL)": the value as reported, with its comparator on both units."""
+    """E.g. "ANC <0.5 ×10⁹/L (<500/µL)": the value as reported, with its comparator on both units.
+    Cached: one assessment quotes the same ANC in up to five alerts."""
     sign = comparator or ""
     return f"{label} {sign}{G[value]} ×10⁹/L ({sign}{PER_UL[value]}/µL)"
