@@ -580,3 +580,13 @@ def test_matching_is_on_whole_words():
     assert idx.scan("ceftriaxone")[1] == []
     assert idx.scan("golden retriever")[1] == []
     assert [h.target for h in idx.scan("gold, RA")[1]] == ["gold", "RA"]
+
+
+def test_not_current_wording_applies_only_near_the_medicine() -> None:
+    """'allergic to sulfa drugs and penicillins' covers both; a cue a sentence away covers neither."""
+    from leukowatch.rules.causes import match_medications
+
+    both = match_medications(["allergic to sulfa drugs and penicillins"])
+    assert len(both) == 2 and all(m.not_current for m in both)
+    far = match_medications(["clozapine 100 mg nightly with ANC monitoring, not taking any other tablets"])
+    assert [m.not_current for m in far] == [None]
