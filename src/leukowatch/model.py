@@ -77,8 +77,9 @@ class Observation:
     """One lab result, already in canonical units.
 
     `percent` is True for a differential given as % of the WBC; `value` is then that percentage.
-    `comparator` keeps a reported '<' or '>' (e.g. a reported "less than 0.1"): the value is the bound, and rules treat
-    it as that bound, which for '<' is the milder reading and is said in the output.
+    `comparator` keeps a reported '<' or '>' (e.g. a reported "less than 0.1"): the value is the bound; the rules judge
+    `<x` as just below x and `>x` as just above it (rules.counts.directed: the mildest grade the bound allows, said in
+    the output).
     """
 
     analyte: str
