@@ -576,3 +576,9 @@ def test_grade_and_severity_words_never_contradict_in_one_line() -> None:
     a = assess(request(neutrophils=0.7))
     assert "grade 3; ANC severity: moderate (0.5-1.0" in a.verdict
     assert "grade 3, moderate" not in a.verdict
+
+
+@pytest.mark.parametrize(("age", "anc", "shown"), [(6, 1.2, True), (6, 0.3, False), (30, 1.2, False)])
+def test_a_child_with_neutropenia_is_told_the_count_is_usually_repeated(age: float, anc: float, shown: bool) -> None:
+    a = assess(request("male", age, neutrophils=anc))
+    assert any("three to four weeks later" in line for line in a.advice.contact_doctor) is shown

@@ -94,6 +94,7 @@ def test_advice_table_covers_the_article_and_uses_known_triggers():
     whens = {
         "always", "low_wbc", "neutropenia", "infection_symptoms", "chemotherapy", "fever",
         "recurrent_infections", "medication_cause", "genetic_cause", "febrile_neutropenia",
+        "severe_neutropenia", "child",
     }
     keys: list[str] = []
     for section in ("treatment", "home_care", "contact_doctor"):

@@ -86,8 +86,8 @@ _ADVICE_SECTIONS = ("treatment", "home_care", "contact_doctor")  # Advice's fiel
 
 
 def _advice_keys(request: Request, codes: set[str], alerts: list[Alert], meds: list[Any],
-                 conditions: list[Any], symptoms: list[Any], febrile: bool, on_chemotherapy: bool
-                 ) -> frozenset[str]:
+                 conditions: list[Any], symptoms: list[Any], febrile: bool, on_chemotherapy: bool,
+                 child: bool) -> frozenset[str]:
     """Which advice.toml conditions hold; `codes` are the finding codes."""
     keys = {"always"}
     low_white = not _LOW_WHITE_FINDINGS.isdisjoint(codes)
@@ -107,8 +107,11 @@ def _advice_keys(request: Request, codes: set[str], alerts: list[Alert], meds: l
         keys.add("medication_cause")
     if low_white and any([c.category == "inherited" for c in conditions]):
         keys.add("genetic_cause")
-    if any([a.code == "febrile_neutropenia" for a in alerts]):
-        keys.add("febrile_neutropenia")
+    for alert in alerts:
+        if alert.code in ("febrile_neutropenia", "severe_neutropenia"):
+            keys.add(alert.code)
+    if child:
+        keys.add("child")
     return frozenset(keys)
 
 
@@ -223,9 +226,9 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     if request.recurrent_infections:
         alerts.append(make_alert("recurrent_infections", "default"))
 
+    age = request.patient.age_at(current.time)
     scores = []
     if fn_alert is not None or request.mascc:
-        age = request.patient.age_at(current.time)
         scores.append(mascc(request.mascc, age))
     if fn_alert is not None or request.cisne:
         monocytes = counts["monocytes"].value if "monocytes" in counts else None
@@ -240,8 +243,9 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
         "not_current_medications": not_current,
     }
     low = not _LOW_FINDINGS.isdisjoint(codes)
+    child = age is not None and age < adult_age()
     advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms, febrile,
-                                         on_chemotherapy), low)
+                                         on_chemotherapy, child), low)
     assessment = Assessment(  # the required fields positionally, in their order: keywords cost twice as much
         counts, findings, alerts, chron, possible_causes, advice, profile, criteria_label(criteria),
         knowledge_version(), DISCLAIMER, scores=scores, warnings=warnings, patient=request.patient, time=current.time,
