@@ -240,8 +240,43 @@ def _teach_spark_bit_or() -> None:
         PySparkCompiler.visit_BitOr = visit_BitOr  # type: ignore[attr-defined]
 
 
+_SPARK_TYPES = {"string": "STRING", "float64": "DOUBLE", "int64": "BIGINT", "boolean": "BOOLEAN", "date": "DATE",
+                "timestamp": "TIMESTAMP"}
+
+
+def _spark_literal(value: Any, spark_type: str) -> str:
+    """One value as a typed Spark SQL literal (NULL, NaN and quotes included)."""
+    if value is None:
+        return f"CAST(NULL AS {spark_type})"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return f"CAST('{value}' AS DOUBLE)"
+    if isinstance(value, (int, float)):
+        return f"CAST({value!r} AS {spark_type})"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"CAST('{text}' AS {spark_type})"
+
+
+def spark_values_sql(table: Any, types: dict[str, str]) -> str:
+    """A small pyarrow table as a Spark SQL inline table (`VALUES`): a local relation the planner knows the
+    size of, so it broadcasts it into every join, with no Python worker to read it."""
+    cols = list(types)
+    rows = table.to_pylist()
+    if not rows:
+        nulls = ", ".join(f"CAST(NULL AS {types[c]}) AS `{c}`" for c in cols)
+        return f"SELECT {nulls} WHERE FALSE"
+    body = ", ".join("(" + ", ".join(_spark_literal(r[c], types[c]) for c in cols) + ")" for r in rows)
+    return f"SELECT * FROM VALUES {body} AS t({', '.join(f'`{c}`' for c in cols)})"
+
+
 class SparkEngine(Engine):
-    """PySpark through Ibis's pyspark backend. Outputs are Parquet directories."""
+    """PySpark through Ibis's pyspark backend. Outputs are Parquet directories.
+
+    The knowledge relations (memtables of a few hundred rows) become inline `VALUES` tables: Ibis would
+    hand them to Spark as pandas frames, which Spark reads through Python workers as an RDD of unknown
+    size, never broadcast, so every join with them shuffled the data (measured: most of a screen's time).
+    """
 
     name = "spark"
 
@@ -249,7 +284,12 @@ class SparkEngine(Engine):
         self.session = session or spark_session(master, shuffle_partitions)
         _teach_spark_bit_or()
         self.con = ibis.pyspark.connect(self.session)
+        self.con._register_in_memory_table = self._register_values  # type: ignore[method-assign]
         self._n = 0
+
+    def _register_values(self, op: Any) -> None:
+        types = {name: _SPARK_TYPES[str(dtype).removeprefix("!").split("(")[0]] for name, dtype in op.schema.items()}
+        self.session.sql(spark_values_sql(op.data.to_pyarrow(op.schema), types)).createOrReplaceTempView(op.name)
 
     def _view(self, df: Any) -> ir.Table:
         self._n += 1

@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import operator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import ibis
 import ibis.expr.types as ir
 
 from ..io.result import RESULT_KEY
 from ..knowledge import load_table
-from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, FINDING_CODES
+from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, FINDING_CODES, Sex
 from ..rules.findings import LOW_FINDING
 from ..rules.ranges import profile_for
 from ..rules.timeline import chronic_rule
@@ -125,13 +125,22 @@ def bucket_of(patient_id: ir.StringValue, buckets: int) -> ir.IntegerValue:
     return (patient_id.hash() % buckets).abs().fill_null(0)
 
 
+#: The stated sexes in text order, so that the largest rank is the largest text: a person's sex is the
+#: maximum stated one, aggregated as a number (Spark aggregates a text column by sorting every row).
+_STATED_SEXES: tuple[str, ...] = tuple(sorted(s for s in get_args(Sex) if s != "unknown"))
+
+
+def _sex_of_rank(rank: ir.IntegerValue) -> ir.StringValue:
+    return ibis.cases(*[(rank == i, sex) for i, sex in enumerate(_STATED_SEXES)], else_="unknown")
+
+
 def patients_of(draws: ir.Table) -> ir.Table:
     """One row per person from the person columns of `draws_of`: a stated sex wins over 'unknown'; birth
     date, age and Duffy status if any row has them; `n_results` (accepted rows) lets the reconciliation add
     up without another pass over the data. Aggregating the draws, not the rows, saves a pass."""
     d = draws
     return d.group_by("patient_id").agg(
-        sex=d.known_sex.max().fill_null("unknown"), birth_date=d.birth_date.max(), age_years=d.age_years.max(),
+        sex=_sex_of_rank(d.known_sex.max()), birth_date=d.birth_date.max(), age_years=d.age_years.max(),
         duffy_null=d.duffy_null.max(), n_results=d.n.sum())
 
 
@@ -160,7 +169,7 @@ def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
     aggs: dict[str, Any] = {"bits": obs.bit.sum(), "mask": obs.bit.bit_or(), "wbc": value("wbc", False),
                             "abs_segs": value("segmented_neutrophils", False), "abs_bands": value("bands", False)}
     aggs.update({f"pct_{a}": value(a, True) for a in DIFFERENTIAL_ANALYTES})
-    known = ibis.cases((obs.sex != "unknown", obs.sex), else_=ibis.null("string"))
+    known = ibis.cases(*[(obs.sex == sex, rank) for rank, sex in enumerate(_STATED_SEXES)], else_=ibis.null("int64"))
     aggs.update(known_sex=known.max(), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
                 duffy_null=obs.duffy_null.fill_null(False).max(), n=obs.count())
     d = obs.group_by(["patient_id", "time"]).agg(**aggs)
