@@ -254,6 +254,10 @@ def test_reads_and_writes_leave_audit_rows_without_values(served: Served) -> Non
     assert "1.1" not in text and "3.1" not in text  # no values (the times may contain any digits)
     later = httpx.get(f"{served.url}/api/audit", params={"since": "2999-01-01T00:00:00Z"}, headers=admin).json()
     assert later == []
+    garbage = httpx.post(f"{served.url}/api/ingest", content='{"resourceType": 5}', headers=FHIR | bearer(served.tokens["ingest"]))
+    assert garbage.status_code == 422
+    refused = httpx.get(f"{served.url}/api/audit", params={"actor": "ingest-user"}, headers=admin).json()
+    assert refused[-1]["action"] == "ingest" and refused[-1]["outcome"] == "rejected"
 
 
 def test_audit_as_fhir_audit_events(served: Served) -> None:

@@ -8,6 +8,7 @@ schemathesis know what to send.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -245,7 +246,12 @@ async def api_ingest(request: Request, actor: Annotated[Actor, Depends(require_r
             raise ServiceError(413, "body", f"more than {settings.max_results} results in one message")
         return result
 
-    result = await run_in_threadpool(parse)
+    try:
+        result = await run_in_threadpool(parse)
+    except (InputError, ServiceError):
+        # a refused message is an attempted write: audited (no patient: it could not be read)
+        await asyncio.wrap_future(audit.record(request.app.state.writer, actor, "ingest", "/api/ingest", audit.REJECTED))
+        raise
 
     def store(con: Any) -> Any:
         summary = write_result_in_transaction(con, result, f"api:{sha[:16]}", sha, fmt, reject_future=True)
