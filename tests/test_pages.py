@@ -344,6 +344,7 @@ def test_form_screenshot_for_the_docs(browser, base: str) -> None:
     with _page(browser, base, DESKTOP) as page:
         _fill_form(page, FEBRILE)
         assert page.locator("#anc-live").inner_text().startswith("0.42")
+        page.evaluate("document.querySelector('#cbc-form fieldset:nth-of-type(2)').scrollIntoView()")
         _shot(page, "service-form.png")
 
 

@@ -111,7 +111,8 @@ def history_figure(h: History) -> Figure:
     ax.set_ylim(bottom, top)
     ax.set_ylabel("count, ×10⁹/L (log scale)")
     ax.grid(True, which="major", axis="y", color="#dddddd", lw=0.5)
-    ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.85)
+    if ax.get_legend_handles_labels()[0]:  # a one-off result without a date has no series to name
+        ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.85)
     ax.set_title(f"Blood counts ({h.n_draws} draws). Shaded: {h.criteria} neutrophil grades; circled: low",
                  fontsize=9, loc="left")
     ax.tick_params(labelbottom=False)
