@@ -219,3 +219,10 @@ def _startup_admin_token(url: str, startup: str) -> str:
     made = httpx.post(f"{url}/api/tokens", json={"name": "log-test", "role": "admin"}, headers=bearer(startup))
     assert made.status_code == 200, made.text
     return made.json()["token"]
+
+
+def test_a_new_store_is_private_to_its_user(tmp_path: Path) -> None:
+    db = tmp_path / "private" / "s.duckdb"
+    make_token(str(db), "read")
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert db.parent.stat().st_mode & 0o777 == 0o700

@@ -224,11 +224,15 @@ def open_store(path: str | os.PathLike[str] | None = None, read_only: bool = Fal
         if schema_version(con) < SCHEMA_VERSION:
             raise InputError(str(db), "store schema is older than this leukowatch; open it once read-write")
         return con
-    db.parent.mkdir(parents=True, exist_ok=True)
+    # A new store and a new folder for it are private to this user: the file holds patient results.
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    new = not db.exists()
     try:
         con = duckdb.connect(str(db))
     except duckdb.Error as exc:
         raise (busy_error(exc, db) or InputError(str(db), f"cannot open the store: {exc}")) from None
+    if new and db.exists():
+        db.chmod(0o600)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
         version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)""")
