@@ -3,8 +3,9 @@
 The rules write units the way a terminal and a log can carry them (`x10^9/L`, `10^9/L`, `/uL`); a
 page shows them one way only: ×10⁹/L and /µL for clinicians, "cells per microlitre" (the article's
 words) in text meant for patients. Sources are written as citations in the knowledge tables; where a
-public page exists (CTCAE, the IDSA and NICE guidelines, the cited papers) the citation becomes a
-link. Project-internal notes ("issue 5") are not sources a reader can follow, so they are dropped
+public page exists (CTCAE, the IDSA and NICE guidelines, the cited papers; the addresses are those of
+docs/clinical-reference.md §15) the citation becomes a link. The article is linked to its site:
+its own address is not in the project's reference. Project-internal notes ("issue 5") are not sources a reader can follow, so they are dropped
 from what is shown.
 """
 
@@ -31,6 +32,17 @@ SOURCE_LINKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"NICE CG151"), "https://www.nice.org.uk/guidance/cg151"),
     (re.compile(r"Andersohn[^)]*?146:657"), "https://doi.org/10.7326/0003-4819-146-9-200705010-00009"),
     (re.compile(r"MASCC(?: risk index)?|Klastersky[^;)]*?3038"), "https://doi.org/10.1200/JCO.2000.18.16.3038"),
+    (re.compile(r"CISNE(?: score)?|Carmona-Bayonas[^)]*?33:465"), "https://doi.org/10.1200/JCO.2014.57.2347"),
+    (re.compile(r"DAIDS(?: v?2\.1)?"), "https://rsc.niaid.nih.gov/sites/default/files/daidsgradingcorrectedv21.pdf"),
+    (re.compile(r"Merz[^);]*?(?:JAMA )?2023(?:;329:2088)?"), "https://doi.org/10.1001/jama.2023.7467"),
+    (re.compile(r"ASCO 2015(?: G-CSF guideline)?|Smith TJ[^)]*?33:3199"), "https://doi.org/10.1200/JCO.2015.62.3488"),
+    (re.compile(r"Abidi[^)]*?R59"), "https://doi.org/10.1186/cc6883"),
+    (re.compile(r"\bEHA\b(?: 2023)?(?: guideline)?"), "https://doi.org/10.1097/HS9.0000000000000872"),
+    (re.compile(r"MedlinePlus"), "https://medlineplus.gov/ency/article/003657.htm"),
+    (re.compile(r"MSD Manual"), "https://www.msdmanuals.com/professional/hematology-and-oncology/leukopenias/lymphocytopenia"),
+    (re.compile(r"\bWHO\b(?: 2011)?"), "https://www.who.int/publications/i/item/WHO-NMH-NHD-MNM-11.1"),
+    (re.compile(r"prescribing information"), "https://dailymed.nlm.nih.gov"),
+    (re.compile(r"Medical News Today"), "https://www.medicalnewstoday.com"),
     (re.compile(r"LOINC"), "https://loinc.org/"),
 )
 _INTERNAL = (re.compile(r"[;,]?\s*\(?\bissue \d+\)?"), re.compile(r"[;,]?\s*\(?DESIGN\.md[^;)]*\)?"))
