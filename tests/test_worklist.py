@@ -170,3 +170,19 @@ def test_history_from_files_counts_as_the_previous_result(tmp_path: Path) -> Non
     assert [a["code"] for a in same + later] == ["AA"] * 3
     assert after_same == []  # the file's result already had this alert
     assert after_drop and {i["result_time"][:10] for i in after_drop} == {"2026-11-20"}
+
+
+def test_a_corrected_result_replaces_the_one_it_corrects(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    auth = {"Authorization": f"Bearer {token(db, 'read', 'nurse-e')}"}
+    low = oru("CX-1", patient="CX", when="202611050800", wbc=1.1, anc=0.3)
+    corrected = oru("CX-2", patient="CX", when="202611050800", wbc=6.1, anc=3.4).replace("||||F|||", "||||C|||")
+    again = oru("CX-3", patient="CX", when="202611120800", wbc=1.1, anc=0.3)
+    with feed_service(db) as (base, app, port):
+        assert [a["code"] for a in exchange(port, [low, corrected, again])] == ["AA"] * 3
+        wait_judged(app)
+        items = httpx.get(f"{base}/api/worklist", params={"patient": "CX"}, headers=auth).json()
+        state = read(app, "SELECT alerts FROM feed_alert_state WHERE patient_id = 'CX'")
+    # the low count was corrected to a normal one, so the next low count is new again
+    assert sorted(i["result_time"][:10] for i in items) == ["2026-11-05", "2026-11-12"]
+    assert state and state[0][0] != "[]"

@@ -148,10 +148,16 @@ def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], know
 
 
 def _with_results(request: Request | None, result: ReadResult, pid: str, items: list[Item]) -> Request:
-    """The person's request with this message's results added as the newest observations."""
+    """The person's request with this message's results added as the newest observations.
+
+    A new result for the same analyte and draw time as a stored one replaces it (a corrected or
+    repeated result), as `load_patient_request` lets the latest ingest win among equals."""
     if request is None:
         request = Request(patient=next((p for p in result.patients if p.id == pid), Patient(id=pid)))
-    return replace(request, observations=[*request.observations, *(i.observation for i in items)])
+    new = [i.observation for i in items]
+    keys = {(o.analyte, o.percent, o.time) for o in new}
+    kept = [o for o in request.observations if (o.analyte, o.percent, o.time) not in keys]
+    return replace(request, observations=[*kept, *new])
 
 
 def _merge(into: ReadResult, result: ReadResult) -> None:
