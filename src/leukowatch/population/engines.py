@@ -206,8 +206,14 @@ class DuckDBEngine(Engine):
 _SPARK_SESSIONS: dict[str, Any] = {}
 
 
+#: Masters on this machine: the driver then binds to loopback too (a cluster on 127.0.0.1, as the test runs).
+_LOOPBACK = ("local", "spark://127.0.0.1:", "spark://localhost:")
+
+
 def spark_session(master: str = "local[2]", shuffle_partitions: int | None = None) -> Any:
-    """A SparkSession (one per master per process): UI off, bound to loopback for local masters, UTC."""
+    """A SparkSession (one per master per process): UI off, UTC, adaptive query execution (it coalesces the
+    shuffle partitions of small stages and turns joins with small sides into broadcasts at run time), bound
+    to loopback for local masters and clusters on 127.0.0.1."""
     if master in _SPARK_SESSIONS:
         return _SPARK_SESSIONS[master]
     from pyspark.sql import SparkSession
@@ -216,10 +222,13 @@ def spark_session(master: str = "local[2]", shuffle_partitions: int | None = Non
                .config("spark.ui.enabled", "false")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.ansi.enabled", "false")
+               .config("spark.sql.adaptive.enabled", "true")
+               .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
                .config("spark.ui.showConsoleProgress", "false"))
+    if master.startswith(_LOOPBACK):
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     if master.startswith("local"):
-        builder = (builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-                   .config("spark.sql.shuffle.partitions", str(shuffle_partitions or 4)))
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions or 4))
     elif shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     session = builder.getOrCreate()

@@ -49,7 +49,14 @@ def _temperatures(t: ir.Table) -> ir.Table:
 
 
 def _union(tables: list[ir.Table]) -> ir.Table | None:
-    return ibis.union(*tables) if len(tables) > 1 else (tables[0] if tables else None)
+    """One relation of several inputs; a column typed differently by two of them (a CSV's text `value`
+    beside a Parquet file's numbers) is read as text in all, which `value_number` parses."""
+    if len(tables) <= 1:
+        return tables[0] if tables else None
+    mixed = {c for c in tables[0].columns if len({str(t.schema()[c]) for t in tables}) > 1}
+    if mixed:
+        tables = [t.mutate(**{c: t[c].cast("string") for c in mixed}) for t in tables]
+    return ibis.union(*tables)
 
 
 def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: Path) -> Sources:
