@@ -153,19 +153,28 @@ def store_arrivals(con: duckdb.DuckDBPyConnection, arrivals: list[Arrival]) -> l
     """
     if not arrivals:
         return []
-    first: dict[tuple[str, str, str], Arrival] = {}
+    keys = list(dict.fromkeys(a.key for a in arrivals))
+    found = con.execute(  # a SELECT then a plain INSERT: faster in DuckDB than INSERT ... ON CONFLICT
+        "SELECT sending_facility, control_id, content_sha256 FROM feed_inbox WHERE "
+        + " OR ".join(["(sending_facility = ? AND control_id = ? AND content_sha256 = ?)"] * len(keys)),
+        [v for k in keys for v in k]).fetchall()
+    seen = {tuple(r) for r in found}
+    new: list[bool] = []
+    rows: list[list[Any]] = []
     for a in arrivals:
-        first.setdefault(a.key, a)
-    rows = [[a.header.control_id, a.header.sending_app, a.header.sending_facility, a.content_sha256, a.raw,
-             a.received_at, STORED if a.code == "AA" else ERROR, a.code, a.error.message if a.error else None,
-             a.patient_id] for a in first.values()]
-    inserted = con.execute(
-        "INSERT INTO feed_inbox (control_id, sending_app, sending_facility, content_sha256, raw, received_at, status, "
-        "ack_code, error, patient_id) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-        + " ON CONFLICT DO NOTHING RETURNING sending_facility, control_id, content_sha256",
-        [v for r in rows for v in r]).fetchall()
-    fresh = {tuple(r) for r in inserted}
-    return [a.key in fresh and first[a.key] is a for a in arrivals]
+        fresh = a.key not in seen
+        seen.add(a.key)
+        new.append(fresh)
+        if fresh:
+            h = a.header
+            rows.append([h.control_id, h.sending_app, h.sending_facility, a.content_sha256, a.raw, a.received_at,
+                         STORED if a.code == "AA" else ERROR, a.code, a.error.message if a.error else None,
+                         a.patient_id])
+    if rows:
+        con.execute("INSERT INTO feed_inbox (control_id, sending_app, sending_facility, content_sha256, raw, "
+                    "received_at, status, ack_code, error, patient_id) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)), [v for r in rows for v in r])
+    return new
 
 
 class InboxBatcher(Background):
