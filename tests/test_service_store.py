@@ -81,7 +81,7 @@ def test_patient_page_with_plot(base: str) -> None:
     assert f"/api/patients/{PID}/report.pdf" in page.text
     png = _get(f"{base}/patients/{PID}/plot.png", timeout=60)
     assert png.content.startswith(b"\x89PNG")
-    assert PID in _get(f"{base}/patients").text
+    assert PID in _get(f"{base}/patients", timeout=120).text  # the list runs the population screen once
 
 
 def test_population_page(base: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,11 @@ from typing import Any
 
 from .db import Store
 
-_cache: dict[str, tuple[tuple[float, int], dict[str, Any], dict[str, PersonFindings]]] = {}
 _lock = threading.Lock()
+#: The patient list reuses a screen this recent even when the store has changed since: a lab feed
+#: changes the store every few seconds, and each new screen pauses the store's writer while it reads
+#: the file. The list says when its findings were computed. The population page always re-screens.
+LIST_MAX_AGE_S = 300.0
 
 
 @dataclass
@@ -41,6 +45,19 @@ class PersonFindings:
         return max((g for gs in self.grades.values() for g in gs if g is not None), default=-1)
 
 
+@dataclass
+class Screened:
+    """One screen of the store: its summary, what it found per person, and when it ran."""
+
+    stamp: tuple[float, int]
+    summary: dict[str, Any]
+    persons: dict[str, PersonFindings]
+    at: float  # time.time() when it finished
+
+
+_cache: dict[str, Screened] = {}
+
+
 def _stamp(path: str) -> tuple[float, int]:
     p = Path(path)
     wal = Path(path + ".wal")
@@ -48,21 +65,26 @@ def _stamp(path: str) -> tuple[float, int]:
     return (max(st.st_mtime, wal.stat().st_mtime if wal.exists() else 0.0), st.st_size)
 
 
-def _screened(store: Store) -> tuple[dict[str, Any], dict[str, PersonFindings]]:
+def _screened(store: Store, max_age_s: float | None = None) -> Screened | None:
+    """The screen of the store: cached while the store is unchanged (or, with `max_age_s`, while the
+    cached one is that recent); None when there is no store file."""
     from ..population import screen
 
+    recent = _cache.get(store.path or "")
+    if recent and max_age_s is not None and time.time() - recent.at < max_age_s:
+        return recent
     with _lock, store.exclusive() as path:
         if not Path(path).exists():
-            return {}, {}
+            return None
         stamp = _stamp(path)
         cached = _cache.get(path)
-        if cached and cached[0] == stamp:
-            return cached[1], cached[2]
+        if cached and cached.stamp == stamp:
+            return cached
         with tempfile.TemporaryDirectory(prefix="leukowatch-pop-") as out:
             result = screen([path], out)
             persons = _person_findings(result.table("findings"), result.table("flags"))
-        _cache[path] = (stamp, result.summary, persons)
-        return result.summary, persons
+        _cache[path] = Screened(stamp, result.summary, persons, time.time())
+        return _cache[path]
 
 
 def _person_findings(findings: Any, flags: Any) -> dict[str, PersonFindings]:
@@ -80,12 +102,15 @@ def _person_findings(findings: Any, flags: Any) -> dict[str, PersonFindings]:
 
 def population_summary(store: Store) -> dict[str, Any]:
     """The screen's summary for the whole store (persons, by finding and grade, chronic, drugs)."""
-    return _screened(store)[0]
+    screened = _screened(store)
+    return screened.summary if screened else {}
 
 
-def person_findings(store: Store) -> dict[str, PersonFindings]:
-    """patient_id -> what the same screen found for that person (persons without findings absent)."""
-    return _screened(store)[1]
+def person_findings(store: Store) -> tuple[dict[str, PersonFindings], float | None]:
+    """patient_id -> what the screen found for that person (persons without findings absent), and
+    when that screen ran (None without a store); a screen up to `LIST_MAX_AGE_S` old is reused."""
+    screened = _screened(store, LIST_MAX_AGE_S)
+    return (screened.persons, screened.at) if screened else ({}, None)
 
 
 def by_finding_and_grade(summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -236,18 +237,19 @@ async def result_pdf(request: Request) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="leukowatch-result.pdf"'})
 
 
-def _patient_rows(request: Request) -> list[Any]:
+def _patient_rows(request: Request) -> tuple[list[Any], float | None]:
+    """The stored patients with the population screen's findings, and when that screen ran."""
     from ..io.store import list_patients
     from .patient_list import rows_of
     from .population import person_findings
 
-    found = person_findings(request.app.state.store)
+    found, screened_at = person_findings(request.app.state.store)
     cur = request.app.state.store.cursor()
     try:
         patients = list_patients(cur)
     finally:
         cur.close()
-    return rows_of(patients, found)
+    return rows_of(patients, found), screened_at
 
 
 @router.get("/patients", response_class=HTMLResponse)
@@ -255,13 +257,14 @@ def patients_page(request: Request) -> HTMLResponse:
     from .patient_list import FLAG_LABELS, SORTS, Query, page_of, select
 
     query = Query.from_params(request.query_params)
-    rows = _patient_rows(request)
+    rows, screened_at = _patient_rows(request)
     selected = select(rows, query)
     shown, page, pages = page_of(selected, query.page)
     query.page = page
+    as_of = datetime.fromtimestamp(screened_at, UTC).strftime("%Y-%m-%d %H:%M UTC") if screened_at else None
     return _page(request, "patients.html", {"rows": shown, "total": len(rows), "matched": len(selected),
                                             "page": page, "pages": pages, "query": query, "sorts": SORTS,
-                                            "flag_labels": FLAG_LABELS})
+                                            "flag_labels": FLAG_LABELS, "screened_at": as_of})
 
 
 @router.get("/patients.csv")
@@ -269,7 +272,7 @@ def patients_csv(request: Request) -> Response:
     from .patient_list import Query, csv_text, select
 
     query = Query.from_params(request.query_params)
-    return Response(csv_text(select(_patient_rows(request), query)), media_type="text/csv; charset=utf-8",
+    return Response(csv_text(select(_patient_rows(request)[0], query)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="leukowatch-patients.csv"'})
 
 
