@@ -99,3 +99,19 @@ def test_console_examples_run_as_written(page: Path, tmp_path: Path) -> None:
         for line in cmd.expected:
             assert _norm(line) in printed, f"{where}\nexpected: {line!r}\nprinted:\n{(run.stdout + run.stderr)[-3000:]}"
         previous_rc = run.returncode
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_ids())
+def test_links_stay_inside_the_repository_and_exist(page: Path) -> None:
+    """A reader of a fresh clone can follow every relative link; nothing points outside the repository."""
+    text = page.read_text(encoding="utf-8")
+    assert "../shared" not in text and "shared/samples" not in text
+    for target in _LINK.findall(text):
+        if target.startswith(("http://", "https://", "mailto:", "#")):
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        assert path.is_relative_to(REPO), f"{page.name}: {target} points outside the repository"
+        assert path.exists(), f"{page.name}: {target} does not exist"
