@@ -124,7 +124,7 @@ def _shot(page, name: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/", "/knowledge", "/patients", "/patients?q=demo", "/patients/demo-amox",
-                                  "/patients/demo-2y", "/population", "/login"])
+                                  "/patients/demo-2y", "/population", "/worklist", "/login"])
 def test_no_page_scrolls_sideways(signed_in, path: str) -> None:
     signed_in.goto(path)
     signed_in.wait_for_load_state("load")
