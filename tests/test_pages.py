@@ -353,3 +353,20 @@ def test_api_docs_link_back_to_the_app(browser, base: str) -> None:
         page.goto("/docs")
         page.get_by_role("link", name="← back to leukowatch").click()
         page.wait_for_selector("#cbc-form")
+
+
+def test_copy_for_the_note_puts_the_plain_text_on_the_clipboard(browser, base: str) -> None:
+    context = _context(browser, base, DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    try:
+        page = context.new_page()
+        _fill_form(page, FEBRILE)
+        page.get_by_role("button", name="Assess").click()
+        page.wait_for_selector("#verdict")
+        page.get_by_role("button", name="Copy for the note").click()
+        page.get_by_role("button", name="Copied").wait_for()
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied == page.locator("#note-text").input_value()
+        assert copied.startswith("leukowatch") and not re.search(r"</?[a-z]+[ >]", copied)  # plain text, no markup
+    finally:
+        context.close()
