@@ -1,7 +1,10 @@
 """The web page: a CBC form, the result page, stored patients and the population, server-rendered.
 
-No JavaScript is needed (a small script only relabels fields) and nothing loads from a CDN, so the
-page works on a ward PC without internet. The form builds the same JSON request the REST API takes;
+No JavaScript is needed (static/app.js adds the live ANC, unit labels and the Print and Copy
+buttons; no inline script, for the Content-Security-Policy) and nothing loads from a CDN, so the
+pages work on a ward PC without internet. Text shown to people goes through render/display.py (one
+unit notation, sources as links); a stored patient's page leads with render/summary.py's headline of
+the whole history; the patient list is service/patient_list.py. The form builds the same JSON request the REST API takes;
 each bad field is validated by the project's own parser and its message is shown next to that
 field (`aria-describedby`), so a screen reader reads it with the input.
 """
