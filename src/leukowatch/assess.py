@@ -8,15 +8,21 @@ pure rule in `rules/`; this module only wires them and adds the plain-language s
 from __future__ import annotations
 
 from datetime import date, datetime
-from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from .knowledge import knowledge_version, load_table
+from .knowledge import Knowledge, active, derived, load_table, use
 from .model import Advice, Alert, Assessment, Chronicity, Count, MedicationMatch, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
 from .request import parse_request
 from .rules.alerts import make_alert
-from .rules.causes import match_conditions, match_medications, match_symptoms, split_current, taking_at
+from .rules.causes import (
+    SymptomMatch,
+    match_conditions,
+    match_medications,
+    match_symptoms,
+    split_current,
+    taking_at,
+)
 from .rules.chronic import LowResult, chronicity, group_draws
 from .rules.counts import Draw, evaluate_draw
 from .rules.escalation import (
@@ -115,13 +121,13 @@ def _advice_keys(request: Request, codes: set[str], alerts: list[Alert], meds: l
     return frozenset(keys)
 
 
-@cache
+@derived
 def _fever_temp_c() -> float:
     """A temperature this high counts as a fever (the febrile-neutropenia sustained limit, 38.0 °C)."""
     return load_table("infection")["febrile_neutropenia"]["sustained_temp_c"]
 
 
-@cache
+@derived
 def _advice_rows() -> dict[str, tuple[tuple[str, frozenset[str], frozenset[str]], ...]]:
     """Per section: (text, conditions that must all hold, conditions that hide it), in table order."""
     table = load_table("advice")
@@ -134,7 +140,7 @@ def _as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-@lru_cache(maxsize=1024)
+@derived(maxsize=1024)
 def _advice_texts(keys: frozenset[str], low: bool) -> tuple[tuple[str, ...], ...]:
     """The advice per section for one set of keys: a few dozen combinations occur, each worked out once.
     An "always" entry shows only with a low count (or in contact_doctor)."""
@@ -152,9 +158,20 @@ def _select_advice(keys: frozenset[str], low: bool) -> Advice:
     return Advice(list(treatment), list(home_care), list(contact_doctor))
 
 
-def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[Draw]]:
+class Prepared(NamedTuple):
+    """A validated request with every draw judged: what `assess` and `history` both start from."""
+
+    request: Request
+    profile: str
+    criteria: str  # a criteria key (rules.grading: an age-banded version names the age)
+    draws: list[Draw]
+
+
+def prepare(request: Request | dict[str, Any], knowledge: Knowledge | None = None) -> Prepared:
     """Validate a request and judge every draw in it: the start shared by `assess` and `history`,
-    so both see the same profile, criteria and flagged draws."""
+    so both see the same profile, criteria and flagged draws (with `knowledge`, else the active one)."""
+    if knowledge is not None:
+        use(knowledge)
     if not isinstance(request, Request):
         request = parse_request(request)
     profile = profile_for(request.profile, request.patient.duffy_null)
@@ -162,11 +179,11 @@ def prepare(request: Request | dict[str, Any]) -> tuple[Request, str, str, list[
     draws = evaluate_history(request, profile)
     # an age-banded version (DAIDS) becomes a key naming the age at the latest result (rules.grading)
     criteria = criteria_for_age(criteria, request.patient.birth_date, request.patient.age_years, draws[-1].time)
-    return request, profile, criteria, draws
+    return Prepared(request, profile, criteria, draws)
 
 
 def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: list[MedicationMatch],
-            symptoms: list[tuple[str, str]], profile: str, on_chemotherapy: bool, fever_reported: bool,
+            symptoms: list[SymptomMatch], profile: str, on_chemotherapy: bool, fever_reported: bool,
             febrile: bool, result_day: date | None) -> tuple[list[Alert], Alert | None, str | None]:
     """Every alert the current draw raises, most urgent first (the rows of knowledge/alerts.toml), with
     the febrile-neutropenia alert and, when it did not fire, the note saying what would make it."""
@@ -188,7 +205,7 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     if symptoms:
         low_white = "leukopenia" in codes or "neutropenia" in codes
         alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
-                                 symptoms=", ".join([label for _, label in symptoms])))
+                                 symptoms=", ".join([s.label for s in symptoms])))
     if (hold := chemotherapy_hold(request.chemotherapy, counts)) is not None:
         alerts.append(hold)
     taking = [m for m in meds if taking_at(m, result_day)]
@@ -196,8 +213,10 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     return alerts, fn_alert, fn_note
 
 
-def assess(request: Request | dict[str, Any]) -> Assessment:
-    """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request)."""
+def assess(request: Request | dict[str, Any], knowledge: Knowledge | None = None) -> Assessment:
+    """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request) with
+    `knowledge` (default: the bundled tables plus the overlay LEUKOWATCH_KNOWLEDGE names)."""
+    k = use(knowledge) if knowledge is not None else active()
     request, profile, criteria, draws = prepare(request)
     current = draws[-1]
     counts = current.counts
@@ -210,7 +229,7 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
     meds, not_current = split_current(all_meds, result_day)
     on_chemotherapy = request.chemotherapy.active or any([m.chemotherapy and not m.dual_use for m in meds])
     symptoms = match_symptoms(request.symptoms)
-    fever_reported = any([label == "fever" for _, label in symptoms])
+    fever_reported = any([s.label == "fever" for s in symptoms])
     febrile = fever_reported or (request.temperature_c is not None and request.temperature_c >= _fever_temp_c())
 
     alerts, fn_alert, fn_note = _alerts(request, counts, codes, meds, symptoms, profile, on_chemotherapy,
@@ -248,7 +267,7 @@ def assess(request: Request | dict[str, Any]) -> Assessment:
                                          on_chemotherapy, child), low)
     assessment = Assessment(  # the required fields positionally, in their order: keywords cost twice as much
         counts, findings, alerts, chron, possible_causes, advice, profile, criteria_label(criteria),
-        knowledge_version(), DISCLAIMER, scores=scores, warnings=warnings, patient=request.patient, time=current.time,
+        k.version, DISCLAIMER, scores=scores, warnings=warnings, patient=request.patient, time=current.time,
     )
     assessment.verdict = verdict_line(assessment)
     assessment.patient_summary = patient_lines(assessment, febrile, on_chemotherapy)

@@ -175,6 +175,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
 def cmd_knowledge(args: argparse.Namespace) -> int:
     from .knowledge import knowledge_version, load_table, summary
 
+    if args.diff:
+        return _print_diff(args.json)
     if args.section == "alerts":  # the escalation table (knowledge/alerts.toml)
         from .rules.alerts import alert_rows
 
@@ -271,7 +273,24 @@ def _add_knowledge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("knowledge", help="list profiles, criteria, medicines and conditions with sources")
     p.add_argument("section", nargs="?", choices=("drugs", "conditions", "alerts"))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--diff", action="store_true", help="what the site overlay (--knowledge DIR) changes")
     p.set_defaults(func=cmd_knowledge)
+
+
+def _print_diff(as_json: bool) -> int:
+    """Each value the site overlay sets: file, key, bundled value (or "added") and the site's value."""
+    from .knowledge import active, thaw
+
+    k = active()
+    if as_json:
+        print(json.dumps({"knowledge_version": k.version, "overlay": k.overlay,
+                          "changes": [thaw(c._asdict()) for c in k.changes]}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"knowledge {k.version}: " + (f"overlay {k.overlay}" if k.overlay else "bundled tables, no site overlay"))
+    for c in k.changes:
+        old = "(added)" if c.old is None else json.dumps(thaw(c.old), ensure_ascii=False)
+        print(f"{os.path.basename(c.file)}  {c.key}: {old} -> {json.dumps(thaw(c.new), ensure_ascii=False)}")
+    return EXIT_OK
 
 
 def _patient_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -673,6 +692,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     building every sub-parser costs more than assessing a blood count)."""
     parser = _Parser(prog="leukowatch", description="Sourced verdicts on leukopenia from white-blood-cell counts.")
     parser.add_argument("--version", action=_Version, help="print the installed version and exit")
+    parser.add_argument("--knowledge", metavar="DIR", help="a site's overlay of knowledge tables merged on the "
+                        "bundled ones (also $LEUKOWATCH_KNOWLEDGE; accepted before or after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     registrars = [r for r in REGISTRARS if r.__name__ == f"_add_{command}"] if command else []
     for register in registrars or REGISTRARS:
@@ -682,7 +703,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        argv = list(sys.argv[1:] if argv is None else argv)
+        argv = _use_knowledge(list(sys.argv[1:] if argv is None else argv))
         args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         return int(args.func(args) or EXIT_OK)
     except UsageError as exc:
@@ -696,11 +717,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
+        from .knowledge import KnowledgeError
+
+        if isinstance(exc, KnowledgeError):
+            print(f"error: knowledge: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         busy = _store_busy(exc)
         if busy is None:
             raise
         print(f"error: {busy.field}: {busy.problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _use_knowledge(argv: list[str]) -> list[str]:
+    """Take `--knowledge DIR` from anywhere in the arguments (global option or after a command) and
+    judge with that overlay: validated now, so a bad table stops the command before any output, and
+    put in $LEUKOWATCH_KNOWLEDGE so processes this one starts judge with the same tables."""
+    rest: list[str] = []
+    overlay = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest += [arg, *args]
+        elif arg == "--knowledge":
+            overlay = next(args, None)
+            if overlay is None:
+                raise UsageError("leukowatch: error: argument --knowledge: expected one argument")
+        elif arg.startswith("--knowledge="):
+            overlay = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if overlay is not None:
+        from .knowledge import ENV_VAR, load_knowledge, use
+
+        os.environ[ENV_VAR] = os.path.realpath(overlay)
+        use(load_knowledge(overlay))
+    return rest
 
 
 def _store_busy(exc: BaseException) -> InputError | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from math import isfinite
 from typing import Any, TypeVar
 
+from .knowledge import derived
 from .model import (
     Chemotherapy,
     InputError,
@@ -192,7 +192,7 @@ def _observation(raw: Any, patient_id: str | None = None) -> Observation:
     )
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def _kind(name: Any, code: Any, unit: Any) -> _Kind | None:
     """The kind of an (analyte or code, unit) a lab sends, worked out once; None when something is
     wrong with it (then `_kind_in_order` raises the problem, quoting the fields as given). Only text

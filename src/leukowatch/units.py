@@ -9,11 +9,11 @@ both, never a guess: a factor-of-1000 mistake would turn a normal count into agr
 from __future__ import annotations
 
 import sys
-from functools import cache, lru_cache
+from functools import lru_cache
 from math import isfinite
 from typing import Any, NamedTuple
 
-from .knowledge import load_table
+from .knowledge import derived, load_table
 from .model import CANONICAL_UNIT, DIFFERENTIAL_ANALYTES, InputError
 
 #: Which unit dimension each analyte accepts as an absolute value.
@@ -27,7 +27,7 @@ _DIMENSION_OF: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def normalise_unit(text: str) -> str:
     """Fold the cosmetic differences labs introduce: case, spaces, micro signs, ^ vs *, 'x' prefix."""
     u = text.strip().replace("µ", "u").replace("μ", "u").replace("^", "*").replace(" ", "")
@@ -37,7 +37,7 @@ def normalise_unit(text: str) -> str:
     return u.replace("10e", "10*").replace("10.e", "10*").replace("×", "")
 
 
-@cache
+@derived
 def _unit_tables() -> dict[str, dict[str, float]]:
     raw = load_table("units")
     tables: dict[str, dict[str, float]] = {}
@@ -124,13 +124,13 @@ class LoincEntry(NamedTuple):
     percent: bool
 
 
-@cache
+@derived
 def _loinc_codes() -> dict[str, LoincEntry]:
     codes = load_table("loinc")["codes"]
     return {code: LoincEntry(e["analyte"], e["kind"] == "percent") for code, e in codes.items()}
 
 
-@lru_cache(maxsize=1024)
+@derived(maxsize=1024)
 def loinc_lookup(code: str) -> LoincEntry | None:
     """The analyte a LOINC code measures, or None when leukowatch does not use that code."""
     return _loinc_codes().get(code.strip())
@@ -141,7 +141,7 @@ def loinc_codes_for(analyte: str, percent: bool = False) -> list[str]:
     return [c for c, e in _loinc_codes().items() if e.analyte == analyte and e.percent == percent]
 
 
-@cache
+@derived
 def _limits() -> tuple[float, float, float, str]:
     limits = plausibility()
     return (limits["min_value"], limits["max_percent"], limits["max_wbc"], f"{limits['max_wbc']:g}")
@@ -174,7 +174,7 @@ def check_plausible(analyte: str, value: float, percent: bool, field: str) -> No
     raise InputError(field, f"wbc {value:g} x10^9/L is implausible (above {_limits()[3]}); check the unit")
 
 
-@lru_cache(maxsize=1024)
+@derived(maxsize=1024)
 def _analyte_named(name: str) -> str | None:
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
     if key in _DIMENSION_OF:

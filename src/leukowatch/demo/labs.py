@@ -14,10 +14,10 @@ rejects, and none can change a person's truth because the clean row is still the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
+from ..knowledge import derived
 from ..rules.ranges import profile_for, profile_range
 from ..units import convert, loinc_codes_for
 from .generate import Population
@@ -38,13 +38,13 @@ DIRTY_SHARES: dict[str, float] = {"missing_unit": 0.002, "negative_value": 0.001
 IMPLAUSIBLE_WBC = 5000.0  # x10^9/L: a WBC of 5,000 cells/uL sent with a 10^9/L unit
 
 
-@cache
+@derived
 def loinc_of(analyte: str, percent: bool) -> str:
     """The first (preferred) LOINC code of an analyte from the Core table (knowledge/loinc.toml)."""
     return loinc_codes_for(analyte, percent)[0]
 
 
-@cache
+@derived
 def _factor(analyte: str, unit: str) -> float:
     """Canonical value = reported value x factor (from knowledge/units.toml via units.convert)."""
     return convert(analyte, 1.0, unit, "demo").factor

@@ -11,13 +11,12 @@ rejected as a duplicate naming the first one.
 from __future__ import annotations
 
 from datetime import date, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import InputError, MedicationInput, Patient
 from ..units import loinc_lookup
 from .result import Collector, ReadResult, lenient_date
@@ -29,7 +28,7 @@ _FIELD = {".unit": " unit_concept_id/unit_source_value", ".value": " value_as_nu
           ".time": " measurement_datetime"}
 
 
-@cache
+@derived
 def omop_maps() -> dict[str, dict[str, Any]]:
     """The omop.toml maps keyed by concept id as int (the population engine uses these too)."""
     t = load_table("omop")

@@ -7,10 +7,9 @@ engine reads the same rows. The rules decide *which* row fires; this module fill
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
 from typing import Any
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table, thaw
 from ..model import Alert
 from ..numtext import PER_UL, G
 
@@ -18,7 +17,7 @@ from ..numtext import PER_UL, G
 COLUMNS: tuple[str, ...] = ("code", "variant", "level", "trigger", "clinician", "patient", "source")
 
 
-@cache
+@derived
 def _rows() -> dict[tuple[str, str], dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for row in load_table("alerts")["alert"]:
@@ -38,8 +37,8 @@ def alert_row(code: str, variant: str) -> dict[str, Any]:
 
 
 def alert_rows() -> list[dict[str, Any]]:
-    """The whole escalation table in file order: what `leukowatch knowledge alerts` prints."""
-    return list(_rows().values())
+    """The whole escalation table in file order (plain dicts): what `leukowatch knowledge alerts` prints."""
+    return [thaw(row) for row in _rows().values()]
 
 
 def make_alert(code: str, variant: str, **values: Any) -> Alert:
@@ -50,13 +49,13 @@ def make_alert(code: str, variant: str, **values: Any) -> Alert:
                  row["patient"].format_map(values), variant)
 
 
-@cache
+@derived
 def superseded_by(code: str, variant: str) -> frozenset[str]:
     """Alert codes whose patient text already says this row's, sooner (`patient_superseded_by`)."""
     return frozenset(alert_row(code, variant).get("patient_superseded_by", ()))
 
 
-@cache
+@derived
 def threshold(code: str, variant: str, key: str) -> float:
     """A numeric trigger of a row (e.g. severe_neutropenia/profound `anc_below`)."""
     return float(alert_row(code, variant)[key])
@@ -68,7 +67,7 @@ def urgent_care(chemotherapy: bool) -> str:
     return where["chemotherapy"] if chemotherapy else where["default"]
 
 
-@lru_cache(maxsize=1024)
+@derived(maxsize=1024)
 def count_text(label: str, value: float, comparator: str | None) -> str:
     """E.g. "ANC <0.5 ×10⁹/L (<500/µL)": the value as reported, with its comparator on both units.
     Cached: one assessment quotes the same ANC in up to five alerts."""

@@ -16,10 +16,9 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import date
-from functools import cache, lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import ConditionMatch, MedicationInput, MedicationMatch
 
 T = TypeVar("T")
@@ -173,7 +172,7 @@ def _join_unique(parts: Iterable[str], sep: str) -> str:
     return sep.join(out)
 
 
-@cache
+@derived
 def drug_entries() -> tuple[DrugEntry, ...]:
     """Every drug and every nameable class from drugs.toml, with the class reasons folded in."""
     table = load_table("drugs")
@@ -208,7 +207,7 @@ def drug_entries() -> tuple[DrugEntry, ...]:
     return tuple(entries)
 
 
-@cache
+@derived
 def drug_index() -> TokenIndex[DrugEntry]:
     """Generic names, spellings, abbreviations and brands of every drug, and the class words."""
     table = load_table("drugs")
@@ -228,14 +227,14 @@ def drug_index() -> TokenIndex[DrugEntry]:
     return TokenIndex.build(names, "drugs.toml")
 
 
-@cache
+@derived
 def not_current_index() -> TokenIndex[str]:
     """The phrases of drugs.toml [not_current] ("allergy", "stopped", "h/o"), each naming itself."""
     return TokenIndex.build([(p, p, False) for p in load_table("drugs")["not_current"]["phrases"]],
                             "drugs.toml [not_current]")
 
 
-@cache
+@derived
 def _not_current_rule() -> tuple[int, int, frozenset[str]]:
     rule = load_table("drugs")["not_current"]
     return int(rule["window_before"]), int(rule["window_after"]), frozenset(_tokens(" ".join(rule["breaks"])))
@@ -258,7 +257,7 @@ def _not_current_cue(toks: tuple[str, ...], hit: Hit[Any], cues: list[Hit[str]])
     return None
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def _drugs_in(text: str) -> tuple[tuple[DrugEntry, str | None], ...]:
     """Distinct drugs named in one medicine string, each with the phrase that says it is not taken
     now (or None); a class word adds nothing when a drug of that class is also named ("amoxicillin
@@ -297,7 +296,7 @@ def match_medications(meds: Iterable[MedicationInput | str]) -> list[MedicationM
     return out
 
 
-@cache
+@derived
 def drug_window_days() -> int:
     """Days after a stop date during which a medicine still counts as a cause (timeline.toml)."""
     return int(load_table("timeline")["drug_timing"]["association_window_days"])
@@ -340,7 +339,7 @@ class ConditionEntry(NamedTuple):
     source: str
 
 
-@cache
+@derived
 def condition_index() -> TokenIndex[ConditionEntry]:
     """Canonical names and synonyms of every condition in conditions.toml."""
     names: list[tuple[str, ConditionEntry, bool]] = []
@@ -351,7 +350,7 @@ def condition_index() -> TokenIndex[ConditionEntry]:
     return TokenIndex.build(names, "conditions.toml")
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def _conditions_in(text: str) -> tuple[ConditionEntry, ...]:
     toks, hits = condition_index().scan(text)
     return tuple(h.target for h in hits if not _negated(toks, h))
@@ -386,7 +385,7 @@ class SymptomEntry(NamedTuple):
     source: str
 
 
-@cache
+@derived
 def symptom_index() -> TokenIndex[SymptomEntry]:
     """Article labels and synonyms of the infection symptoms in symptoms.toml."""
     names: list[tuple[str, SymptomEntry, bool]] = []
@@ -396,22 +395,29 @@ def symptom_index() -> TokenIndex[SymptomEntry]:
     return TokenIndex.build(names, "symptoms.toml")
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def _symptoms_in(text: str) -> tuple[SymptomEntry, ...]:
     toks, hits = symptom_index().scan(text)
     return tuple(h.target for h in hits if not _negated(toks, h))
 
 
-def match_symptoms(texts: Iterable[str]) -> list[tuple[str, str]]:
-    """(input, article label) for each reported symptom of infection, each label once, input order.
+class SymptomMatch(NamedTuple):
+    """A reported symptom of infection: the person's words and the article's label for it."""
+
+    input: str
+    label: str
+
+
+def match_symptoms(texts: Iterable[str]) -> list[SymptomMatch]:
+    """Each reported symptom of infection, each label once, input order.
 
     The article's label is returned (not the input) so that patient text quotes the article.
     """
-    out: list[tuple[str, str]] = []
+    out: list[SymptomMatch] = []
     seen: set[str] = set()
     for text in texts:
         for s in _symptoms_in(text):
             if s.key not in seen:
                 seen.add(s.key)
-                out.append((text, s.label))
+                out.append(SymptomMatch(text, s.label))
     return out

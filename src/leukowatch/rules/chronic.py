@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from functools import cache
 from typing import NamedTuple
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import Chronicity, Observation
 
 
@@ -21,7 +20,7 @@ def chronic_rule() -> dict:
     return load_table("timeline")["chronic"]
 
 
-@cache
+@derived
 def _window() -> tuple[int, int]:
     """(lows needed, days they must span), read once."""
     rule = chronic_rule()
@@ -73,7 +72,7 @@ def chronic_evidence(lows: list[LowResult]) -> list[LowResult] | None:
     return None
 
 
-@cache
+@derived
 def not_chronic_text() -> str:
     """What "acute" means here, in words: the lows do not meet the article's chronic rule (status
     "acute" is the contract's word; a reader is never shown a bare "acute")."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from math import inf, nextafter
 
+from ..knowledge import derived
 from ..model import ANALYTES, Count, Observation, Patient, ReferenceRange
 from .differential import derive_draw
 from .ranges import ResolvedRange, age_band, flag, resolve_range
@@ -26,7 +26,7 @@ class Draw:
 Judged = tuple[ResolvedRange, ReferenceRange, str, str | None, str | None]
 
 
-@lru_cache(maxsize=65536)
+@derived(maxsize=65536)
 def _judged_by(profile: str, analyte: str, sex: str, age: float | None, lab: ReferenceRange | None) -> Judged:
     """Worked out once per range: every count of every draw judged against it needs the same."""
     rng = resolve_range(profile, analyte, sex, age, False, lab)
@@ -34,7 +34,7 @@ def _judged_by(profile: str, analyte: str, sex: str, age: float | None, lab: Ref
             rng.high.source if rng.high else None)
 
 
-@lru_cache(maxsize=16384)
+@derived(maxsize=16384)
 def _profile_judgements(profile: str, sex: str, age: float | None) -> dict[str, Judged]:
     """Every analyte's judgement for one person without lab ranges: one cache probe per draw instead
     of one per count (read-only: shared by every draw of such a person)."""

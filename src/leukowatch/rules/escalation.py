@@ -9,9 +9,8 @@ decided here; the numbers and the words are in the table.
 from __future__ import annotations
 
 from datetime import date
-from functools import cache
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
 from .alerts import count_text, make_alert, threshold
 
@@ -52,7 +51,7 @@ def drug_agranulocytosis(anc: Count | None, meds: list[MedicationMatch], febrile
     return alerts
 
 
-@cache
+@derived
 def _nadir_ends_day() -> int:
     return int(load_table("timeline")["chemotherapy_nadir"]["nadir_to_day"])
 

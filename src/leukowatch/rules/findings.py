@@ -6,10 +6,9 @@ range and the grade, so that a clinician can check it without reading code.
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
 from typing import NamedTuple
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import FINDING_CODES, Count, Finding
 from .grading import criteria_label, criteria_source, grade, severity_word, term_for
 
@@ -42,14 +41,14 @@ def _amount(value: float, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
-@cache
+@derived
 def _severity_rows() -> tuple[tuple[float | None, str], ...]:
     """severity.toml's neutropenia rows as (limit, word), worst first; a None limit is the LLN."""
     return tuple((None if row["below"] == "LLN" else float(row["below"]), row["word"])
                  for row in load_table("severity")["neutropenia"])
 
 
-@cache
+@derived
 def severity_ranges() -> dict[str, str]:
     """Neutropenia severity word -> its ANC range as outputs label it (severity.toml `range`)."""
     out: dict[str, str] = {}
@@ -80,7 +79,7 @@ class _Wording(NamedTuple):
     ungraded_note: str | None
 
 
-@lru_cache(maxsize=4096)
+@derived(maxsize=4096)
 def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | None, range_source: str,
              citation: str | None, criteria: str) -> _Wording:
     """Worked out once per (finding, range, criteria): a handful per profile, where findings are many."""
@@ -113,7 +112,7 @@ def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | 
 _Graded = tuple[float, int | None, str, str | None, str, str, str, str | None, str | None]
 
 
-@lru_cache(maxsize=16384)
+@derived(maxsize=16384)
 def _graded(code: str, analyte: str, direction: str, unit: str, value: float, lln: float | None,
             uln: float | None, range_source: str, citation: str | None, criteria: str) -> _Graded:
     """Cached like `grading.grade`: a pure function of its arguments, and lab values repeat (they

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import InputError
 
 
@@ -35,7 +34,7 @@ class Grade(NamedTuple):
     label: str  # as findings quote it: the term, the grade and the threshold text of the row
 
 
-@cache
+@derived
 def criteria_versions() -> dict[str, dict[str, Any]]:
     """Version name -> its label and source: the names `--criteria` and `"criteria"` accept."""
     return load_table("criteria")["versions"]
@@ -67,7 +66,7 @@ class CriteriaKey(NamedTuple):
     basis: str | None
 
 
-@cache
+@derived
 def parse_key(key: str) -> CriteriaKey:
     """'daids-v2.1@8d6y:birth_date' -> its parts; a bare version is itself (an adult if age-banded)."""
     if "@" not in key:
@@ -84,7 +83,7 @@ def _version(key: str) -> str:
     return key.split("@", 1)[0]
 
 
-@cache
+@derived
 def criteria_label(key: str) -> str:
     """The version's label; for an age-banded key whose age had to be assumed, the assumption too."""
     k = parse_key(key)
@@ -94,7 +93,7 @@ def criteria_label(key: str) -> str:
     return label
 
 
-@cache
+@derived
 def criteria_source(key: str) -> str:
     """The version's source; for an age-banded key, which age chose the rows and how it was known."""
     k = parse_key(key)
@@ -128,7 +127,7 @@ def check_criteria(version: Any, field: str = "criteria") -> str:
     return version
 
 
-@cache
+@derived
 def criteria_table(version: str) -> tuple[dict[str, Any], ...]:
     """Every row of one version as the table states it, age bands included (what a relational
     grader joins against: it picks the band per person itself)."""
@@ -139,13 +138,13 @@ _AGE_KEYS = ("min_age_days", "max_age_days", "min_age_years")
 DAYS_PER_YEAR = 365.25  # a stated age in years, as days (Patient.age_at's inverse)
 
 
-@cache
+@derived
 def age_banded(version: str) -> bool:
     """Whether any row of the version depends on age (then `criteria_for_age` names the age)."""
     return any(k in r for r in criteria_table(_version(version)) for k in _AGE_KEYS)
 
 
-@cache
+@derived
 def age_caps(version: str) -> tuple[int | None, int | None]:
     """One past the last age any band of the version tells apart, in days and in completed years:
     older ages choose the same rows, so they share one key."""
@@ -214,7 +213,7 @@ def criteria_at(key: str, birth_date: date | None, age_years: float | None, when
     return criteria_for_age(parse_key(key).version, birth_date, age_years, when)
 
 
-@cache
+@derived
 def criteria_rows(key: str, analyte: str, direction: str) -> tuple[dict[str, Any], ...]:
     """Rows for one term that apply at the key's age, worst grade first (the order the grader tries them)."""
     k = parse_key(key)
@@ -302,7 +301,7 @@ def as_interval(row: dict[str, Any]) -> Interval:
                     row.get("min_age_days"), row.get("max_age_days"), row.get("min_age_years"))
 
 
-@cache
+@derived
 def criteria_intervals(version: str) -> tuple[Interval, ...]:
     """Every row of a version as an interval, age bands included (the relational engines' view)."""
     return tuple(as_interval(r) for r in criteria_table(version))
@@ -341,7 +340,7 @@ def grade_rows(rows: Sequence[dict[str, Any]], label: str, value: float,
     return None
 
 
-@lru_cache(maxsize=65536)
+@derived(maxsize=65536)
 def grade(version: str, analyte: str, direction: str, value: float,
           lln: float | None = None, uln: float | None = None) -> Grade | None:
     """The grade of a value under a criteria version or key, or None when no row holds (or the
@@ -358,6 +357,6 @@ def term_for(version: str, analyte: str, direction: str) -> str | None:
     return rows[0]["term"] if rows else None
 
 
-@cache
+@derived
 def severity_word(grade_value: int) -> str:
     return load_table("criteria")["severity_words"][str(grade_value)]

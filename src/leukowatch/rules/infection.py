@@ -6,10 +6,9 @@ neutropenia if febrile" and no alert, because an alarm built on a guessed fever 
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import Alert, Score
 from .alerts import count_text, make_alert, urgent_care
 
@@ -66,7 +65,7 @@ def _answer(inputs: dict[str, Any], item: dict[str, Any]) -> tuple[bool, bool]:
     return True, value in favourable
 
 
-@cache
+@derived
 def _mascc_inputs() -> tuple[tuple[str, str, int], ...]:
     """(input, what to call it when missing, the most points it can earn) per MASCC input, in order.
 
@@ -81,7 +80,7 @@ def _mascc_inputs() -> tuple[tuple[str, str, int], ...]:
     return tuple(out)
 
 
-@cache
+@derived
 def _mascc_age_below() -> float | None:
     return next((i["age_below"] for i in reversed(_rules()["mascc"]["items"]) if i["input"] == "age_under_60"), None)
 
@@ -151,6 +150,6 @@ def cisne(inputs: dict[str, Any], monocytes: float | None) -> Score:
                  interp + f". Applies to: {spec['applies_to']}.", spec["source"])
 
 
-@cache
+@derived
 def _cisne_max_points() -> int:
     return sum(i["points"] for i in _rules()["cisne"]["items"])

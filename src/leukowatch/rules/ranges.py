@@ -8,10 +8,9 @@ from, because "medical practices can differ" (article) and a reader must be able
 from __future__ import annotations
 
 from bisect import bisect_right
-from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import Flag, InputError, ReferenceRange
 
 
@@ -51,7 +50,7 @@ def adult_age() -> float:
     return float(load_table("profiles")["adult_age_years"])
 
 
-@cache
+@derived
 def _profile_rows(profile: str) -> tuple[dict[str, Any], ...]:
     """A profile's rows followed by those of the profiles it extends (first match wins)."""
     profiles = load_table("profiles")["profiles"]
@@ -74,13 +73,13 @@ def check_profile(profile: str, field: str = "profile") -> str:
     return profile
 
 
-@cache
+@derived
 def _rows_for(profile: str, analyte: str, percent: bool) -> tuple[dict[str, Any], ...]:
     return tuple(r for r in _profile_rows(profile)
                  if r["analyte"] == analyte and bool(r.get("percent", False)) == percent)
 
 
-@cache
+@derived
 def _age_edges(profile: str) -> tuple[float, ...]:
     edges = {0.0}
     for row in _profile_rows(profile):
@@ -112,7 +111,7 @@ def _row_matches(row: dict[str, Any], sex: str, age: float | None) -> bool:
     return True
 
 
-@lru_cache(maxsize=16384)
+@derived(maxsize=16384)
 def profile_range(profile: str, analyte: str, sex: str, age: float | None, percent: bool = False
                   ) -> ResolvedRange:
     """The profile's low and high bounds for one person, each with its source (cached: pure)."""
@@ -129,7 +128,7 @@ def profile_range(profile: str, analyte: str, sex: str, age: float | None, perce
     return ResolvedRange(low, high, from_lab=False)
 
 
-@lru_cache(maxsize=65536)
+@derived(maxsize=65536)
 def resolve_range(profile: str, analyte: str, sex: str, age: float | None, percent: bool,
                   lab: ReferenceRange | None) -> ResolvedRange:
     """The lab's range where it gives a bound, else the profile's bound for that side."""

@@ -6,10 +6,9 @@ stays with the prescriber; patient-facing text never tells anyone to stop a medi
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from ..knowledge import load_table
+from ..knowledge import derived, load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
 from .alerts import count_text, make_alert
 
@@ -72,7 +71,7 @@ def drug_monitoring(matches: list[MedicationMatch], anc: float | None, duffy_nul
     return alerts
 
 
-@cache
+@derived
 def _bands(drug: str, table_name: str) -> tuple[tuple[float, dict[str, Any]], ...]:
     """A label's ANC bands with their upper limits as numbers ("inf" for the last), read once."""
     bands = load_table("treatment")["monitoring"][drug][table_name]
