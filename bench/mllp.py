@@ -9,8 +9,9 @@ takes its share of the cores.
 
 Judging runs behind the ACKs (the inbox is the queue): the last lines say how far it had got when
 the stream ended and how long the graceful stop took to judge the rest, i.e. the judging rate.
-The last column is the listener process's CPU time (all threads, start-up and the judging of the
-backlog included) per message: what the feed costs, whatever the neighbours are doing.
+"CPU ms/msg" is the listener process's CPU time (all threads, start-up and the judging of the
+backlog included) per message: what the feed costs, whatever the neighbours are doing; "client"
+is the benchmark client's own CPU per message, taken from the same cores.
 
 Reference row: the same stream with the inbox commit only (`--no-judge` is not offered by the
 listener, so the reference is the ACK rate of a stream whose messages are all rejected AE before
@@ -94,9 +95,10 @@ def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, fl
         async def all_streams() -> list[int]:
             return await asyncio.gather(*(stream(port, msgs, latencies) for msgs in per))
 
-        start = time.perf_counter()
+        start, client_cpu = time.perf_counter(), time.process_time()
         answered = sum(asyncio.run(all_streams()))
         wall = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
         stop = time.perf_counter()
         proc.terminate()
         proc.wait(timeout=600)
@@ -107,7 +109,7 @@ def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, fl
         con.close()
     latencies.sort()
     cpu_ms = (_children_cpu() - cpu_before) * 1000 / answered
-    return {"cpu_ms": cpu_ms, "answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
+    return {"cpu_ms": cpu_ms, "client_ms": client_cpu * 1000 / answered, "answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
             "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "wall": wall, "drain": drain,
             "stored": stored, "judged": judged}
 
@@ -120,10 +122,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.messages} CBC messages over {args.connections} connections, {args.patients} patients, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'stream':<40} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/msg':>10}")
+    print(f"{'stream':<40} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/msg':>10} {'client':>7}")
     for label, with_pid in (("ORU^R01, stored and judged", True), ("reference: AE (no PID), nothing judged", False)):
         r = run(args.messages, args.connections, args.patients, with_pid)
-        print(f"{label:<40} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['cpu_ms']:>10.2f}")
+        print(f"{label:<40} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['cpu_ms']:>10.2f} "
+              f"{r['client_ms']:>7.2f}")
         if with_pid:
             print(f"  judging: {r['judged']:.0f} of {r['stored']:.0f} messages judged; the graceful stop (judging "
                   f"the backlog, at most 20 s) took {r['drain']:.1f} s after the last ACK: "
