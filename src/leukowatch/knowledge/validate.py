@@ -136,11 +136,12 @@ def _criteria(c: _Check) -> None:
         groups.setdefault((row["version"], row["analyte"], direction, band), []).append((grade, cut, row, at))
     for (_, _, direction, _), rows in groups.items():  # a worse grade needs a more extreme cut-off
         numeric = sorted((g, cut, row, at) for g, cut, row, at in rows if _is_num(cut))
-        for (g1, cut1, _, _), (g2, cut2, row2, at2) in zip(numeric, numeric[1:], strict=False):
-            worse_is_lower = direction == "low"
-            if g1 == g2 or (cut2 >= cut1 if worse_is_lower else cut2 <= cut1):
-                raise c.fail(row2, at2, f"grades out of order: grade {g2} cut-off {cut2} must be "
-                                        f"{'below' if worse_is_lower else 'above'} grade {g1}'s {cut1}")
+        for (g1, cut1, row1, at1), (g2, cut2, row2, at2) in zip(numeric, numeric[1:], strict=False):
+            word = "below" if direction == "low" else "above"
+            if g1 == g2 or (cut2 >= cut1 if direction == "low" else cut2 <= cut1):
+                row, at = (row1, at1) if id(row1) in c.origins and id(row2) not in c.origins else (row2, at2)
+                raise c.fail(row, at, f"grades out of order: grade {g2} ({word} {cut2}) must be worse than "
+                                      f"grade {g1} ({word} {cut1})")
 
 
 def _ascending(c: _Check, rows: list[dict[str, Any]], where: str) -> None:
