@@ -71,9 +71,10 @@ class Engine:
         """Release the backend (Spark sessions are shared and left running)."""
 
 
-#: Bytes of DuckDB working memory one input row needs while its bucket is screened (its cached copy, its
-#: share of the draws and of the episode sort), measured on the 30M-row benchmark; sets the bucket count.
-BUCKET_BYTES_PER_ROW = 300
+#: Bytes of DuckDB working memory one input row needs while its bucket is screened (its share of the draws
+#: aggregate and of the episode sort; nothing as long as the input is kept), from the 30M-row benchmark;
+#: sets the bucket count. Past it DuckDB would spill, which costs more than one more scan of the input.
+BUCKET_BYTES_PER_ROW = 100
 #: Part of a --memory-limit kept back for the Python side of the screen (interpreter, Ibis, pandas: about
 #: 170 MB) and for what DuckDB's own accounting leaves out (allocator slack, Parquet writer buffers);
 #: measured: 2GB gives DuckDB 1.4 GiB and the 30M-row screen peaks at 1.7 GB.
@@ -309,7 +310,10 @@ class SparkEngine(Engine):
     def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
         from pyspark.sql import functions as F
 
-        df = self.session.read.option("mergeSchema", "true").parquet(*[str(p) for p in paths])
+        reader = self.session.read
+        if row_number:  # inputs: files may differ in columns (merging their schemas reads every footer)
+            reader = reader.option("mergeSchema", "true")
+        df = reader.parquet(*[str(p) for p in paths])
         if row_number:
             df = df.withColumn("_rn", F.monotonically_increasing_id())
         return self._view(df)
@@ -337,6 +341,12 @@ class SparkEngine(Engine):
 
     def output_path(self, outdir: Path, name: str) -> Path:
         return outdir / f"{name}.parquet"
+
+    def materialize(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
+        """An eager local checkpoint: computed once into the executors' block stores (one job, no Parquet
+        written and read back, no schema to infer again), its lineage cut so later plans stay small."""
+        self.con._register_in_memory_tables(expr)
+        return self._view(self.session.sql(self.con.compile(expr)).localCheckpoint(eager=True))
 
     def execute(self, expr: ir.Expr) -> pd.DataFrame:
         return self.con.execute(expr)

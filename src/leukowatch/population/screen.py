@@ -1,11 +1,12 @@
 """`screen(inputs, outdir)`: run the population rules on DuckDB or Spark and write the outputs.
 
 Persons are screened in buckets (a hash of patient_id) sized so that one bucket's working set fits
-the memory limit; every rule is per person, so buckets never meet. Each bucket judges its rows once,
-then writes its part of the long outputs (graded, rejects, findings, episodes, chronic); the small
-outputs (drug episodes, cyclic, febrile, flags, summary) are computed over all parts. Spark runs the
-very same Ibis expressions in one bucket. Only small relations (distinct codes, the summary, cyclic
-candidates) come back into Python.
+the memory limit (usually one bucket: DuckDB spills what does not fit); every rule is per person, so
+buckets never meet. Each bucket validates its rows straight from the input, aggregates its draws and
+persons (the only materialised steps), writes `graded` in one streaming query and reads it back for
+its findings, episodes and chronic cases; the small outputs (drug episodes, cyclic, febrile, flags,
+summary) are computed over all parts. Spark runs the very same Ibis expressions in one bucket. Only
+small relations (distinct codes, the summary, cyclic candidates) come back into Python.
 """
 
 from __future__ import annotations
@@ -166,8 +167,16 @@ class _Plan:
     criteria: str
 
 
+@contextmanager
+def _step(steps: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of one step to `steps` (summed over the buckets): the per-step cost table."""
+    t0 = time.perf_counter()
+    yield
+    steps[name] = round(steps.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
 def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int, out: Path,
-                   work: Path) -> dict[str, int]:
+                   work: Path, steps: dict[str, float]) -> dict[str, int]:
     """Validate, grade and find the episodes of one bucket of persons (every rule is per person, so buckets
     never meet); each output gets one part file. Returns the bucket's accepted and superseded rows.
 
@@ -179,35 +188,44 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     checked = pl.validate(raw, plan.codes, plan.sexes, plan.blank)
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
-    draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
-    found = eng.materialize(pl.patients_of(draws), "patients", work)
-    patients = found
-    if plan.persons is not None:
-        p = plan.persons if buckets == 1 else plan.persons.filter(pl.bucket_of(plan.persons.patient_id, buckets) == k)
-        known = found.select(k_pid="patient_id", k_age="age_years", k_n="n_results")
-        patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
-            age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
-        ).drop("k_pid", "k_age", "k_n")
-        patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
-    eng.to_parquet(patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile)),
-                   eng.part_path(out, "persons", k))
-    n_checked = int(eng.execute(found.n_results.sum()) or 0)
+    with _step(steps, "validate, aggregate draws and persons"):
+        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+        found = eng.materialize(pl.patients_of(draws), "patients", work)
+        patients = found
+        if plan.persons is not None:
+            p = plan.persons if buckets == 1 else plan.persons.filter(
+                pl.bucket_of(plan.persons.patient_id, buckets) == k)
+            known = found.select(k_pid="patient_id", k_age="age_years", k_n="n_results")
+            patients = p.left_join(known, p.patient_id == known.k_pid).mutate(
+                age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
+            ).drop("k_pid", "k_age", "k_n")
+            patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
+        eng.to_parquet(patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile)),
+                       eng.part_path(out, "persons", k))
+        n_checked = int(eng.execute(found.n_results.sum()) or 0)
     n_dups = 0
-    if _count(eng, draws.filter(draws.has_dup)):
-        # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
-        superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
-        n_dups = _count(eng, superseded)
-        obs = pl.without(obs, superseded)
-        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws_clean", work)
-        rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
-    eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
+    with _step(steps, "duplicates (ranked only when a draw has one)"):
+        if _count(eng, draws.filter(draws.has_dup)):
+            # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
+            superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
+            n_dups = _count(eng, superseded)
+            obs = pl.without(obs, superseded)
+            draws = eng.materialize(pl.draws_of(obs, plan.present), "draws_clean", work)
+            rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
+    with _step(steps, "rejects"):
+        eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
-    eng.to_parquet(pl.grade(pl.counts_of(obs, draws), patients, plan.profile, plan.criteria), graded_path,
-                   pl.graded_categories())
+    with _step(steps, "graded (validate, derive, range, grade, write)"):
+        eng.to_parquet(pl.grade(pl.counts_of(obs, draws), patients, plan.profile, plan.criteria), graded_path,
+                       pl.graded_categories())
     graded = eng.read_parquet([graded_path])
-    eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria), eng.part_path(out, "findings", k))
-    eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
-    eng.to_parquet(pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k))
+    with _step(steps, "findings"):
+        eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria),
+                       eng.part_path(out, "findings", k))
+    with _step(steps, "episodes"):
+        eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
+    with _step(steps, "chronic"):
+        eng.to_parquet(pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k))
     return {"checked": n_checked, "duplicates": n_dups}
 
 
@@ -232,6 +250,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
     eng = make_engine(engine, memory_limit=memory_limit, spark_master=spark_master,
                       spark_session_=spark_session, threads=threads)
     timings: dict[str, float] = {}
+    steps: dict[str, float] = {}  # the bucket steps, summed over the buckets
     paths = {name: eng.output_path(out, name) for name in OUTPUTS}
     for path in paths.values():  # a previous screen's parts must not be read as this one's
         if path.is_dir():
@@ -273,7 +292,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                 for k in range(buckets):
                     bar.step(f"grading results, findings, episodes (persons bucket {k + 1} of {buckets})")
                     raw = src.raw if buckets == 1 else src.raw.filter(pl.bucket_of(src.raw.patient_id, buckets) == k)
-                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work).items():
+                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work, steps).items():
                         counts[key] += n
                     bar.advance()
                 write(rel.ranges_relation(), paths["ranges"])
@@ -295,8 +314,8 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("per-person flags and summary", bar):
                 flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
                 n_rejected = _count(eng, rejects)
-                n_graded = _count(eng, graded)
-                n_derived = _count(eng, graded.filter(graded.derived))
+                sizes = eng.execute(graded.aggregate(n=graded.count(), derived=graded.derived.cast("int64").sum()))
+                n_graded, n_derived = (int(sizes[k].fillna(0).iloc[0]) for k in ("n", "derived"))
                 reconciliation = {"read": read, "accepted": counts["checked"] - counts["duplicates"],
                                   "rejected": n_rejected, "duplicates": counts["duplicates"], "graded": n_graded,
                                   "derived": n_derived}
@@ -305,9 +324,9 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     "engine": eng.name, "inputs": [str(i) for i in inputs], "source": src.kind,
                     "profile": profile or "per person (standard; duffy_null for Duffy-null persons)",
                     "criteria": rel.criteria_text(criteria), "knowledge_version": knowledge_version(),
-                    "reconciliation": reconciliation, "timings_s": timings,
+                    "reconciliation": reconciliation, "timings_s": timings, "steps_s": steps, "buckets": buckets,
                 })
-                (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     finally:
         eng.close()
         if not keep_work:
