@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
+from . import vocabulary
 from .knowledge import Knowledge, active, derived, load_table, use
 from .model import Advice, Alert, Assessment, Chronicity, Count, MedicationMatch, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
@@ -83,11 +84,6 @@ def _patient_warnings(request: Request, profile: str, when: datetime | None) -> 
     return warnings
 
 
-#: Findings that make a count "low white cells" for the advice. Eosinopenia and basopenia are
-#: informational (docs/clinical-reference.md §4, §11): never a reason for low-count advice or a warning.
-_LOW_WHITE_FINDINGS = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
-#: Findings that make any count low (the advice then includes the general "always" entries).
-_LOW_FINDINGS = _LOW_WHITE_FINDINGS | {"anemia", "thrombocytopenia", "pancytopenia"}
 _ADVICE_SECTIONS = ("treatment", "home_care", "contact_doctor")  # Advice's fields, in order
 
 
@@ -96,7 +92,7 @@ def _advice_keys(request: Request, codes: set[str], alerts: list[Alert], meds: l
                  child: bool) -> frozenset[str]:
     """Which advice.toml conditions hold; `codes` are the finding codes."""
     keys = {"always"}
-    low_white = not _LOW_WHITE_FINDINGS.isdisjoint(codes)
+    low_white = not vocabulary.low_white().isdisjoint(codes)  # eosinopenia, basopenia: informational
     if low_white:
         keys.add("low_wbc")
     if "neutropenia" in codes:
@@ -261,7 +257,7 @@ def assess(request: Request | dict[str, Any], knowledge: Knowledge | None = None
         "unlinked_medications": [m.name for m in request.medications if m.name not in matched_inputs],
         "not_current_medications": not_current,
     }
-    low = not _LOW_FINDINGS.isdisjoint(codes)
+    low = not vocabulary.low_any().isdisjoint(codes)  # then the general "always" advice shows too
     child = age is not None and age < adult_age()
     advice = _select_advice(_advice_keys(request, codes, alerts, meds, conditions, symptoms, febrile,
                                          on_chemotherapy, child), low)

@@ -7,11 +7,13 @@ stop a medicine (the article: consult a professional first).
 
 from __future__ import annotations
 
+from .knowledge import load_table
 from .model import Assessment, Finding
 from .numtext import PER_UL, G
-from .rules.alerts import superseded_by
+from .rules.alerts import superseded_by, verdict_head
 from .rules.chronic import not_chronic_text
 from .rules.findings import severity_ranges
+from .vocabulary import finding, informational, low_white, white_high
 
 DISCLAIMER = (
     "Decision support, not a diagnosis. leukowatch applies published thresholds to the numbers given; "
@@ -19,37 +21,6 @@ DISCLAIMER = (
     "and make no change to a medicine without first consulting one."
 )
 
-_PLAIN_NAMES = {
-    "leukopenia": "white blood cell count is low (leukopenia)",
-    "neutropenia": "neutrophils, the white cells that fight bacteria, are low (neutropenia)",
-    "lymphocytopenia": "lymphocytes, the white cells that fight viruses, are low (lymphocytopenia)",
-    "monocytopenia": "monocytes are low (monocytopenia)",
-    "eosinopenia": "eosinophil count is low; on its own this is common and not a concern",
-    "basopenia": "basophil count is zero or very low; this is common in healthy people and not a concern on its own",
-    "leukocytosis": "white blood cell count is high (leukocytosis)",
-    "neutrophilia": "neutrophils are high (neutrophilia)",
-    "lymphocytosis": "lymphocytes are high (lymphocytosis)",
-    "monocytosis": "monocytes are high (monocytosis)",
-    "eosinophilia": "eosinophils are high (eosinophilia)",
-    "basophilia": "basophils are high (basophilia)",
-    "anemia": "hemoglobin is low (anemia)",
-    "thrombocytopenia": "platelets, which help blood clot, are low (thrombocytopenia)",
-    "pancytopenia": "red cells, white cells and platelets are all low together (pancytopenia)",
-}
-#: Reported but informational (docs/clinical-reference.md §4, §11): never in the verdict, never a reason for advice.
-INFORMATIONAL = frozenset({"eosinopenia", "basopenia"})
-_WHITE_LOW = frozenset({"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"})
-_WHITE_HIGH = frozenset({"leukocytosis", "neutrophilia", "lymphocytosis", "monocytosis", "eosinophilia", "basophilia"})
-_OTHER = frozenset({"anemia", "thrombocytopenia", "pancytopenia"})
-#: Verdict heads of the alerts that come before everything else, by (code, variant).
-_HEADS = {
-    ("febrile_neutropenia", "confirmed"): "EMERGENCY: febrile neutropenia",
-    ("febrile_neutropenia", "possible"): "URGENT: possible febrile neutropenia (re-measure the temperature now)",
-    ("febrile_neutropenia", "reported_fever"): "URGENT: possible febrile neutropenia (fever reported, not measured)",
-    ("hyperleukocytosis", "default"): "URGENT: hyperleukocytosis",
-    ("drug_agranulocytosis", "afebrile"): "URGENT: possible drug-induced agranulocytosis",
-    ("drug_agranulocytosis", "fever"): "URGENT: possible drug-induced agranulocytosis with fever",
-}
 _BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at least "}
 
 
@@ -72,14 +43,15 @@ def verdict_line(a: Assessment) -> str:
     head: list[str] = []
     for al in a.alerts:  # heads are critical alerts only: most alerts are passed over on their level
         if al.level == "critical":
-            text = _HEADS.get((al.code, al.variant))
+            text = verdict_head(al.code, al.variant)
             if text is not None and text not in head:
                 head.append(text)
     white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
+    low, high = low_white(), white_high()
     for f in a.findings:
-        if f.code in _WHITE_LOW:
+        if f.code in low:
             white.append(f"{f.code}{_grade_text(f)}")
-        elif f.code in _OTHER or (f.code in _WHITE_HIGH and f.code != "leukocytosis"):
+        elif (f.code in high and f.code != "leukocytosis") or finding(f.code).lineage in ("red", "platelets", "all"):
             others.append(f"{f.code}{_grade_text(f)}")
     if white:
         body = "; ".join(white)
@@ -118,28 +90,25 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
     lines: list[str] = [al.patient_message for al in a.alerts
                         if al.patient_message and fired.isdisjoint(superseded_by(al.code, al.variant))]
     codes = set()
+    quiet = informational()
     for f in a.findings:
         codes.add(f.code)
-        plain = _PLAIN_NAMES.get(f.code, f.code)
-        if f.unit == "10^9/L" and f.code != "pancytopenia" and f.code not in INFORMATIONAL:
+        plain = finding(f.code).plain
+        if f.unit == "10^9/L" and f.code != "pancytopenia" and f.code not in quiet:
             lines.append(f"Your {plain}: {_amount(f)}.")
         else:
             lines.append(f"Your {plain}.")
-    low_white = not _WHITE_LOW.isdisjoint(codes)
-    if not low_white and a.counts:
-        lines.append("Your white blood cell counts are in the normal range." if _WHITE_HIGH.isdisjoint(codes)
-                     else "Your white blood cell counts are not below the normal range.")
+    text = load_table("advice")["patient_text"]
+    low = not low_white().isdisjoint(codes)
+    if not low and a.counts:
+        lines.append(text["normal_white"] if white_high().isdisjoint(codes) else text["not_below"])
     if a.chronicity.status == "chronic":
-        lines.append("Your results have been low on several occasions over at least three months, which "
-                     "doctors call chronic.")
-    if low_white and not febrile:
-        lines.append("A low white cell count can make infections more likely. Watch for fever, chills, "
-                     "sore throat or other signs of infection.")
+        lines.append(text["chronic"])
+    if low and not febrile:
+        lines.append(text["infection_watch"])
     meds = a.possible_causes.get("medications", [])
-    if meds and low_white:
-        names = ", ".join([m.input for m in meds])
-        lines.append(f"Some medicines you listed ({names}) can lower white cells. Talk to your doctor or "
-                     "pharmacist before making any change to a medicine.")
+    if meds and low:
+        lines.append(text["medicine_cause"].format(medicines=", ".join([m.input for m in meds])))
     return lines
 
 
@@ -147,7 +116,7 @@ def clinician_lines(a: Assessment) -> list[str]:
     lines = [f"[{al.level.upper()}] {al.message}" for al in a.alerts]
     for f in a.findings:
         value = f"{f.comparator or ''}{G[f.value]} {f.unit}"
-        if f.code in INFORMATIONAL:
+        if f.code in informational():
             lines.append(f"{f.code}: {value}; informational, not graded; threshold {f.threshold}")
         elif f.code == "neutropenia" and f.grade is not None:
             lines.append(f"{f.code}: {value}; {f.term} G{f.grade} ({f.criteria}); ANC severity {f.severity}; "

@@ -49,6 +49,11 @@ def make_alert(code: str, variant: str, **values: Any) -> Alert:
                  row["patient"].format_map(values), variant)
 
 
+def verdict_head(code: str, variant: str) -> str | None:
+    """The head a critical row puts first in the verdict line (`verdict`), if it has one."""
+    return alert_row(code, variant).get("verdict")
+
+
 @derived
 def superseded_by(code: str, variant: str) -> frozenset[str]:
     """Alert codes whose patient text already says this row's, sooner (`patient_superseded_by`)."""
