@@ -28,9 +28,10 @@ PORT ?= 8000
 
 # The demo population (2,000 synthetic persons, seed 7, plus the named patients the docs show:
 # demo-cloz, demo-cyclic, demo-2y) is generated and loaded once; delete data/ to start again.
-# The store is built under a temporary name so a failed load leaves nothing.
+# The store is built under a temporary name so a failed load leaves nothing. --subset 0: the store
+# needs no per-person FHIR/HL7 files.
 $(DB): | $(SERVE_STAMP)
-	$(BIN)/leukowatch demo generate --persons 2000 --seed 7 -o $(DEMO)
+	$(BIN)/leukowatch demo generate --persons 2000 --seed 7 --subset 0 -o $(DEMO)
 	rm -f $(DB).tmp $(DB).tmp.wal
 	$(BIN)/leukowatch demo load $(DEMO) --db $(DB).tmp
 	mv $(DB).tmp $(DB)
