@@ -191,3 +191,28 @@ def test_cli_env_var_and_a_bad_overlay(tmp_path: Path) -> None:
     line = bad.stderr.strip()
     assert line.startswith(f"error: knowledge: {folder / 'alerts.toml'}: alert[") and "\n" not in line
     assert line.endswith("(hyperleukocytosis/default).level: must be critical, warning or info, not 'high'")
+
+
+def test_vocabulary_agrees_with_the_finding_codes_and_rules() -> None:
+    from leukowatch import vocabulary
+    from leukowatch.model import FINDING_CODES
+    from leukowatch.rules.findings import HIGH_FINDING, LOW_FINDING, UNGRADED
+
+    words = vocabulary.findings()
+    assert set(words) == set(FINDING_CODES)
+    for analyte, code in LOW_FINDING.items():
+        assert (words[code].analyte, words[code].direction) == (analyte, "low"), code
+    for analyte, code in HIGH_FINDING.items():
+        assert (words[code].analyte, words[code].direction) == (analyte, "high"), code
+    assert {c for c, w in words.items() if not w.graded} == set(UNGRADED)
+    assert vocabulary.low_white() == {"leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia"}
+    assert vocabulary.informational() == {"eosinopenia", "basopenia"}
+
+
+def test_a_site_can_reword_a_finding_and_every_output_follows(tmp_path: Path) -> None:
+    folder = overlay(tmp_path, vocabulary='[findings.leukopenia]\nplain = "white cells are below our range"\n'
+                                          'source = "site patient-information group"\n')
+    a = assess(MAN_WBC_45, knowledge=load_knowledge(folder))
+    assert a.patient_summary[0].startswith("Your white cells are below our range:")
+    a = assess(MAN_WBC_45, knowledge=load_knowledge())
+    assert a.patient_summary[0].startswith("Your white blood cell count is low (leukopenia):")

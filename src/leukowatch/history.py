@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .assess import chronicity_from_draws, prepare
+from .knowledge import Knowledge
 from .model import Chronicity, MedicationInput, Patient, Request, jsonable
 from .rules.causes import match_medications
 from .rules.findings import LOW_FINDING
@@ -33,6 +34,7 @@ from .rules.timeline import (
     drug_timing,
     episodes,
 )
+from .vocabulary import analyte as analyte_words
 
 #: Analytes whose history is followed (the white cells, then the context counts of the same CBC).
 HISTORY_ANALYTES: tuple[str, ...] = (
@@ -125,9 +127,10 @@ def _dose_dates(request: Request) -> list[date]:
     return sorted(doses)
 
 
-def build_history(request: Request | dict[str, Any]) -> History:
-    """The history verdict for one person's request (every timed observation is part of the history)."""
-    request, profile, criteria, draws = prepare(request)
+def build_history(request: Request | dict[str, Any], knowledge: Knowledge | None = None) -> History:
+    """The history verdict for one person's request (every timed observation is part of the history),
+    judged with `knowledge` (default: the active one)."""
+    request, profile, criteria, draws = prepare(request, knowledge)
     timed = [d for d in draws if d.time is not None]
     series = {a: s for a in HISTORY_ANALYTES if (s := _series(draws, a, criteria, request.patient))}
     eps = {LOW_FINDING[a]: found for a, s in series.items() if (found := episodes(a, _points(s)))}
@@ -164,13 +167,6 @@ def build_history(request: Request | dict[str, Any]) -> History:
     return history
 
 
-_PLAIN = {
-    "wbc": "white blood cell count", "neutrophils": "neutrophil count (ANC)", "lymphocytes": "lymphocyte count",
-    "monocytes": "monocyte count", "eosinophils": "eosinophil count", "basophils": "basophil count",
-    "hemoglobin": "hemoglobin", "platelets": "platelet count",
-}
-
-
 def _amount(analyte: str, value: float) -> str:
     if analyte in ("hemoglobin",):
         return f"{value:g} g/dL"
@@ -194,7 +190,7 @@ def verdict_lines(h: History) -> list[str]:
         grades = [e.worst_grade for e in eps if e.worst_grade is not None]
         g = f", CTCAE grade {max(grades)} at worst" if grades else ""
         ongoing = " It is still low at the latest result." if eps[-1].recovery is None else ""
-        lines.append(f"Your {_PLAIN[a]} was low in {len(eps)} episode(s); the lowest was "
+        lines.append(f"Your {analyte_words(a).plain} was low in {len(eps)} episode(s); the lowest was "
                      f"{_amount(a, worst.nadir_value)} on {worst.nadir_time.date().isoformat()}{g}.{ongoing}")
         c = h.chronicity_by_analyte.get(a)
         if c is not None and c.status == "chronic":

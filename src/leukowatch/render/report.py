@@ -19,13 +19,9 @@ from typing import Any
 
 from ..history import History
 from ..model import Assessment
+from ..vocabulary import finding, low_white
 from .display import readable_units
 from .plots import history_png
-
-_FINDING_LABEL = {"leukopenia": "Leukopenia (low WBC)", "neutropenia": "Neutropenia (low ANC)",
-                  "lymphocytopenia": "Lymphocytopenia", "monocytopenia": "Monocytopenia",
-                  "eosinopenia": "Eosinopenia", "basopenia": "Basopenia", "anemia": "Anemia",
-                  "thrombocytopenia": "Thrombocytopenia"}
 
 
 @dataclass
@@ -47,7 +43,7 @@ def _episode_rows(h: History) -> list[list[str]]:
     rows = [["finding", "onset", "nadir", "worst grade", "low results", "days", "recovered"]]
     for code, eps in h.episodes.items():
         for e in eps:
-            rows.append([_FINDING_LABEL.get(code, code), _d(e.onset), f"{e.nadir_value:.2f} on {_d(e.nadir_time)}",
+            rows.append([finding(code).label, _d(e.onset), f"{e.nadir_value:.2f} on {_d(e.nadir_time)}",
                          "–" if e.worst_grade is None else f"G{e.worst_grade}", str(e.n_low), str(e.duration_days),
                          _d(e.recovery) if e.recovery else "not yet"])
     return rows
@@ -156,9 +152,9 @@ def _headline(h: History, a: Assessment) -> str:
     """One plain sentence: is it low now, and is it new or long-standing."""
     if a.alert("febrile_neutropenia"):
         return "Emergency: fever with a very low neutrophil count. Seek medical care now."
-    low_now = [f for f in a.findings if f.code in ("leukopenia", "neutropenia", "lymphocytopenia")]
+    low_now = [f for f in a.findings if f.code in low_white()]
     if low_now:
-        names = " and ".join(_FINDING_LABEL[f.code][0].lower() + _FINDING_LABEL[f.code][1:] for f in low_now)
+        names = " and ".join(finding(f.code).name for f in low_now)
         course = {"chronic": ", and it has been low for at least three months (chronic)",
                   "acute": ", which is recent (acute)"}.get(h.chronicity.status, "")
         return f"Your latest blood count shows {names}{course}."

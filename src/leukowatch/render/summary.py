@@ -14,13 +14,8 @@ from datetime import datetime
 
 from ..history import History
 from ..model import Assessment
+from ..vocabulary import analyte, finding
 from .display import clean_source, readable_units
-
-_FINDING_NAME = {"leukopenia": "leukopenia (low WBC)", "neutropenia": "neutropenia (low ANC)",
-                 "lymphocytopenia": "lymphocytopenia", "monocytopenia": "monocytopenia",
-                 "eosinopenia": "eosinopenia", "basopenia": "basopenia", "anemia": "anaemia",
-                 "thrombocytopenia": "thrombocytopenia"}
-_UNIT = {"hemoglobin": "g/dL"}
 
 
 def _day(t: datetime | None) -> str:
@@ -43,10 +38,10 @@ def _worst_episode(h: History) -> str | None:
     if not ranked:
         return None
     grade, _, code, e = max(ranked, key=lambda r: (r[0], r[1]))
-    unit = _UNIT.get(e.analyte, "×10⁹/L")
+    unit = analyte(e.analyte).unit or "×10⁹/L"
     graded = f"{h.criteria} grade {grade}, " if grade >= 0 else ""
     until = f"recovered {_day(e.recovery)}" if e.recovery else "not yet recovered"
-    return (f"Worst episode: {_FINDING_NAME.get(code, code)}, {graded}lowest {e.nadir_value:.2f} {unit} on "
+    return (f"Worst episode: {finding(code).name}, {graded}lowest {e.nadir_value:.2f} {unit} on "
             f"{_day(e.nadir_time)}; low from {_day(e.onset)}, {until} ({e.n_low} low result(s)).")
 
 

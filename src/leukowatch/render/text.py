@@ -14,14 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import Assessment, Count
+from ..vocabulary import analyte, low_white
 
 _LEVEL_STYLE = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold white on blue"}
 _FLAG_STYLE = {"low": "bold red", "high": "bold magenta", "normal": "green"}
 _ORDER = ("wbc", "neutrophils", "bands", "lymphocytes", "monocytes", "eosinophils", "basophils",
           "hemoglobin", "platelets", "rbc", "hematocrit")
-_LABEL = {"wbc": "WBC", "neutrophils": "Neutrophils (ANC)", "bands": "Bands", "lymphocytes": "Lymphocytes",
-          "monocytes": "Monocytes", "eosinophils": "Eosinophils", "basophils": "Basophils",
-          "hemoglobin": "Hemoglobin", "platelets": "Platelets", "rbc": "RBC", "hematocrit": "Hematocrit"}
 
 
 def _range_text(c: Count) -> str:
@@ -37,13 +35,13 @@ def counts_table(a: Assessment) -> Table:
     table = Table(title="Counts", title_justify="left", expand=False)
     for col in ("analyte", "value", "unit", "cells/µL", "%", "flag", "range", "range from"):
         table.add_column(col)
-    for analyte in _ORDER:
-        c = a.counts.get(analyte)
+    for name in _ORDER:
+        c = a.counts.get(name)
         if c is None:
             continue
         value = f"{c.comparator or ''}{c.value:.3g}" + (" *" if c.derived else "")
         table.add_row(
-            _LABEL[analyte], value, c.unit, "" if c.per_uL is None else f"{c.comparator or ''}{c.per_uL:,}",
+            analyte(name).label, value, c.unit, "" if c.per_uL is None else f"{c.comparator or ''}{c.per_uL:,}",
             "" if c.percent is None else f"{c.percent:g}", Text(c.flag.upper() if c.flag != "normal" else "ok",
                                                                  style=_FLAG_STYLE[c.flag]),
             _range_text(c), c.range_source,
@@ -53,7 +51,7 @@ def counts_table(a: Assessment) -> Table:
 
 def render(a: Assessment) -> Group:
     parts: list = []
-    verdict_style = "bold red" if any(f.code in ("leukopenia", "neutropenia") for f in a.findings) else "bold green"
+    verdict_style = "bold red" if not low_white().isdisjoint(f.code for f in a.findings) else "bold green"
     if a.alert("febrile_neutropenia"):
         verdict_style = "bold white on red"
     parts.append(Text(a.verdict, style=verdict_style))

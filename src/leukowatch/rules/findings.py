@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from ..knowledge import derived, load_table
 from ..model import FINDING_CODES, Count, Finding
+from ..vocabulary import analyte as analyte_words
 from .grading import criteria_label, criteria_source, grade, severity_word, term_for
 
 #: Which finding a low or high count of each analyte is (DESIGN.md finding codes).
@@ -24,13 +25,6 @@ HIGH_FINDING: dict[str, str] = {
 }
 #: Findings without an accepted threshold: reported, never graded (docs/clinical-reference.md §4).
 UNGRADED: frozenset[str] = frozenset({"basopenia"})
-
-_NAMES = {
-    "wbc": "white blood cell count", "neutrophils": "absolute neutrophil count (ANC)",
-    "lymphocytes": "lymphocyte count", "monocytes": "monocyte count", "eosinophils": "eosinophil count",
-    "basophils": "basophil count", "hemoglobin": "hemoglobin", "platelets": "platelet count",
-}
-
 
 _RANK = {code: i for i, code in enumerate(FINDING_CODES)}
 
@@ -99,7 +93,7 @@ def _wording(code: str, analyte: str, direction: str, unit: str, limit: float | 
         ungraded_note = None
     return _Wording(
         threshold=f"{sign} {_amount(limit, unit)}" if limit is not None else "lab flag",
-        rule=(f"{code}: {_NAMES.get(analyte, analyte)} {word} the "
+        rule=(f"{code}: {analyte_words(analyte).name} {word} the "
               f"{'lower' if direction == 'low' else 'upper'} limit of the {range_source}"),
         term=term, criteria=criteria_label(criteria), source_graded="; ".join(graded),
         source_ungraded="; ".join(sources), lln_note=f"grade 1 uses the LLN from the {range_source}",

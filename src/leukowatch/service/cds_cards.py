@@ -11,12 +11,11 @@ import uuid
 from typing import Any
 
 from ..model import Assessment, Finding, MedicationMatch
+from ..vocabulary import analyte as analyte_words
 
 #: CDS Hooks: "summary ... SHALL be less than 140 characters".
 SUMMARY_MAX = 139
-_LOW_WHITE = ("leukopenia", "neutropenia", "lymphocytopenia", "monocytopenia", "eosinopenia", "basopenia")
 _LEVELS = ("info", "warning", "critical")
-_ANALYTE_LABEL = {"wbc": "WBC", "neutrophils": "ANC"}
 
 
 def short(text: str, limit: int = SUMMARY_MAX) -> str:
@@ -38,7 +37,7 @@ def count_text(a: Assessment, analyte: str) -> str:
     if c is None:
         return ""
     cells = f" ({c.per_uL:,} cells/µL)" if c.per_uL is not None else ""
-    return f"{_ANALYTE_LABEL.get(analyte, analyte)} {c.comparator or ''}{c.value:.3g} ×10⁹/L{cells}"
+    return f"{analyte_words(analyte).short} {c.comparator or ''}{c.value:.3g} ×10⁹/L{cells}"
 
 
 def _grade(f: Finding) -> str:
