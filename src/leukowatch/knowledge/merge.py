@@ -37,8 +37,16 @@ def _pattern(path: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> tuple[
     return None
 
 
-def _row_name(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+def row_name(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """A row named by its identity keys ("analyte=wbc, sex=male"), as --diff and errors show it."""
     return ", ".join(f"{k}={row[k]}" for k in keys if k in row) or "row"
+
+
+def row_key(path: tuple[str, ...], where: str, i: int, row: Any) -> str:
+    """`where[analyte=wbc, sex=male]` for a row of a list with identity keys, else `where[i]`."""
+    pattern = _pattern(path, IDENTITY)
+    name = row_name(row, IDENTITY[pattern]) if pattern and isinstance(row, dict) else ""
+    return f"{where}[{name or i}]"
 
 
 def merge(name: str, base: dict[str, Any], site: dict[str, Any], file: str,
@@ -89,9 +97,9 @@ def _merge_rows(path: tuple[str, ...], where: str, base: list[Any], site: list[d
         if match is None:
             _mark(row, file, origins)
             added.append(row)
-            changes.append((file, f"{where}[{_row_name(row, keys)}]", None, row))
+            changes.append((file, f"{where}[{row_name(row, keys)}]", None, row))
         else:
-            _merge_dict(path, f"{where}[{_row_name(match, keys)}]", match, row, file, origins, changes)
+            _merge_dict(path, f"{where}[{row_name(match, keys)}]", match, row, file, origins, changes)
     if pattern in FIRST_MATCH_WINS:
         base[:0] = added
     else:

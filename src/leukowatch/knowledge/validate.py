@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .merge import row_key
+
 
 class KnowledgeError(ValueError):
     """A knowledge table that cannot be used: which file, which key, what is wrong."""
@@ -60,22 +62,23 @@ class _Check:
             self.need(node, key, where, test, what)
 
 
-def _walk(node: Any, where: str, sourced: bool) -> Iterator[tuple[dict[str, Any], str, bool]]:
-    """Every table in a tree with its key path and whether it or an enclosing table has a source."""
+def _walk(node: Any, where: str, sourced: bool, path: tuple[str, ...]) -> Iterator[tuple[dict[str, Any], str, bool]]:
+    """Every table in a tree with its key path (rows named by their identity keys, as --diff names
+    them) and whether it or an enclosing table has a source."""
     if isinstance(node, dict):
         sourced = sourced or any(k == "source" or k.endswith("_source") for k in node)
         yield node, where, sourced
         for k, v in node.items():
-            yield from _walk(v, f"{where}.{k}" if where else str(k), sourced)
+            yield from _walk(v, f"{where}.{k}" if where else str(k), sourced, (*path, str(k)))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _walk(v, f"{where}[{i}]", sourced)
+            yield from _walk(v, row_key(path, where, i, v), sourced, path)
 
 
 def _sources(c: _Check) -> None:
     """Every entry that holds a number or a sentence is sourced, by itself or by an enclosing table;
     every `source` is a non-empty string."""
-    for node, where, sourced in _walk(c.table, "", False):
+    for node, where, sourced in _walk(c.table, "", False, (c.name,)):
         if "source" in node:
             c.text(node, "source", where or "(top)")
         holds_value = any(_is_num(v) or k in _ADVICE_KEYS for k, v in node.items())
@@ -94,7 +97,7 @@ def _profiles(c: _Check) -> None:
         c.maybe(spec, "extends", where, lambda v: v in profiles, f"one of {', '.join(profiles)}")
         rows = c.need(spec, "ranges", where, lambda v: isinstance(v, list), "a list of [[ranges]]")
         for i, row in enumerate(rows):
-            at = f"{where}.ranges[{i}] ({row.get('analyte', '?')})"
+            at = row_key(("profiles", "profiles", name, "ranges"), f"{where}.ranges", i, row)
             c.text(row, "analyte", at)
             c.text(row, "source", at)
             c.maybe(row, "sex", at, lambda v: v in _SEXES, "male, female or unknown")
@@ -122,7 +125,7 @@ def _criteria(c: _Check) -> None:
         c.text(spec, "source", f"versions.{name}")  # the rows of a version are sourced by it
     groups: dict[tuple[Any, ...], list[tuple[int, Any, dict[str, Any], str]]] = {}
     for i, row in enumerate(c.need(t, "rows", "", lambda v: isinstance(v, list), "a list of [[rows]]")):
-        at = f"rows[{i}] ({row.get('version', '?')} {row.get('analyte', '?')} grade {row.get('grade', '?')})"
+        at = row_key(("criteria", "rows"), "rows", i, row)
         c.need(row, "version", at, lambda v: v in versions, f"one of {', '.join(versions)}")
         c.text(row, "analyte", at)
         direction = c.need(row, "direction", at, lambda v: v in _DIRECTIONS, "low or high")
@@ -165,7 +168,7 @@ def _severity(c: _Check) -> None:
 def _alerts(c: _Check) -> None:
     seen = set()
     for i, row in enumerate(c.need(c.table, "alert", "", lambda v: isinstance(v, list), "a list of [[alert]]")):
-        at = f"alert[{i}] ({row.get('code', '?')}/{row.get('variant', '?')})"
+        at = row_key(("alerts", "alert"), "alert", i, row)
         for key in ("code", "variant", "trigger", "clinician", "patient", "source"):
             c.text(row, key, at)
         c.need(row, "level", at, lambda v: v in _LEVELS, "critical, warning or info")
@@ -180,7 +183,7 @@ def _alerts(c: _Check) -> None:
 def _drugs(c: _Check) -> None:
     classes = c.need(c.table, "classes", "", lambda v: isinstance(v, dict), "a table of classes")
     for i, row in enumerate(c.need(c.table, "drugs", "", lambda v: isinstance(v, list), "a list of [[drugs]]")):
-        at = f"drugs[{i}] ({row.get('generic', '?')})"
+        at = row_key(("drugs", "drugs"), "drugs", i, row)
         c.text(row, "generic", at)
         c.text(row, "source", at)
         for key in ("names", "brands", "classes"):
@@ -254,7 +257,7 @@ def validate_tables(tables: dict[str, dict[str, Any]], folder: str, origins: dic
 def validate_overlay(name: str, data: dict[str, Any], file: str) -> None:
     """A site's overlay carries its own sources: every value it sets has a `source` beside it or in
     an enclosing table (the bundled source no longer vouches for a site's number)."""
-    for node, where, sourced in _walk(data, "", False):
+    for node, where, sourced in _walk(data, "", False, (name,)):
         sets_value = any(not isinstance(v, dict | list) and k != "source" for k, v in node.items())
         if sets_value and not sourced:
             raise KnowledgeError(file, where or "(top)",
