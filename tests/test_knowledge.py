@@ -215,3 +215,36 @@ def test_a_site_can_reword_a_finding_and_every_output_follows(tmp_path: Path) ->
     assert a.patient_summary[0].startswith("Your white cells are below our range:")
     a = assess(MAN_WBC_45, knowledge=load_knowledge())
     assert a.patient_summary[0].startswith("Your white blood cell count is low (leukopenia):")
+
+
+def test_serve_judges_with_the_overlay(tmp_path: Path) -> None:
+    """A real `leukowatch serve --knowledge DIR` on loopback: /api/knowledge and /api/assess carry the
+    site's version and range."""
+    import time
+
+    import httpx
+    from service_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "leukowatch.cli", "serve", "--db", str(tmp_path / "s.duckdb"),
+                             "--port", str(port), "--knowledge", str(SITE)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                k = httpx.get(f"{url}/api/knowledge", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        site = load_knowledge(SITE)
+        assert k["knowledge_version"] == site.version and k["overlay"] == str(SITE)
+        resp = httpx.post(f"{url}/api/assess", json=MAN_WBC_45, timeout=10)
+        assert resp.status_code == 200, resp.text
+        a = resp.json()
+        assert a["knowledge_version"] == site.version and a["counts"]["wbc"]["flag"] == "normal"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
