@@ -73,14 +73,14 @@ def chronicity_from_draws(draws: list[Draw]) -> Chronicity:
 
 def _patient_warnings(request: Request, profile: str, when: datetime | None) -> list[str]:
     warnings = []
+    text = load_table("profiles")["warnings"]
     if request.patient.sex == "unknown":
-        warnings.append("sex not given: the wider (female) WBC range and the lower anemia threshold are used")
+        warnings.append(text["sex_unknown"])
     age = request.patient.age_at(when)
     if age is None:
-        warnings.append("age not given: adult ranges are used")
+        warnings.append(text["age_unknown"])
     elif profile == "duffy_null" and age < adult_age():
-        warnings.append("Duffy-null (DANC) reference intervals are for adults only: this child is judged against "
-                        "the standard paediatric ranges")
+        warnings.append(text["duffy_null_child"])
     return warnings
 
 
