@@ -10,6 +10,7 @@ Public API (small on purpose; other rooms build on it):
 - `default_db_path()` -> Path: `$LEUKOWATCH_DB`, else `$XDG_DATA_HOME/leukowatch/leukowatch.duckdb`,
   else `~/.local/share/leukowatch/leukowatch.duckdb`.
 - `open_store(path=None, read_only=False)` -> duckdb connection with the schema up to date.
+- `data_stamp(con)` -> a tuple that changes when the clinical data does (not with audit rows).
 - `list_patients(con)` -> list of dicts (patient_id, sex, birth_date, n_observations, first, last).
 - `load_patient_request(con, patient_id)` -> the project JSON request dict (every stored
   observation as history, medications with dates, chemotherapy dose dates, conditions, patient),
@@ -506,6 +507,17 @@ def store_facts(con: duckdb.DuckDBPyConnection, source: str, *, duffy_null: list
 
 # ---------------------------------------------------------------------------------------------
 # Reading
+
+
+def data_stamp(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """Changes when the clinical data changes, not when only the audit or tokens do: a cache of
+    results computed over the whole store (the population screen) can key on it, where the file's
+    mtime moves with every audited read."""
+    row = con.execute("""SELECT (SELECT count(*) FROM ingests), (SELECT max(ingested_at) FROM ingests),
+        (SELECT count(*) FROM patients), (SELECT count(*) FROM observations), (SELECT count(*) FROM medications),
+        (SELECT count(*) FROM chemotherapy), (SELECT count(*) FROM conditions),
+        (SELECT count(*) FILTER (WHERE duffy_null) FROM patients)""").fetchone()
+    return tuple(row) if row else ()
 
 
 def list_patients(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
