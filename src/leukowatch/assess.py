@@ -73,14 +73,13 @@ def chronicity_from_draws(draws: list[Draw]) -> Chronicity:
 
 def _patient_warnings(request: Request, profile: str, when: datetime | None) -> list[str]:
     warnings = []
-    text = load_table("profiles")["warnings"]
     if request.patient.sex == "unknown":
-        warnings.append(text["sex_unknown"])
+        warnings.append(load_table("profiles")["warnings"]["sex_unknown"])
     age = request.patient.age_at(when)
     if age is None:
-        warnings.append(text["age_unknown"])
+        warnings.append(load_table("profiles")["warnings"]["age_unknown"])
     elif profile == "duffy_null" and age < adult_age():
-        warnings.append(text["duffy_null_child"])
+        warnings.append(load_table("profiles")["warnings"]["duffy_null_child"])
     return warnings
 
 

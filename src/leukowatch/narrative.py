@@ -13,7 +13,7 @@ from .numtext import PER_UL, G
 from .rules.alerts import superseded_by, verdict_head
 from .rules.chronic import not_chronic_text
 from .rules.findings import severity_ranges
-from .vocabulary import finding, informational, low_white, white_high
+from .vocabulary import informational, low_white, other_low, plain_words, white_high
 
 DISCLAIMER = (
     "Decision support, not a diagnosis. leukowatch applies published thresholds to the numbers given; "
@@ -47,11 +47,11 @@ def verdict_line(a: Assessment) -> str:
             if text is not None and text not in head:
                 head.append(text)
     white, others = [], []  # "code (grade, severity)" of each white-cell finding, and of the others
-    low, high = low_white(), white_high()
+    low, high, other = low_white(), white_high(), other_low()
     for f in a.findings:
         if f.code in low:
             white.append(f"{f.code}{_grade_text(f)}")
-        elif (f.code in high and f.code != "leukocytosis") or finding(f.code).lineage in ("red", "platelets", "all"):
+        elif f.code in other or (f.code in high and f.code != "leukocytosis"):
             others.append(f"{f.code}{_grade_text(f)}")
     if white:
         body = "; ".join(white)
@@ -90,10 +90,10 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
     lines: list[str] = [al.patient_message for al in a.alerts
                         if al.patient_message and fired.isdisjoint(superseded_by(al.code, al.variant))]
     codes = set()
-    quiet = informational()
+    quiet, words = informational(), plain_words()
     for f in a.findings:
         codes.add(f.code)
-        plain = finding(f.code).plain
+        plain = words.get(f.code, f.code)
         if f.unit == "10^9/L" and f.code != "pancytopenia" and f.code not in quiet:
             lines.append(f"Your {plain}: {_amount(f)}.")
         else:

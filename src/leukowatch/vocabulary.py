@@ -75,6 +75,18 @@ def low_any() -> frozenset[str]:
 
 
 @derived
+def other_low() -> frozenset[str]:
+    """Low findings of the other lineages (red cells, platelets, all three together)."""
+    return frozenset(f.code for f in findings().values() if f.lineage != "white" and f.direction == "low")
+
+
+@derived
+def plain_words() -> dict[str, str]:
+    """Finding code -> the patient's words for it (one lookup per finding in the patient summary)."""
+    return {code: f.plain for code, f in findings().items()}
+
+
+@derived
 def white_high() -> frozenset[str]:
     """Findings of a high white-cell count."""
     return frozenset(f.code for f in findings().values() if f.lineage == "white" and f.direction == "high")

@@ -297,7 +297,10 @@ def use(knowledge: Knowledge | None) -> Knowledge:
 
 def load_table(name: str) -> Mapping[str, Any]:
     """One table of the active Knowledge (read-only)."""
-    return (_active[0] if _active else active()).table(name)
+    try:  # the rules' hot path: one dict lookup once the table has been read
+        return _active[0]._frozen[name]
+    except (IndexError, KeyError):
+        return active().table(name)
 
 
 def knowledge_version() -> str:
