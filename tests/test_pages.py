@@ -370,3 +370,14 @@ def test_copy_for_the_note_puts_the_plain_text_on_the_clipboard(browser, base: s
         assert copied.startswith("leukowatch") and not re.search(r"</?[a-z]+[ >]", copied)  # plain text, no markup
     finally:
         context.close()
+
+
+def test_source_links_in_alerts_keep_the_alert_colour(browser, base: str) -> None:
+    with _page(browser, base, DESKTOP) as page:
+        _fill_form(page, FEBRILE)
+        page.get_by_role("button", name="Assess").click()
+        page.wait_for_selector("#verdict")
+        link = page.locator(".alert-critical .source a").first
+        assert link.get_attribute("href").startswith("https://")
+        colours = link.evaluate("a => [getComputedStyle(a).color, getComputedStyle(a.closest('.alert')).color]")
+        assert colours[0] == colours[1]  # white on red, not blue on red
