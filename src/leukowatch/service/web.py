@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from .. import vocabulary
 from ..assess import assess
 from ..model import Assessment, InputError
 from ..render.display import patient_units, readable_units, source_html
@@ -36,6 +37,7 @@ templates = Jinja2Templates(directory=str(resources.files("leukowatch.service") 
 templates.env.filters["units"] = readable_units
 templates.env.filters["patient_units"] = patient_units
 templates.env.filters["source"] = lambda text: Markup(source_html(text))
+templates.env.filters["analyte_label"] = lambda name: vocabulary.analyte(name).label  # knowledge/vocabulary.toml
 
 #: Form count fields in display order: (form name, analyte, label, takes a % in differential mode).
 COUNT_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
