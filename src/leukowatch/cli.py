@@ -173,7 +173,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
-    from .knowledge import knowledge_version, load_table, summary
+    from .knowledge import active, knowledge_version, load_table, summary
 
     if args.diff:
         return _print_diff(args.json)
@@ -199,7 +199,9 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"[bold]leukowatch knowledge[/] {knowledge_version()}")
+    overlay = active().overlay
+    console.print(f"[bold]leukowatch knowledge[/] {knowledge_version()}"
+                  + (f" (site overlay {overlay}: `leukowatch knowledge --diff`)" if overlay else ""))
     t = Table(title="Profiles", title_justify="left")
     t.add_column("name")
     t.add_column("description", overflow="fold")
