@@ -381,3 +381,17 @@ def test_source_links_in_alerts_keep_the_alert_colour(browser, base: str) -> Non
         assert link.get_attribute("href").startswith("https://")
         colours = link.evaluate("a => [getComputedStyle(a).color, getComputedStyle(a.closest('.alert')).color]")
         assert colours[0] == colours[1]  # white on red, not blue on red
+
+
+def test_keyboard_reaches_the_detail_and_the_population_links(signed_in) -> None:
+    page = signed_in
+    page.goto("/patients/demo-cloz")
+    page.focus("#latest-detail summary")
+    page.keyboard.press("Enter")
+    assert page.locator("#latest-detail").get_attribute("open") is not None
+    assert page.locator('.findings li[data-code="neutropenia"], #counts-title').first.is_visible()
+    page.goto("/population")
+    page.focus('a.stat[data-flag="chronic_neutropenia"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"flag=chronic_neutropenia"))
+    assert "flagged chronic" in page.locator("#list-status").inner_text()
