@@ -248,3 +248,16 @@ def test_serve_judges_with_the_overlay(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_history_carries_the_knowledge_version() -> None:
+    from leukowatch.history import build_history
+
+    request = {"patient": {"sex": "male", "age_years": 40},
+               "observations": [{"analyte": "wbc", "value": 4.5, "unit": "10^9/L", "time": "2026-01-05"},
+                                {"analyte": "wbc", "value": 4.4, "unit": "10^9/L", "time": "2026-03-05"}]}
+    site = load_knowledge(SITE)
+    h = build_history(request, knowledge=site)
+    assert h.to_dict()["knowledge_version"] == site.version and h.episodes == {}
+    h = build_history(request, knowledge=load_knowledge())
+    assert h.knowledge_version == load_knowledge().version and list(h.episodes) == ["leukopenia"]

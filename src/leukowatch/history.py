@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .assess import chronicity_from_draws, prepare
-from .knowledge import Knowledge
+from .knowledge import Knowledge, active
 from .model import Chronicity, MedicationInput, Patient, Request, jsonable
 from .rules.causes import match_medications
 from .rules.findings import LOW_FINDING
@@ -81,6 +81,7 @@ class History:
     medication_links: dict[str, str]  # input name -> "generic (class)" when the drug table lists it
     chemotherapy_doses: list[date]
     verdict: list[str] = field(default_factory=list)
+    knowledge_version: str = ""  # the Knowledge that judged it (bundled tables plus any site overlay)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON shape of `leukowatch history --json` (the series are left out; the report draws them)."""
@@ -161,7 +162,7 @@ def build_history(request: Request | dict[str, Any], knowledge: Knowledge | None
         first=timed[0].time if timed else None, last=timed[-1].time if timed else None, series=series,
         episodes=eps, chronicity=chronicity_from_draws(draws), chronicity_by_analyte=by_analyte, driver=driver,
         cyclic=cyclic, chemotherapy=chemo, drug_timing=timing, medications=request.medications,
-        medication_links=links, chemotherapy_doses=doses,
+        medication_links=links, chemotherapy_doses=doses, knowledge_version=active().version,
     )
     history.verdict = verdict_lines(history)
     return history
