@@ -302,9 +302,15 @@ def drug_window_days() -> int:
     return int(load_table("timeline")["drug_timing"]["association_window_days"])
 
 
-def split_current(matches: list[MedicationMatch], result: date | None) -> tuple[list[MedicationMatch],
-                                                                                  list[MedicationMatch]]:
-    """(current causes, mentioned but not current). A medicine stopped more than the drug window
+class CurrentSplit(NamedTuple):
+    """The matched medicines, split: current causes, and mentioned but not current."""
+
+    current: list[MedicationMatch]
+    not_current: list[MedicationMatch]
+
+
+def split_current(matches: list[MedicationMatch], result: date | None) -> CurrentSplit:
+    """Current causes and medicines mentioned but not current. A medicine stopped more than the drug window
     before the result (today for an undated result) is not a current cause (it still counts for drug
     timing, which reads the request's medicines); a free-text mention saying it is not taken never
     is. Nothing is dropped."""
@@ -316,7 +322,7 @@ def split_current(matches: list[MedicationMatch], result: date | None) -> tuple[
             m.not_current = (f"stopped {m.stop.isoformat()}, more than {drug_window_days()} days before "
                              "the result (drug window, timeline.toml)")
         (current if m.not_current is None else not_current).append(m)
-    return current, not_current
+    return CurrentSplit(current, not_current)
 
 
 def taking_at(m: MedicationMatch, result: date | None) -> bool:

@@ -8,6 +8,8 @@ tolerance is reported, not silently resolved.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..model import DIFFERENTIAL_ANALYTES, Observation
 from ..numtext import G
 from ..units import conversion, plausibility
@@ -60,7 +62,14 @@ def _latest_by_analyte(observations: list[Observation]) -> tuple[dict[str, Obser
     return absolute, percent, warnings
 
 
-def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], list[str]]:
+class DerivedDraw(NamedTuple):
+    """Absolute values for every analyte one draw supports, and the differential's warnings."""
+
+    values: dict[str, DrawValue]
+    warnings: list[str]
+
+
+def derive_draw(observations: list[Observation]) -> DerivedDraw:
     """Absolute values for every analyte one draw supports, plus the differential's warnings."""
     absolute, percent, warnings = _latest_by_analyte(observations)
     limits = plausibility()
@@ -117,7 +126,7 @@ def derive_draw(observations: list[Observation]) -> tuple[dict[str, DrawValue], 
             warnings.append(f"differential percentages add up to {total:g}% (expected "
                             f"{limits['differential_sum_low']:g}-{limits['differential_sum_high']:g}%); "
                             "check the differential")
-    return values, warnings
+    return DerivedDraw(values, warnings)
 
 
 def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation],
