@@ -91,6 +91,8 @@ def test_grades_out_of_order_are_refused(tmp_path: Path) -> None:
      "drugs[generic=metamizole].chemotherapy", "must be true or false, not 'no'"),
     ("drugs", '[[drugs]]\ngeneric = "newdrug"\nclasses = ["nonsense"]\nsource = "s"\n',
      "drugs[generic=newdrug].classes", "unknown class 'nonsense'"),
+    ("profiles", '[[profiles.standard.ranges]]\nanalyte = "wbc"\nsex = "male"\nlwo = 4.0\nsource = "s"\n',
+     "ranges[analyte=wbc, sex=male].lwo", "unknown key; known: age_max, age_min, analyte"),
 ])
 def test_wrong_types_are_refused(tmp_path: Path, table: str, text: str, key_end: str, problem: str) -> None:
     err = load_error(overlay(tmp_path, **{table: text}))

@@ -62,6 +62,25 @@ class _Check:
             self.need(node, key, where, test, what)
 
 
+#: The keys a row may have: a misspelt key ("lwo = 4.0") would otherwise be carried along unread.
+_ROW_KEYS: dict[str, frozenset[str]] = {
+    "ranges": frozenset({"analyte", "sex", "age_min", "age_max", "low", "high", "percent", "source"}),
+    "criteria": frozenset({"version", "term", "analyte", "direction", "grade", "below", "above", "at_least",
+                           "at_most", "inclusive", "min_age_days", "max_age_days", "min_age_years", "source"}),
+    "alerts": frozenset({"code", "variant", "level", "trigger", "clinician", "patient", "source", "verdict",
+                         "patient_superseded_by"}),
+    "drugs": frozenset({"generic", "names", "brands", "classes", "risk", "chemotherapy", "dual_use", "monitoring",
+                        "why", "source"}),
+}
+
+
+def _known(c: _Check, row: dict[str, Any], at: str, kind: str) -> None:
+    for key in row:
+        # alert rows also carry their numeric triggers (anc_below, wbc_above...)
+        if key not in _ROW_KEYS[kind] and not (kind == "alerts" and key.endswith(("_below", "_above"))):
+            raise c.fail(row, f"{at}.{key}", f"unknown key; known: {', '.join(sorted(_ROW_KEYS[kind]))}")
+
+
 def _walk(node: Any, where: str, sourced: bool, path: tuple[str, ...]) -> Iterator[tuple[dict[str, Any], str, bool]]:
     """Every table in a tree with its key path (rows named by their identity keys, as --diff names
     them) and whether it or an enclosing table has a source."""
@@ -98,6 +117,7 @@ def _profiles(c: _Check) -> None:
         rows = c.need(spec, "ranges", where, lambda v: isinstance(v, list), "a list of [[ranges]]")
         for i, row in enumerate(rows):
             at = row_key(("profiles", "profiles", name, "ranges"), f"{where}.ranges", i, row)
+            _known(c, row, at, "ranges")
             c.text(row, "analyte", at)
             c.text(row, "source", at)
             c.maybe(row, "sex", at, lambda v: v in _SEXES, "male, female or unknown")
@@ -126,6 +146,7 @@ def _criteria(c: _Check) -> None:
     groups: dict[tuple[Any, ...], list[tuple[int, Any, dict[str, Any], str]]] = {}
     for i, row in enumerate(c.need(t, "rows", "", lambda v: isinstance(v, list), "a list of [[rows]]")):
         at = row_key(("criteria", "rows"), "rows", i, row)
+        _known(c, row, at, "criteria")
         c.need(row, "version", at, lambda v: v in versions, f"one of {', '.join(versions)}")
         c.text(row, "analyte", at)
         direction = c.need(row, "direction", at, lambda v: v in _DIRECTIONS, "low or high")
@@ -169,6 +190,7 @@ def _alerts(c: _Check) -> None:
     seen = set()
     for i, row in enumerate(c.need(c.table, "alert", "", lambda v: isinstance(v, list), "a list of [[alert]]")):
         at = row_key(("alerts", "alert"), "alert", i, row)
+        _known(c, row, at, "alerts")
         for key in ("code", "variant", "trigger", "clinician", "patient", "source"):
             c.text(row, key, at)
         c.need(row, "level", at, lambda v: v in _LEVELS, "critical, warning or info")
@@ -184,6 +206,7 @@ def _drugs(c: _Check) -> None:
     classes = c.need(c.table, "classes", "", lambda v: isinstance(v, dict), "a table of classes")
     for i, row in enumerate(c.need(c.table, "drugs", "", lambda v: isinstance(v, list), "a list of [[drugs]]")):
         at = row_key(("drugs", "drugs"), "drugs", i, row)
+        _known(c, row, at, "drugs")
         c.text(row, "generic", at)
         c.text(row, "source", at)
         for key in ("names", "brands", "classes"):
