@@ -263,3 +263,22 @@ def test_history_carries_the_knowledge_version() -> None:
     assert h.to_dict()["knowledge_version"] == site.version and h.episodes == {}
     h = build_history(request, knowledge=load_knowledge())
     assert h.knowledge_version == load_knowledge().version and list(h.episodes) == ["leukopenia"]
+
+
+def test_a_site_sets_alert_levels_and_regimen_hold_thresholds(tmp_path: Path) -> None:
+    folder = overlay(
+        tmp_path,
+        alerts='[[alert]]\ncode = "hyperleukocytosis"\nvariant = "default"\nlevel = "warning"\n'
+               'source = "site haematology protocol: leukostasis review within 4 hours"\n',
+        treatment='[chemotherapy_hold.regimens.docetaxel]\nneutrophils = 1.0\n'
+                  'source = "site oncology protocol: docetaxel proceeds from ANC 1.0"\n')
+    high = {"patient": {"sex": "female", "age_years": 60},
+            "observations": [{"analyte": "wbc", "value": 150.0, "unit": "10^9/L"}]}
+    chemo = {"patient": {"sex": "female", "age_years": 60},
+             "observations": [{"analyte": "neutrophils", "value": 1.2, "unit": "10^9/L"}],
+             "chemotherapy": {"active": True, "regimen": "docetaxel"}}
+    bundled, site = load_knowledge(), load_knowledge(folder)
+    assert [(a.code, a.level) for a in assess(high, knowledge=bundled).alerts] == [("hyperleukocytosis", "critical")]
+    assert [(a.code, a.level) for a in assess(high, knowledge=site).alerts] == [("hyperleukocytosis", "warning")]
+    assert "chemotherapy_hold" in {a.code for a in assess(chemo, knowledge=bundled).alerts}
+    assert "chemotherapy_hold" not in {a.code for a in assess(chemo, knowledge=site).alerts}
