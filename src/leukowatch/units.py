@@ -59,6 +59,7 @@ def _unit_tables() -> dict[str, dict[str, float]]:
     return tables
 
 
+@derived
 def plausibility() -> dict[str, float]:
     return load_table("units")["plausibility"]
 

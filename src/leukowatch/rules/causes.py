@@ -422,8 +422,14 @@ def match_symptoms(texts: Iterable[str]) -> list[SymptomMatch]:
     out: list[SymptomMatch] = []
     seen: set[str] = set()
     for text in texts:
-        for s in _symptoms_in(text):
-            if s.key not in seen:
-                seen.add(s.key)
-                out.append(SymptomMatch(text, s.label))
+        for key, match in _symptom_matches(text):
+            if key not in seen:
+                seen.add(key)
+                out.append(match)
     return out
+
+
+@derived(maxsize=4096)
+def _symptom_matches(text: str) -> tuple[tuple[str, SymptomMatch], ...]:
+    """(symptom key, match) per symptom in one text, built once per distinct text."""
+    return tuple((s.key, SymptomMatch(text, s.label)) for s in _symptoms_in(text))

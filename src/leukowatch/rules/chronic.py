@@ -16,6 +16,7 @@ from ..knowledge import derived, load_table
 from ..model import Chronicity, Observation
 
 
+@derived
 def chronic_rule() -> dict:
     return load_table("timeline")["chronic"]
 

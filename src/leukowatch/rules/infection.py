@@ -13,6 +13,7 @@ from ..model import Alert, Score
 from .alerts import count_text, make_alert, urgent_care
 
 
+@derived
 def _rules() -> dict[str, Any]:
     return load_table("infection")
 

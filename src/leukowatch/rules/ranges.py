@@ -42,10 +42,12 @@ def profile_names() -> list[str]:
     return list(load_table("profiles")["profiles"])
 
 
+@derived
 def default_profile() -> str:
     return load_table("profiles")["default"]
 
 
+@derived
 def adult_age() -> float:
     return float(load_table("profiles")["adult_age_years"])
 
