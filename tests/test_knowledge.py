@@ -188,6 +188,9 @@ def test_cli_env_var_and_a_bad_overlay(tmp_path: Path) -> None:
     assert json.loads(out.stdout)["knowledge_version"] == load_knowledge(SITE).version
     folder = overlay(tmp_path, alerts='[[alert]]\ncode = "hyperleukocytosis"\nvariant = "default"\nlevel = "high"\n'
                                       'source = "site"\n')
+    refused = _cli("serve", "--port", "0", "--db", str(tmp_path / "s.duckdb"),
+                   env={**os.environ, "LEUKOWATCH_KNOWLEDGE": str(folder)})
+    assert refused.returncode == 2 and "alert[code=hyperleukocytosis, variant=default].level" in refused.stderr
     bad = _cli("assess", "--wbc", "4.5", "--knowledge", str(folder))
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip() == (f"error: knowledge: {folder / 'alerts.toml'}: alert[code=hyperleukocytosis, "

@@ -754,6 +754,10 @@ def _use_knowledge(argv: list[str]) -> list[str]:
 
         os.environ[ENV_VAR] = os.path.realpath(overlay)
         use(load_knowledge(overlay))
+    elif os.environ.get("LEUKOWATCH_KNOWLEDGE"):  # checked now too: a server must not start on a bad table
+        from .knowledge import default_knowledge, use
+
+        use(default_knowledge())
     return rest
 
 
