@@ -271,8 +271,10 @@ def wrk_bench(wrk: str, base: str, signer: Signer, workdir: Path, args: argparse
         url = base + t.path
         # A 1 s pilot (also the warm-up) tells how many tokens the timed run will use; sign 1.5x that.
         pilot = wrk_run(wrk, base, t, duration=1, tokens=[signer.token(url) for _ in range(2000)], **run)
-        need = min(MAX_TOKENS, int(pilot.rps * args.duration * 1.5) + 100)
-        tokens = [signer.token(url, exp_in=300 + int(args.duration)) for _ in range(need)]
+        # 3x the pilot's rate: a pilot slowed by a busy moment must not leave the timed run without
+        # tokens (each unused token is a counted 401). Lifetime 300 s: the service refuses longer.
+        need = min(MAX_TOKENS, int(pilot.rps * args.duration * 3) + 100)
+        tokens = [signer.token(url, exp_in=300) for _ in range(need)]
         rows.append(wrk_run(wrk, base, t, duration=args.duration, tokens=tokens, **run))
         print(f"  (hook: {need} tokens pre-signed from a {pilot.rps:.0f} req/s pilot)", file=sys.stderr)
     return rows
