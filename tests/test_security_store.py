@@ -226,3 +226,21 @@ def test_a_new_store_is_private_to_its_user(tmp_path: Path) -> None:
     make_token(str(db), "read")
     assert db.stat().st_mode & 0o777 == 0o600
     assert db.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_audit_cli_prints_rows_and_fhir_audit_events(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.duckdb")
+    token = make_token(db, "ingest", "lab-1")
+    with serve(create_app(Settings(db=db))) as url:
+        httpx.post(f"{url}/api/ingest", content=json.dumps(cbc_bundle("aud-1", [_draw(0)])),
+                   headers=FHIR | bearer(token)).raise_for_status()
+    rows = json.loads(subprocess.run(LW + ["audit", "--db", db, "--json", "--patient", "aud-1"], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert [(r["actor"], r["action"], r["outcome"]) for r in rows] == [("lab-1", "ingest", "ok")]
+    bundle = json.loads(subprocess.run(LW + ["audit", "--db", db, "--fhir", "--since", "2000-01-01"],
+                                       capture_output=True, text=True, check=True).stdout)
+    [entry] = bundle["entry"]
+    assert entry["resource"]["resourceType"] == "AuditEvent" and entry["resource"]["action"] == "C"
+    assert entry["resource"]["agent"][0]["who"]["display"] == "lab-1"
+    bad = subprocess.run(LW + ["audit", "--db", db, "--since", "yesterday"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --since")
