@@ -136,7 +136,8 @@ class LabFeed:
         self.options = options
         self.notifier = notifier
         self.judge = Judge(writer, notifier)
-        self.inbox = InboxBatcher(writer, on_stored=self.judge.wake, parsed=self.judge.parsed)
+        self.inbox = InboxBatcher(writer, on_stored=self.judge.wake, parsed=self.judge.parsed,
+                                  peers=lambda: len(self._connections))
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self.port = options.port
