@@ -20,12 +20,13 @@ from matplotlib.figure import Figure
 
 from ..history import History
 from ..rules.grading import criteria_rows
+from ..vocabulary import analyte as analyte_words
 
-#: Series drawn, with label and colour (colour-blind-safe Okabe-Ito palette).
-PLOTTED: tuple[tuple[str, str, str], ...] = (
-    ("wbc", "WBC", "#0072B2"),
-    ("neutrophils", "ANC (neutrophils)", "#D55E00"),
-    ("lymphocytes", "Lymphocytes", "#009E73"),
+#: Series drawn, with colour (colour-blind-safe Okabe-Ito palette); labels from the vocabulary.
+PLOTTED: tuple[tuple[str, str], ...] = (
+    ("wbc", "#0072B2"),
+    ("neutrophils", "#D55E00"),
+    ("lymphocytes", "#009E73"),
 )
 _GRADE_COLOURS = {1: "#fffbe0", 2: "#fff0c4", 3: "#ffe0c8", 4: "#ffd2d2"}
 _LINKED_COLOUR, _OTHER_COLOUR, _CHEMO_COLOUR = "#CC79A7", "#999999", "#56B4E9"
@@ -65,7 +66,7 @@ def _treatment_rows(h: History, end: datetime) -> list[tuple[str, list[tuple[flo
 
 def history_figure(h: History) -> Figure:
     """The figure for one history (A4-width; stays readable with hundreds of results)."""
-    series = {a: h.series[a] for a, _, _ in PLOTTED if a in h.series}
+    series = {a: h.series[a] for a, _ in PLOTTED if a in h.series}
     last = h.last or datetime.now()
     rows = _treatment_rows(h, last)
     strip = max(len(rows), 1)
@@ -85,14 +86,14 @@ def history_figure(h: History) -> Figure:
         mid = (max(lower, bottom) * upper) ** 0.5
         ax.text(1.005, mid, f"G{g}", transform=ax.get_yaxis_transform(), fontsize=7, va="center", color="#7a4a00")
     dense = max((len(s) for s in series.values()), default=0) > 80
-    for analyte, label, colour in PLOTTED:
+    for analyte, colour in PLOTTED:
         s = series.get(analyte)
         if not s:
             continue
         times = [p.time for p in s]
         vals = [max(p.value, bottom) for p in s]
         ax.plot(times, vals, color=colour, lw=0.9 if dense else 1.3, marker="o", ms=2.2 if dense else 3.5,
-                label=label, zorder=3)
+                label=analyte_words(analyte).label, zorder=3)
         lows = [(p.time, max(p.value, bottom)) for p in s if p.low]
         if lows:
             ax.plot([t for t, _ in lows], [v for _, v in lows], ls="none", marker="o", ms=3 if dense else 5,
