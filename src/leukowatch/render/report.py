@@ -150,8 +150,9 @@ def _readable(b: Block) -> Block:
 
 def _headline(h: History, a: Assessment) -> str:
     """One plain sentence: is it low now, and is it new or long-standing."""
-    if a.alert("febrile_neutropenia"):
-        return "Emergency: fever with a very low neutrophil count. Seek medical care now."
+    fn = a.alert("febrile_neutropenia")
+    if fn is not None:  # the alert's own patient text (alerts.toml), not a second wording of it
+        return fn.patient_message
     low_now = [f for f in a.findings if f.code in low_white()]
     if low_now:
         names = " and ".join(finding(f.code).name for f in low_now)
