@@ -149,3 +149,21 @@ def test_store_dates_are_dates(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT start FROM medications WHERE name LIKE 'methimazole%'").fetchone()[0] == date(2026, 1, 15)
     con.close()
+
+
+def test_cli_ingest_rejects_future_dated_results(tmp_path, capsys):
+    """A result dated beyond the clock skew is a reject with its reason, as in the service and the feed."""
+    csv = tmp_path / "future.csv"
+    csv.write_text("patient_id,time,analyte,value,unit\n"
+                   "F1,2020-01-05T09:00:00Z,wbc,3.2,10*9/L\n"
+                   "F1,2999-01-05T09:00:00Z,wbc,2.2,10*9/L\n")
+    db = tmp_path / "s.duckdb"
+    rejects = tmp_path / "rejects.csv"
+    assert main(["ingest", str(csv), "--db", str(db), "--rejects", str(rejects)]) == 0
+    assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
+    assert "future" in rejects.read_text().lower()
+    con = open_store(db, read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM observations").fetchone()[0] == 1
+    finally:
+        con.close()

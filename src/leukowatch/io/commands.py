@@ -148,7 +148,9 @@ def run_ingest(args: Any, out: TextIO | None = None) -> int:
                     raise InputError(file, "file not found")
                 sha = file_sha256(path) if path.is_file() else _dir_digest(path)
                 result = _read(args, file)
-                summary = write_result(con, result, str(path.resolve()), sha, result.format)
+                # Results dated beyond the store's clock skew are rejects with a reason here too, as in the
+                # service and the lab feed: a future date would sort after every real result.
+                summary = write_result(con, result, str(path.resolve()), sha, result.format, reject_future=True)
             except InputError as exc:
                 failed += 1
                 print(f"error: {exc.field}: {exc.problem} (nothing stored from {file})", file=sys.stderr)
@@ -156,7 +158,7 @@ def run_ingest(args: Any, out: TextIO | None = None) -> int:
             if summary.skipped_file:
                 print(f"{file}: already ingested (same content), nothing added", file=out)
                 continue
-            all_rejects += [(file, r) for r in result.rejects]
+            all_rejects += [(file, r) for r in summary.rejects]
             totals = [totals[0] + summary.read, totals[1] + summary.accepted, totals[2] + summary.rejected,
                       totals[3] + summary.stored]
             print(f"{file}: read {summary.read} = accepted {summary.accepted} + rejected {summary.rejected}; "

@@ -283,6 +283,8 @@ class IngestSummary:
     rejected: int
     stored: int  # new observation rows (0 when everything was already in the store)
     skipped_file: bool = False  # same sha256 ingested before
+    #: Every reject of this write: the reader's and the store's own (no patient id, dated in the future).
+    rejects: tuple[Any, ...] = ()
 
 
 #: How far after the time of writing a result may be dated (clocks of lab systems drift a little);
@@ -350,12 +352,16 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     if rejects:
         con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
                         [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
-    return IngestSummary(file, ingest_id, fmt, result.read, accepted, len(rejects), stored)
+    return IngestSummary(file, ingest_id, fmt, result.read, accepted, len(rejects), stored, rejects=tuple(rejects))
 
 
 _OBSERVATION_COLUMNS = ["obs_id", "patient_id", "time", "analyte", "value", "unit", "percent", "comparator",
                         "ref_low", "ref_high", "loinc", "original_unit", "lab_flag", "status", "source_file",
                         "source_id", "source_line", "ingest_id"]
+
+
+#: Column types by table, for `_with_rows` (the lab feed writes small batches often).
+_COLUMN_TYPES: dict[str, dict[str, str]] = {}
 
 
 def _with_rows(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: list[list[Any]],
@@ -371,8 +377,10 @@ def _with_rows(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], r
         return
     import pyarrow as pa
 
-    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
-                             [table]).fetchall())
+    types = _COLUMN_TYPES.get(table)
+    if types is None:  # one catalog query per table per process: every store is at SCHEMA_VERSION once opened
+        types = _COLUMN_TYPES[table] = dict(con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]).fetchall())
     con.register("_lw_arrow", pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}))
     try:
         con.execute("WITH _lw_rows AS (SELECT " + ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in columns)
@@ -415,8 +423,8 @@ def _upsert_patients(con: duckdb.DuckDBPyConnection, patients: list[Any], file: 
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()  # all: a pending result blocks `register`
+    return int(rows[0][0]) if rows else 0
 
 
 def _chemotherapy_doses(result: ReadResult) -> list[tuple[str, date, str]]:
