@@ -332,9 +332,10 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
         keep.append((item.observation, item.source_key, item.source_id, item.line, item.status))
     accepted = len(keep)
     before = _count(con, "observations")
+    upserted = {p.id for p in result.patients if p.id}
     _upsert_patients(con, [p for p in result.patients if p.id], file)
-    _bulk_insert(con, "patients", ["patient_id", "source"],
-                 [[pid, file] for pid in dict.fromkeys(o.patient_id for o, *_ in keep)])
+    _bulk_insert(con, "patients", ["patient_id", "source"],  # people named only by their results
+                 [[pid, file] for pid in dict.fromkeys(o.patient_id for o, *_ in keep) if pid not in upserted])
     _bulk_insert(con, "observations", _OBSERVATION_COLUMNS,
                  [[observation_id(o, key), o.patient_id, o.time, o.analyte, o.value, o.unit, o.percent,
                    o.comparator, o.reference_range.low if o.reference_range else None,
