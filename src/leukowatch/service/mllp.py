@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import ssl
 import sys
@@ -128,6 +129,15 @@ def _classify(text: str) -> Arrival:
         return Arrival(text, arrival.header, "AR", error, None, arrival.content_sha256, arrival.received_at)
 
 
+def _warm_up() -> None:
+    """Import, before listening, what the judge's first write imports: pyarrow for the store's bulk
+    inserts, and pandas, which DuckDB imports on the first `register`. About 0.5 s that hold the
+    GIL and the store's writer: the first ACKs of a stream waited 270 ms behind it (bench/mllp.py)."""
+    for name in ("pyarrow", "pandas"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 class LabFeed:
     """The listener, its inbox (group commit), judge and notifier, on one store writer."""
 
@@ -149,6 +159,7 @@ class LabFeed:
             context = self.options.ssl_context()
         except (ssl.SSLError, OSError) as exc:
             raise InputError("--mllp-tls-cert", f"cannot use the certificate and key: {exc}") from None
+        await asyncio.to_thread(_warm_up)
         try:
             self._server = await start_feed_server(self._connected, self.options.host, self.options.port,
                                                    self.options.max_message_bytes, context)
