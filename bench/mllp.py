@@ -10,8 +10,10 @@ takes its share of the cores.
 Judging runs behind the ACKs (the inbox is the queue): the last lines say how far it had got when
 the stream ended and how long the graceful stop took to judge the rest, i.e. the judging rate.
 "CPU ms/msg" is the listener process's CPU time (all threads, start-up and the judging of the
-backlog included) per message: what the feed costs, whatever the neighbours are doing; "client"
-is the benchmark client's own CPU per message, taken from the same cores.
+backlog included) per message: what the feed costs, whatever the neighbours are doing; "no start"
+is the same without the listener's start-up (imports, opening the store: about a second, read
+from /proc when it says it is listening), what a long-running feed pays per message; "client" is
+the benchmark client's own CPU per message, taken from the same cores.
 
 Reference row: the same stream with the inbox commit only (`--no-judge` is not offered by the
 listener, so the reference is the ACK rate of a stream whose messages are all rejected AE before
@@ -74,6 +76,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds a running process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, float]:
     cpu_before = _children_cpu()
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +99,7 @@ def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, fl
                 raise SystemExit(f"listener exited: {proc.wait()}")
             if m := re.search(r"listening on [\d.]+:(\d+)", line):
                 port = int(m.group(1))
+        startup_cpu = _process_cpu(proc.pid)
         per = [[cbc(f"B{c}-{i}", f"BP{(c * n // connections + i) % patients}", i, round(0.2 + (i * 7 % 40) / 10, 1),
                     with_pid) for i in range(n // connections)] for c in range(connections)]
         latencies: list[float] = []
@@ -108,8 +120,10 @@ def run(n: int, connections: int, patients: int, with_pid: bool) -> dict[str, fl
                                      "(SELECT count(*) FROM feed_inbox WHERE status = 'stored')").fetchone()
         con.close()
     latencies.sort()
-    cpu_ms = (_children_cpu() - cpu_before) * 1000 / answered
-    return {"cpu_ms": cpu_ms, "client_ms": client_cpu * 1000 / answered, "answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
+    cpu_s = _children_cpu() - cpu_before
+    cpu_ms = cpu_s * 1000 / answered
+    run_ms = (cpu_s - startup_cpu) * 1000 / answered if startup_cpu is not None else float("nan")
+    return {"cpu_ms": cpu_ms, "run_ms": run_ms, "client_ms": client_cpu * 1000 / answered, "answered": answered, "rate": answered / wall, "p50": statistics.median(latencies) * 1000,
             "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "wall": wall, "drain": drain,
             "stored": stored, "judged": judged}
 
@@ -122,11 +136,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.messages} CBC messages over {args.connections} connections, {args.patients} patients, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'stream':<40} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/msg':>10} {'client':>7}")
+    print(f"{'stream':<40} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/msg':>10} {'no start':>8} "
+          f"{'client':>7}")
     for label, with_pid in (("ORU^R01, stored and judged", True), ("reference: AE (no PID), nothing judged", False)):
         r = run(args.messages, args.connections, args.patients, with_pid)
         print(f"{label:<40} {r['rate']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['cpu_ms']:>10.2f} "
-              f"{r['client_ms']:>7.2f}")
+              f"{r['run_ms']:>8.2f} {r['client_ms']:>7.2f}")
         if with_pid:
             print(f"  judging: {r['judged']:.0f} of {r['stored']:.0f} messages judged; the graceful stop (judging "
                   f"the backlog, at most 20 s) took {r['drain']:.1f} s after the last ACK: "
