@@ -106,3 +106,68 @@ def test_assess_refuses_an_unreadable_white_cell_value():
     with pytest.raises(InputError) as err:
         request_from_text((DATA / "io_oru_mixed.hl7").read_text(), "hl7", "mixed")
     assert err.value.field == "OBX[6]-6"
+
+
+# -- the reader's own field splitting (io/hl7v2._Message) must read what python-hl7 reads ---------
+
+_ODD_MESSAGES = [
+    "MSH|^~\\&|LAB|CITY\\F\\X|LW|WARD|202611010800||ORU^R01|C1|P|2.5.1\rPID|1||P1^^^CITY^MR~ALT^^^X||DOE^A\r"
+    "OBX|1|SN|751-8^ANC^LN||<^0.1|10*9/L|1.5-7.5|L|||F|||202611010800  ",
+    "MSH|^~\\&\rPID|1||P1",  # no second field separator: hl7 reads the rest as MSH-2
+    "MSH#!@$%#A#B#C#D#202611010800##ORU!R01#C2#P#2.3\rPID#1##P9!!!Q",  # other separators
+    "MSH|^~\\&|A||||||ORU^R01|C3|P|2.5\rNTE|||x\\.br\\y\\H\\z\\N\\\rOBX|1|NM|WBC||5|||||||",
+]
+
+
+def _messages() -> list[str]:
+    from leukowatch.io.hl7v2 import split_messages
+
+    texts = [body for path in sorted(DATA.glob("*.hl7"))
+             for _, body in split_messages(path.read_text(encoding="utf-8", errors="replace"))]
+    return texts + _ODD_MESSAGES
+
+
+@pytest.mark.parametrize("text", _messages())
+def test_reader_fields_are_python_hl7_fields(text):
+    """The reader splits each message once into plain strings: every field must be python-hl7's
+    field as text (MSH-1 the separator, MSH-2 the encoding characters, odd inputs included)."""
+    import hl7
+
+    from leukowatch.io.hl7v2 import _Message
+
+    ours, theirs = _Message(text, ""), hl7.parse(text)
+    assert [list(fields) for fields in ours.segments()] == [[str(f) for f in segment] for segment in theirs]
+
+
+def test_reader_unescapes_as_python_hl7_does():
+    import hl7
+
+    from leukowatch.io.hl7v2 import _Message
+
+    text = _ODD_MESSAGES[3]
+    ours, theirs = _Message(text, ""), hl7.parse(text)
+    nte = ours.segments()[1]
+    assert ours.comp(nte, 3) == str(theirs.unescape("x\\.br\\y\\H\\z\\N\\")).strip() == "x\ry_z_"
+    first = _Message(_ODD_MESSAGES[0], "")
+    assert first.comp(first.segments()[0], 4) == "CITY|X"  # \F\ is the field separator
+    assert first.comp(first.segments()[1], 3, 1, 2) == "ALT"  # the second repetition of PID-3
+    assert ours.comp(ours.segments()[2], 5) == "5" and ours.comp(ours.segments()[2], 99) == ""
+
+
+@pytest.mark.parametrize("text", ["MSH", "MSH|", "MSH|^^~\\&|A|B\rPID|1||X^Y", "MSHA^~\\&|x"])
+def test_reader_refuses_what_python_hl7_refuses(text):
+    import hl7
+
+    from leukowatch.io.hl7v2 import _Message
+
+    try:
+        hl7.parse(text)
+    except Exception:  # noqa: BLE001 - whatever hl7 raises, the reader gives one clean error
+        with pytest.raises(InputError, match="not a parsable HL7"):
+            _Message(text, "")
+        return
+    if text[3].isalnum():
+        with pytest.raises(InputError, match="missing field separators"):
+            _Message(text, "")
+    else:
+        assert _Message(text, "").segments()

@@ -242,3 +242,44 @@ def test_stray_bytes_between_blocks_and_pipelined_messages(tmp_path: Path) -> No
     acks = [hl7.parse(block.strip(b"\x0b\r\n").decode()) for block in data.split(b"\x1c\r") if block.strip()]
     assert [(str(a.segment("MSA")(1)), str(a.segment("MSA")(2))) for a in acks] == [
         ("AA", "PIPE-0"), ("AA", "PIPE-1"), ("AA", "PIPE-2")]
+
+
+def test_group_commit_waits_for_the_connected_peers(tmp_path: Path) -> None:
+    """Messages from several connections share one inbox commit: a batch waits (at most the linger)
+    until every connected peer has a message pending; a peer that sends nothing delays it only that long."""
+    from leukowatch.service.inbox import InboxBatcher, classify
+    from leukowatch.service.writer import StoreWriter
+
+    class CountingWriter(StoreWriter):
+        """The real writer, counting its transactions."""
+
+        jobs = 0
+
+        async def run(self, fn):  # type: ignore[no-untyped-def]
+            CountingWriter.jobs += 1
+            return await super().run(fn)
+
+    async def scenario(writer: StoreWriter) -> tuple[list[str], int, list[str], int]:
+        batcher = InboxBatcher(writer, peers=lambda: 5, linger_s=2.0)
+        batcher.start()
+
+        async def peer(n: int) -> str:
+            await asyncio.sleep(0.02 * n)  # five peers send at different moments
+            return (await batcher.store(classify(oru(f"GC-{n}", patient=f"GC{n}")))).code
+
+        codes = await asyncio.gather(*(peer(n) for n in range(5)))
+        together = CountingWriter.jobs
+        batcher.linger_s = 0.2
+        alone = [(await batcher.store(classify(oru("GC-ALONE")))).code]  # the other four peers stay silent
+        await batcher.stop()
+        return codes, together, alone, CountingWriter.jobs - together
+
+    writer = CountingWriter(str(tmp_path / "feed.duckdb"))
+    writer.run_sync(lambda con: None)
+    try:
+        codes, together, alone, after = asyncio.run(scenario(writer))
+    finally:
+        writer.close()
+    assert codes == ["AA"] * 5 and together == 1
+    assert alone == ["AA"] and after == 1
+    assert query(tmp_path / "feed.duckdb", "SELECT count(*) FROM feed_inbox") == [(6,)]
