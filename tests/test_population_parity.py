@@ -1,7 +1,8 @@
 """Parity: the population engine (DuckDB and Spark) gives the per-patient engine's verdicts.
 
 Hypothesis builds random small histories (sexes, children and adults, Duffy-null, lab ranges,
-%-only differentials, segments + bands, unit spellings, values on the grade boundaries); the
+%-only differentials, segments + bands, neutrophils % + bands %, unit spellings, values on the grade
+boundaries, values reported as bounds on those boundaries ('<0.5', '>1.0'), WBC unit slips); the
 per-patient engine (request parsing, rules.counts, rules.findings, rules.timeline) judges each
 person, the population engine judges them all at once, and grades, findings, episodes and chronic
 verdicts must be identical.
@@ -32,6 +33,8 @@ COUNTS = [0.05, 0.1, 0.2, 0.45, 0.5, 0.8, 0.99, 1.0, 1.21, 1.5, 1.7, 2.0, 2.9, 3
           10.0, 11.0, 12.5, 20.0, 30.0]
 PERCENTS = [0.0, 1.0, 2.5, 5.0, 10.0, 20.0, 35.0, 50.0, 62.0]
 COUNT_UNITS = [("10*9/L", 1.0), ("K/uL", 1.0), ("x10E3/uL", 1.0), ("/uL", 1000.0)]
+#: Comparators a lab reports a bound with (HL7 SN, FHIR comparator, "<0.5" in a CSV).
+BOUNDS = ["<", ">", "<=", ">="]
 
 
 @st.composite
@@ -43,15 +46,22 @@ def draw_obs(draw: Any) -> list[dict[str, Any]]:
         o: dict[str, Any] = {"analyte": analyte, "value": draw(st.sampled_from(COUNTS)) * scale, "unit": unit}
         if draw(st.integers(0, 5)) == 0:
             o["reference_range"] = {"low": draw(st.sampled_from([1.8, 2.0, 4.0])) * scale}
+        if draw(st.integers(0, 4)) == 0:  # a bound on a cut-off: '<0.5' is just below 0.5, '>x' just above
+            o["value"] = f"{draw(st.sampled_from(BOUNDS))}{o['value']:g}"
         return o
 
     if draw(st.booleans()):
         obs.append(count("wbc"))
-    anc = draw(st.sampled_from(["abs", "pct", "segs_pct", "segs_abs", "none"]))
+    elif draw(st.integers(0, 5)) == 0:  # a WBC unit slip (2.1 cells/uL): kept, neither graded nor used
+        obs.append({"analyte": "wbc", "value": 2.1, "unit": "/uL"})
+    anc = draw(st.sampled_from(["abs", "pct", "pct_bands", "segs_pct", "segs_abs", "none"]))
     if anc == "abs":
         obs.append(count("neutrophils"))
     elif anc == "pct":
         obs.append({"analyte": "neutrophils", "value": draw(st.sampled_from(PERCENTS)), "unit": "%"})
+    elif anc == "pct_bands":  # neutrophils % beside bands %: the ANC is WBC x (both) / 100
+        obs.append({"analyte": "neutrophils", "value": draw(st.sampled_from(PERCENTS)), "unit": "%"})
+        obs.append({"analyte": "bands", "value": draw(st.sampled_from(PERCENTS[:4])), "unit": "%"})
     elif anc == "segs_pct":
         obs.append({"analyte": "segs", "value": draw(st.sampled_from(PERCENTS)), "unit": "%"})
         if draw(st.booleans()):
@@ -91,12 +101,20 @@ def history(draw: Any) -> dict[str, Any]:
         obs = draw(draw_obs())
         if draw(st.integers(0, 3)) == 0:  # a corrected result later in the same draw: the later one is used
             again = dict(draw(st.sampled_from(obs)))
-            again["value"] = again["value"] / 2
+            again["value"] = _halved(again["value"])
             obs.append(again)
             superseded += 1
         for o in obs:
             observations.append({**o, "time": when})
     return {"patient": patient, "observations": observations, "superseded": superseded}
+
+
+def _halved(value: float | str) -> float | str:
+    """A corrected result: half the value (a bound keeps its comparator)."""
+    if isinstance(value, str):
+        sign = value.rstrip("0123456789.e+-")
+        return f"{sign}{float(value[len(sign):]) / 2:g}"
+    return value / 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,13 +171,15 @@ def write_population(histories: list[dict[str, Any]], path: Path) -> None:
             rows["patient_id"].append(f"P{i}")
             rows["time"].append(datetime.fromisoformat(o["time"]))
             rows["analyte"].append(o["analyte"])
-            rows["value"].append(float(o["value"]))
+            rows["value"].append(o["value"] if isinstance(o["value"], str) else float(o["value"]))
             rows["unit"].append(o["unit"])
             rows["low"].append(rng.get("low"))
             rows["high"].append(rng.get("high"))
             rows["sex"].append(p["sex"])
             rows["birth_date"].append(date.fromisoformat(p["birth_date"]) if "birth_date" in p else None)
             rows["duffy_null"].append(p["duffy_null"])
+    if any(isinstance(v, str) for v in rows["value"]):  # bounds: the value column is text, as in a CSV
+        rows["value"] = [v if isinstance(v, str) else repr(v) for v in rows["value"]]
     table = pa.table({**rows, "time": pa.array(rows["time"], pa.timestamp("us", tz="UTC")),
                       "low": pa.array(rows["low"], pa.float64()), "high": pa.array(rows["high"], pa.float64()),
                       "birth_date": pa.array(rows["birth_date"], pa.date32())})

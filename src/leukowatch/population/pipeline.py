@@ -114,10 +114,51 @@ def rejects_of(checked: ir.Table, blank: list[str]) -> ir.Table:
 def accepted_of(checked: ir.Table) -> ir.Table:
     """The rows that passed `validate`, in canonical units."""
     a = checked.filter(checked.ok)
+    # rules.differential.derive_draw: a WBC sent per microlitre (a conversion factor below 1) that comes out
+    # under the smallest value an analyser reports is a unit slip: kept (accepted) but neither graded nor
+    # used to derive the differential
+    slip = ((a.analyte_c == "wbc") & ~a.percent & (a.c_factor < 1) & (a.value_c > 0)
+            & (a.value_c < plausibility()["min_reported_wbc"]))
     return a.select(_row=a._row, _src=a._src, patient_id=a.patient_id, time=a.time, analyte=a.analyte_c,
                     percent=a.percent, bit=a.c_bit, value=a.value_c, comparator=a.comparator, lab_low=a.lab_low,
                     lab_high=a.lab_high, sex=a.sex_c, birth_date=a.birth_date, age_years=a.age_years,
-                    duffy_null=a.duffy_null)
+                    duffy_null=a.duffy_null, slip=slip.fill_null(False), bound=bound_code(a.comparator))
+
+
+#: A reported comparator as a number, so a draw aggregates it as it does values: 0 none; the low two bits
+#: its direction (1 an upper bound, 2 a lower bound: rules.differential._joint_comparator reads only the
+#: first character), 4 "or equal". OR-ed over the inputs of a derived count, the direction bits are 1 or 2
+#: when every bound points one way and 3 when they pull both ways (no direction).
+_BOUND_CODES: dict[str, int] = {"<": 1, ">": 2, "<=": 5, ">=": 6}
+_DIRECTION_BITS = 3
+
+
+def bound_code(comparator: ir.StringValue) -> ir.IntegerValue:
+    return ibis.cases(*[(comparator == c, n) for c, n in _BOUND_CODES.items()], else_=0)
+
+
+def comparator_of(code: ir.IntegerValue) -> ir.StringValue:
+    """The comparator text of a `bound_code` (or of a direction: 1 '<', 2 '>'); NULL for none or both ways."""
+    return ibis.cases(*[(code == n, c) for c, n in _BOUND_CODES.items()], else_=ibis.null("string"))
+
+
+def joint_comparator(*codes: ir.IntegerValue) -> ir.StringValue:
+    """rules.differential._joint_comparator over the `bound_code`s of the counts a value is derived from."""
+    return comparator_of(functools.reduce(operator.or_, [c & _DIRECTION_BITS for c in codes]))
+
+
+#: rules.counts.directed on an engine without nextafter: a reported `<x` is compared as x less one part in
+#: 2^52 (one or two ulps below x: no cut-off lies in between), `>x` as just above x.
+_ULP = 2.0 ** -52
+_TINY = 2.2250738585072014e-308  # `>0`: the smallest positive normal double
+
+
+def directed(value: ir.FloatingValue, comparator: ir.StringValue) -> ir.FloatingValue:
+    """rules.counts.directed: `<x` counts as just below x, `>x` just above, `<=x`/`>=x` as x itself, so every
+    cut-off test reads the bound as the lab meant it and the grade is the mildest the bound allows."""
+    return ibis.cases(((comparator == "<") & (value > 0), value - value * _ULP),
+                      ((comparator == ">") & (value > 0), value + value * _ULP),
+                      ((comparator == ">") & (value == 0), _TINY), else_=value)
 
 
 def bucket_of(patient_id: ir.StringValue, buckets: int) -> ir.IntegerValue:
@@ -148,7 +189,7 @@ def patients_of(draws: ir.Table) -> ir.Table:
 # 2. grade: rules.counts.evaluate_draw + rules.findings over every draw
 
 
-def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
+def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False) -> ir.Table:
     """One hash aggregation per draw (patient, time) instead of a sort of every result.
 
     `has_dup`: some (analyte, percent) occurs twice in the draw. Each result carries the bit of its
@@ -160,15 +201,25 @@ def draws_of(obs: ir.Table, present: frozenset[int]) -> ir.Table:
     distinct codes and units): an absent slot is a NULL column, not an aggregate over every row.
     `derives`: the draw has a derivation to do (a percentage, or absolute segments). The person's
     columns (known sex, birth date, age, Duffy status, number of rows) ride along for `patients_of`.
+    With `bounds` (the values are text, so some may be reported as '<x' or '>x'), each slot's
+    `bound_code` too, for the direction of a count derived from it. A WBC unit slip is no WBC here.
     """
-    def value(analyte: str, percent: bool) -> ir.FloatingValue:
+    def value(analyte: str, percent: bool, column: str = "value") -> Any:
         bit = rel.slot_bit(analyte, percent)
-        return obs.value.max(where=obs.bit == bit) if bit in present else ibis.null("float64")
+        if bit not in present:
+            return ibis.null("float64") if column == "value" else ibis.literal(0)
+        where = (obs.bit == bit) & ~obs.slip if analyte == "wbc" else obs.bit == bit
+        agg = obs[column].max(where=where)
+        return agg if column == "value" else agg.fill_null(0)  # a slot the draw lacks has no bound
 
     percent_bits = sum(b for b in (rel.slot_bit(a, True) for a in DIFFERENTIAL_ANALYTES) if b in present)
     aggs: dict[str, Any] = {"bits": obs.bit.sum(), "mask": obs.bit.bit_or(), "wbc": value("wbc", False),
                             "abs_segs": value("segmented_neutrophils", False), "abs_bands": value("bands", False)}
     aggs.update({f"pct_{a}": value(a, True) for a in DIFFERENTIAL_ANALYTES})
+    if bounds:
+        aggs.update({"b_wbc": value("wbc", False, "bound"), "b_segs": value("segmented_neutrophils", False, "bound"),
+                     "b_bands": value("bands", False, "bound")})
+        aggs.update({f"bp_{a}": value(a, True, "bound") for a in DIFFERENTIAL_ANALYTES})
     known = ibis.cases(*[(obs.sex == sex, rank) for rank, sex in enumerate(_STATED_SEXES)], else_=ibis.null("int64"))
     aggs.update(known_sex=known.max(), birth_date=obs.birth_date.max(), age_years=obs.age_years.max(),
                 duffy_null=obs.duffy_null.fill_null(False).max(), n=obs.count())
@@ -205,52 +256,70 @@ def superseded_rejects(superseded: ir.Table) -> ir.Table:
                     reason_code=ibis.literal("duplicate"))
 
 
-def _derived_counts(d: ir.Table) -> ir.Table:
-    """rules.differential.derive_draw: ANC from segments (+ bands), other counts as WBC x % / 100."""
+def _derived_counts(d: ir.Table, bounds: bool) -> ir.Table:
+    """rules.differential.derive_draw: ANC from segments (+ bands), from neutrophils % (+ bands %) or
+    segments % (+ bands %), other counts as WBC x % / 100; with `bounds`, each derived count's direction
+    (rules.differential._joint_comparator over the counts it is made of)."""
     def measured(a: str) -> ir.BooleanValue:
         return (d.mask & rel.slot_bit(a, False)) != 0
+
+    def joint(*columns: str) -> ir.StringValue:
+        return joint_comparator(*[d[c] for c in columns]) if bounds else ibis.null("string")
+
+    def from_wbc(pct_bound: str) -> ir.StringValue:
+        """WBC x one percentage: a percentage given as a plain number passes the WBC's own comparator on,
+        '<=' included; otherwise the joint direction."""
+        if not bounds:
+            return ibis.null("string")
+        return ibis.cases((d[pct_bound] == 0, comparator_of(d.b_wbc)), else_=joint("b_wbc", pct_bound))
 
     d = d.filter(d.derives)
     zero = ibis.literal(0.0)
     items = []
     for a in rel.DERIVABLE:
-        from_pct = d.wbc * d[f"pct_{a}"] / PERCENT
         if a == "neutrophils":
+            neut_pct = d.pct_neutrophils + d.pct_bands.fill_null(zero)
+            segs_pct = d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero)
             value = ibis.cases(
                 (measured("neutrophils"), ibis.null("float64")),
                 (d.abs_segs.notnull(), d.abs_segs + d.abs_bands.fill_null(zero)),
-                (d.pct_neutrophils.notnull(), from_pct),
-                (d.pct_segmented_neutrophils.notnull(),
-                 d.wbc * (d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero)) / PERCENT),
+                (d.pct_neutrophils.notnull(), d.wbc * neut_pct / PERCENT),
+                (d.pct_segmented_neutrophils.notnull(), d.wbc * segs_pct / PERCENT),
                 else_=ibis.null("float64"))
             percent = ibis.cases(
                 (d.abs_segs.notnull(), ibis.null("float64")),
-                (d.pct_neutrophils.notnull(), d.pct_neutrophils),
-                else_=d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero))
+                (d.pct_neutrophils.notnull(), neut_pct),
+                else_=segs_pct)
+            comparator = ibis.cases(
+                (d.abs_segs.notnull(), joint("b_segs", "b_bands")),
+                (d.pct_neutrophils.notnull() & d.pct_bands.notnull(), joint("b_wbc", "bp_neutrophils", "bp_bands")),
+                (d.pct_neutrophils.notnull(), from_wbc("bp_neutrophils")),
+                else_=joint("b_wbc", "bp_segmented_neutrophils", "bp_bands"))
         else:
-            value = ibis.cases((measured(a), ibis.null("float64")), else_=from_pct)
+            value = ibis.cases((measured(a), ibis.null("float64")), else_=d.wbc * d[f"pct_{a}"] / PERCENT)
             percent = d[f"pct_{a}"]
+            comparator = from_wbc(f"bp_{a}")
         items.append(ibis.struct({"analyte": ibis.literal(a), "value": value.cast("float64"),
-                                  "percent": percent.cast("float64")}))
+                                  "percent": percent.cast("float64"), "comparator": comparator.cast("string")}))
     # One pass: every draw's derivable counts as an array, unnested (a union of one query per analyte
     # would aggregate the draws once per analyte).
     u = d.select("patient_id", "time", item=ibis.array(items).unnest())
     u = u.filter(u.item.value.notnull())
     return u.select(patient_id=u.patient_id, time=u.time, analyte=u.item.analyte, value=u.item.value,
-                    derived=ibis.literal(True), comparator=ibis.null("string"), lab_low=ibis.null("float64"),
+                    derived=ibis.literal(True), comparator=u.item.comparator, lab_low=ibis.null("float64"),
                     lab_high=ibis.null("float64"), percent_value=u.item.percent)
 
 
-def counts_of(obs: ir.Table, draws: ir.Table) -> ir.Table:
-    """Absolute counts of every draw: measured ones (not segments) and those derived from the differential.
-    `obs` holds no superseded row (see `without`)."""
-    measured = obs.filter(~obs.percent & (obs.analyte != "segmented_neutrophils"))
+def counts_of(obs: ir.Table, draws: ir.Table, bounds: bool = False) -> ir.Table:
+    """Absolute counts of every draw: measured ones (not segments, not a WBC unit slip) and those derived
+    from the differential. `obs` holds no superseded row (see `without`)."""
+    measured = obs.filter(~obs.percent & (obs.analyte != "segmented_neutrophils") & ~obs.slip)
     measured = measured.select(patient_id=measured.patient_id, time=measured.time, analyte=measured.analyte,
                                value=measured.value, derived=ibis.literal(False), comparator=measured.comparator,
                                lab_low=measured.lab_low, lab_high=measured.lab_high,
                                percent_value=ibis.null("float64"))
     # a materialised relation may type `time` with its precision (timestamp(6)); the union needs one type
-    return measured.union(_derived_counts(draws).cast(measured.schema()))
+    return measured.union(_derived_counts(draws, bounds).cast(measured.schema()))
 
 
 def age_band_of(age: ir.FloatingValue) -> ir.StringValue:
@@ -294,7 +363,7 @@ def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, c
     version is in the summary, and the term and severity word are in `findings`.
     """
     c = person_terms(counts.join(patients, "patient_id"), requested_profile)
-    c = c.mutate(band=rel.age_band(c.age))
+    c = c.mutate(band=rel.age_band(c.age), value=directed(c.value, c.comparator))
     r = rel.ranges_relation().select("range_id", "profile", "analyte", "sex", "band", "prof_low", "prof_high")
     c = c.left_join(r, ["profile", "analyte", "sex", "band"])
     low = c.lab_low.fill_null(c.prof_low)

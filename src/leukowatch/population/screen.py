@@ -162,6 +162,7 @@ class _Plan:
     sexes: ir.Table
     blank: list[str]
     present: frozenset[int]
+    bounds: bool  # values are text: some may be bounds ('<0.5'), whose direction derived counts inherit
     persons: ir.Table | None  # PERSON / the store's patients table, when the source has one
     profile: str | None
     criteria: str
@@ -189,7 +190,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
-        draws = eng.materialize(pl.draws_of(obs, plan.present), "draws", work)
+        draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws", work)
         found = eng.materialize(pl.patients_of(draws), "patients", work)
         patients = found
         if plan.persons is not None:
@@ -210,13 +211,14 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
             n_dups = _count(eng, superseded)
             obs = pl.without(obs, superseded)
-            draws = eng.materialize(pl.draws_of(obs, plan.present), "draws_clean", work)
+            draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws_clean", work)
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     with _step(steps, "rejects"):
         eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
     with _step(steps, "graded (validate, derive, range, grade, write)"):
-        eng.to_parquet(pl.grade(pl.counts_of(obs, draws), patients, plan.profile, plan.criteria), graded_path,
+        eng.to_parquet(pl.grade(pl.counts_of(obs, draws, plan.bounds), patients, plan.profile, plan.criteria),
+                       graded_path,
                        pl.graded_categories())
     graded = eng.read_parquet([graded_path])
     with _step(steps, "findings"):
@@ -283,6 +285,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     sexes=rel.sexes_relation(dict.fromkeys(k[3] for k in keys)),
                     blank=sorted({k[4] for k in keys if k[4] is not None}),
                     present=frozenset(int(r["c_bit"]) for r in codes_rows if r["c_bit"] is not None),
+                    bounds=src.raw.value.type().is_string(),
                     persons=src.patients, profile=profile, criteria=criteria)
                 read = _count(eng, src.raw)
                 buckets = eng.buckets(read)
