@@ -91,20 +91,19 @@ class _Message:
     """
 
     def __init__(self, text: str, where: str) -> None:
-        text = text.strip()  # as hl7.parse does
+        head, text = text[:8], text.strip()  # hl7.parse strips; the separator check reads the text as sent
         try:
             plan = hl7.parser.create_parse_plan(text)
             if len(set(plan.separators)) < len(plan.separators):
                 hl7.parse(text)  # repeated encoding characters: hl7's parser refuses some; refuse the same
         except Exception as exc:  # hl7 raises several types on garbage; the user gets one clean error
             raise InputError(f"{where}MSH", f"not a parsable HL7 v2 message ({exc.__class__.__name__})") from None
-        head = text[:8]
         if len(head) < 8 or head[3] in "\r\n" or head[3].isalnum():
             raise InputError(f"{where}MSH-1", "missing field separators after MSH")
         self.field_sep, self.comp_sep, self.rep_sep = head[3], head[4], head[5]
         self._esc = plan.esc
         self._unescaper = plan.container([])  # an empty hl7.Message carrying the separators
-        self._segments = [_split_segment(segment, self.field_sep) for segment in text.split("\r")]
+        self._segments = [_split_segment(segment, text[3]) for segment in text.split("\r")]  # hl7's separator
 
     def segments(self) -> list[list[str]]:
         return self._segments
