@@ -265,3 +265,19 @@ def spark() -> Any:
     from leukowatch.population.engines import spark_session
 
     return spark_session("local[2]", shuffle_partitions=1)
+
+
+@pytest.mark.spark
+def test_spark_reads_a_csv_without_optional_columns(spark: Any, tmp_path: Path) -> None:
+    """patient_id,time,analyte,value,unit only (no sex, birth date, ranges), bounds among the values: Spark
+    grades it as DuckDB does."""
+    from leukowatch.population import screen
+
+    f = tmp_path / "observations.csv"
+    f.write_text("patient_id,time,analyte,value,unit\nA1,2026-01-05T08:00:00Z,wbc,2.1,10*9/L\n"
+                 "A1,2026-01-05T08:00:00Z,neutrophils,<0.5,10*9/L\nA1,2026-01-05T08:00:00Z,lymphocytes,20,%\n"
+                 "A1,2026-03-05T08:00:00Z,neutrophils,0.9,10*9/L\n")
+    graded = [{(r["analyte"], r["comparator"], r["flag"], r["grade"]) for r in
+               screen([str(f)], tmp_path / engine, engine=engine, **kw).table("graded").to_pylist()}
+              for engine, kw in (("duckdb", {}), ("spark", {"spark_session": spark}))]
+    assert graded[0] == graded[1] and ("neutrophils", "<", "low", 4) in graded[0]
