@@ -45,8 +45,9 @@ log = logging.getLogger("leukowatch.feed")
 #: their results written) as one batch. A judging write holds the store's one writer, and the ACKs
 #: of new messages wait behind it: each write has a fixed cost (about 15 ms), so writes must not be
 #: too many, and the ACKs that arrive during one wait as long as it lasts, so not too large either.
-#: bench/mllp.py (5 connections, 500 messages/s): 0.25 s gave a lower p99 ACK than 0.5 s in four
-#: runs out of four (41-58 ms against 53-73 ms) at the same CPU per message.
+#: bench/mllp.py (5 connections, about 500 messages/s): 0.25 s gave a lower p99 ACK than 0.5 s in
+#: six paired runs out of seven, for about 0.05 ms more CPU per message; the machine was shared, so
+#: the difference is smaller than the run-to-run noise of any single pair.
 GATHER_S = 0.25
 #: At most this many messages per judging write (a backlog after a restart is written in steps,
 #: with the ACKs of new messages in between).
