@@ -285,3 +285,17 @@ def test_a_site_sets_alert_levels_and_regimen_hold_thresholds(tmp_path: Path) ->
     assert [(a.code, a.level) for a in assess(high, knowledge=site).alerts] == [("hyperleukocytosis", "warning")]
     assert "chemotherapy_hold" in {a.code for a in assess(chemo, knowledge=bundled).alerts}
     assert "chemotherapy_hold" not in {a.code for a in assess(chemo, knowledge=site).alerts}
+
+
+def test_screen_judges_with_the_knowledge_it_is_given(tmp_path: Path) -> None:
+    """The population engine reads the same Knowledge: the site's range flags the same WBC normal."""
+    from leukowatch.population.screen import screen
+
+    csv = tmp_path / "labs.csv"
+    csv.write_text("patient_id,sex,birth_date,time,analyte,value,unit\n"
+                   "M1,male,1980-01-01,2026-10-01T08:00:00Z,wbc,4.5,10*9/L\n", encoding="utf-8")
+    for k, flag, low in ((load_knowledge(SITE), "normal", 4.0), (load_knowledge(), "low", 5.0)):
+        r = screen([str(csv)], tmp_path / k.version, knowledge=k)
+        graded = r.table("graded").to_pylist()
+        assert [(g["analyte"], g["flag"], g["low"]) for g in graded] == [("wbc", flag, low)]
+        assert r.summary["knowledge_version"] == k.version

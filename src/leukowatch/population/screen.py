@@ -24,7 +24,7 @@ from typing import Any
 import ibis.expr.types as ir
 import pandas as pd
 
-from ..knowledge import knowledge_version, load_table
+from ..knowledge import Knowledge, knowledge_version, load_table, use
 from ..model import InputError
 from ..rules.grading import check_criteria, default_criteria
 from ..rules.ranges import check_profile
@@ -234,12 +234,15 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
 def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", *,
            profile: str | None = None, criteria: str | None = None, memory_limit: str | None = None,
            spark_master: str | None = None, spark_session: Any = None, threads: int | None = None,
-           progress: bool = False, keep_work: bool = False) -> ScreenResult:
+           progress: bool = False, keep_work: bool = False, knowledge: Knowledge | None = None) -> ScreenResult:
     """Screen every result in `inputs` and write the outputs (Parquet) to `outdir`.
 
     `profile` forces one reference profile for everybody (default: each person's own, i.e. Duffy-null
-    persons get `duffy_null`); `criteria` picks the grading version (default CTCAE v5).
+    persons get `duffy_null`); `criteria` picks the grading version (default CTCAE v5); `knowledge`
+    the tables to judge with (default: the bundled ones plus the overlay LEUKOWATCH_KNOWLEDGE names).
     """
+    if knowledge is not None:
+        use(knowledge)
     if isinstance(inputs, (str, Path)):
         inputs = [str(inputs)]
     if profile:
