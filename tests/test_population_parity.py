@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from leukowatch.assess import evaluate_history
 from leukowatch.request import parse_request
 from leukowatch.rules.findings import LOW_FINDING, findings_from_counts
+from leukowatch.rules.grading import criteria_for_age
 from leukowatch.rules.ranges import profile_for
 from leukowatch.rules.timeline import LowResult, Point, chronic_evidence, episodes
 
@@ -121,14 +122,16 @@ def _halved(value: float | str) -> float | str:
 # The per-patient side
 
 
-def per_patient(pid: str, req: dict[str, Any]) -> dict[str, set[tuple[Any, ...]]]:
+def per_patient(pid: str, req: dict[str, Any], criteria: str = CRITERIA) -> dict[str, set[tuple[Any, ...]]]:
     request = parse_request(req)
     profile = profile_for(None, request.patient.duffy_null)
     draws = evaluate_history(request, profile)
     graded, findings = set(), set()
     series: dict[str, list[Point]] = {}
     for d in draws:
-        found = findings_from_counts(d.counts, CRITERIA)
+        # an age-banded version (DAIDS) grades each draw by the age at it, as assess does
+        key = criteria_for_age(criteria, request.patient.birth_date, request.patient.age_years, d.time)
+        found = findings_from_counts(d.counts, key)
         by_analyte = {f.analyte: f for f in found if f.code != "pancytopenia"}
         for f in found:
             findings.add((pid, _t(d.time), f.code, f.grade))
@@ -205,16 +208,18 @@ def population(result: Any) -> dict[str, set[tuple[Any, ...]]]:
     return {"graded": graded, "findings": findings, "episodes": eps, "chronic": chronic}
 
 
-def check_parity(histories: list[dict[str, Any]], tmp: Path, engine: str, **kw: Any) -> None:
+def check_parity(histories: list[dict[str, Any]], tmp: Path, engine: str, criteria: str = CRITERIA,
+                 **kw: Any) -> None:
     from leukowatch.population import screen
 
     expected: dict[str, set[tuple[Any, ...]]] = {"graded": set(), "findings": set(), "episodes": set(), "chronic": set()}
     for i, h in enumerate(histories):
-        for k, v in per_patient(f"P{i}", {"patient": h["patient"], "observations": h["observations"]}).items():
+        for k, v in per_patient(f"P{i}", {"patient": h["patient"], "observations": h["observations"]},
+                                criteria).items():
             expected[k] |= v
     src = tmp / "obs.parquet"
     write_population(histories, src)
-    result = screen([str(src)], tmp / f"out-{engine}", engine=engine, **kw)
+    result = screen([str(src)], tmp / f"out-{engine}", engine=engine, criteria=criteria, **kw)
     got = population(result)
     assert result.reconciles
     assert result.reconciliation["rejected"] == result.reconciliation["duplicates"] == sum(
@@ -232,6 +237,15 @@ _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scop
 @given(histories=st.lists(history(), min_size=1, max_size=6))
 def test_duckdb_matches_per_patient(histories: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
     check_parity(histories, tmp_path_factory.mktemp("duck"), "duckdb")
+
+
+@pytest.mark.parametrize("criteria", ["ctcae-v6", "daids-v2.1"])
+@settings(max_examples=6, **_SETTINGS)
+@given(histories=st.lists(history(), min_size=1, max_size=6))
+def test_duckdb_matches_per_patient_with_other_criteria(criteria: str, histories: list[dict[str, Any]],
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """CTCAE v6 (WBC decreased added) and DAIDS v2.1 (bands by age in days per result, newborns included)."""
+    check_parity(histories, tmp_path_factory.mktemp("criteria"), "duckdb", criteria)
 
 
 @settings(max_examples=8, **_SETTINGS)
