@@ -33,7 +33,8 @@ def test_assess_flags_human_report() -> None:
     first = p.stdout.splitlines()[0]
     assert first.startswith("leukopenia") and "neutropenia" in p.stdout
     assert "sulfamethoxazole/trimethoprim" in p.stdout and "Decision support, not a diagnosis" in p.stdout
-    assert "700" in p.stdout and "10^9/L" in p.stdout  # both units
+    assert "700" in p.stdout and "×10⁹/L" in p.stdout and "/µL" in p.stdout  # both units, one notation
+    assert "10^9/L" not in p.stdout and "/uL" not in p.stdout
 
 
 def test_assess_stdin_and_profile_flag() -> None:
