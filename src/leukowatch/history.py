@@ -19,6 +19,7 @@ from .assess import chronicity_from_draws, prepare
 from .knowledge import Knowledge, active
 from .model import Chronicity, MedicationInput, Patient, Request, jsonable
 from .rules.causes import match_medications
+from .rules.chronic import not_chronic_text
 from .rules.findings import LOW_FINDING
 from .rules.grading import criteria_at, criteria_label, grade
 from .rules.timeline import (
@@ -198,8 +199,7 @@ def verdict_lines(h: History) -> list[str]:
             lines.append(f"Chronic: {c.evidence[0].split(' (')[0]}. Doctors call a count chronic when it is low on at least "
                          "three occasions over three months.")
     if h.chronicity.status == "acute":
-        lines.append("Acute: the latest low result does not (yet) meet the chronic rule of at least three low "
-                     "results over three months.")
+        lines.append(f"The low results are {not_chronic_text()}: the latest low result does not (yet) meet it.")
     if h.cyclic is not None and h.cyclic.status == "suspected":
         lines.append(f"Possible cyclic neutropenia: low counts recur about every {h.cyclic.period_days:.0f} days "
                      f"({len(h.cyclic.nadirs)} nadirs). A haematologist can confirm it.")

@@ -328,4 +328,4 @@ def history_text(h: History) -> str:
                 lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
                 if n == 0:
                     lines.append("  " + "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return readable_units("\n".join(lines))  # the one notation people read, as on the pages
