@@ -41,7 +41,7 @@ run: $(SERVE_STAMP) $(DB)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/assess.py
