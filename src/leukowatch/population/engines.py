@@ -8,6 +8,7 @@ than RAM stream through; Spark writes Parquet directories as usual.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ class DuckDBEngine(Engine):
     def __init__(self, memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: Path | None = None) -> None:
         self.con = ibis.duckdb.connect()
+        #: A spill folder made here is removed on close (one given by the caller stays theirs).
+        self._own_tmp = temp_directory is None
         self._tmp = temp_directory or Path(tempfile.mkdtemp(prefix="leukowatch-duckdb-"))
         settings = {"TimeZone": "UTC", "temp_directory": str(self._tmp), "preserve_insertion_order": "false",
                     "enable_progress_bar": "false"}  # screen draws its own progress
@@ -202,6 +205,8 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self.con.disconnect()
+        if self._own_tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 _SPARK_SESSIONS: dict[str, Any] = {}
