@@ -209,7 +209,7 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
 
 
 def assess(request: Request | dict[str, Any], knowledge: Knowledge | None = None) -> Assessment:
-    """Assess one person's blood count (the JSON request of DESIGN.md, or a parsed Request) with
+    """Assess one person's blood count (the JSON request of docs/contracts.md, or a parsed Request) with
     `knowledge` (default: the bundled tables plus the overlay LEUKOWATCH_KNOWLEDGE names)."""
     k = use(knowledge) if knowledge is not None else active()
     request, profile, criteria, draws = prepare(request)

@@ -137,7 +137,7 @@ class Chemotherapy:
 
 @dataclass
 class Request:
-    """What `assess` takes: the JSON request of DESIGN.md, parsed and validated."""
+    """What `assess` takes: the JSON request of docs/contracts.md, parsed and validated."""
 
     patient: Patient = field(default_factory=Patient)
     observations: list[Observation] = field(default_factory=list)
@@ -286,7 +286,7 @@ class Advice:
 
 @dataclass
 class Assessment:
-    """Everything `assess` concludes about one blood count: the JSON contract of DESIGN.md."""
+    """Everything `assess` concludes about one blood count: the JSON contract of docs/contracts.md."""
 
     counts: dict[str, Count]
     findings: list[Finding]
@@ -321,7 +321,7 @@ class Assessment:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of DESIGN.md § Contracts (dates as ISO strings, counts with per_uL)."""
+        """The JSON shape of docs/contracts.md (dates as ISO strings, counts with per_uL)."""
         return jsonable(self)
 
 

@@ -1,4 +1,4 @@
-"""The project's JSON request (DESIGN.md § Contracts) -> a validated `Request`.
+"""The project's JSON request (docs/contracts.md) -> a validated `Request`.
 
 Validation happens here, once, so that every entry point (CLI flags, JSON file, REST body, and the
 FHIR/HL7 readers, which build the same dict shapes) reports a bad field the same way: the JSON path

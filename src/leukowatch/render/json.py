@@ -1,4 +1,4 @@
-"""The Assessment as JSON (DESIGN.md § Contracts): what `--json` prints and `POST /api/assess` returns."""
+"""The Assessment as JSON (docs/contracts.md): what `--json` prints and `POST /api/assess` returns."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from ..model import FINDING_CODES, Count, Finding
 from ..vocabulary import analyte as analyte_words
 from .grading import criteria_label, criteria_source, grade, severity_word, term_for
 
-#: Which finding a low or high count of each analyte is (DESIGN.md finding codes).
+#: Which finding a low or high count of each analyte is (the finding codes of docs/contracts.md).
 LOW_FINDING: dict[str, str] = {
     "wbc": "leukopenia", "neutrophils": "neutropenia", "lymphocytes": "lymphocytopenia",
     "monocytes": "monocytopenia", "eosinophils": "eosinopenia", "basophils": "basopenia",

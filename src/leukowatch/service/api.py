@@ -42,7 +42,7 @@ _OBSERVATION_SCHEMA: dict[str, Any] = {
 }
 REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "The project JSON request (DESIGN.md § Contracts).",
+    "description": "The project JSON request (docs/contracts.md).",
     "properties": {
         "patient": {"type": "object", "properties": {
             "id": {"type": "string"}, "sex": {"type": "string", "enum": ["male", "female", "unknown"]},
@@ -97,9 +97,9 @@ def _override(request: dict[str, Any] | Any, profile: str | None, criteria: str 
 
 
 @router.post("/assess", summary="Assess one blood count", openapi_extra=_ASSESS_OPENAPI,
-             responses={200: {"description": "The Assessment (DESIGN.md § Contracts)"}, **_ERRORS})
+             responses={200: {"description": "The Assessment (docs/contracts.md)"}, **_ERRORS})
 async def api_assess(request: Request, profile: str | None = Query(None, description="standard, article, duffy_null"),
-                     criteria: str | None = Query(None, description="ctcae-v5, ctcae-v6")) -> Response:
+                     criteria: str | None = Query(None, description="ctcae-v5, ctcae-v6, daids-v2.1")) -> Response:
     """Project JSON, FHIR JSON or an HL7 v2 message (by Content-Type) -> the Assessment as JSON.
 
     A small body is assessed on the event loop (the latency goal); a large one in a worker thread,
