@@ -51,6 +51,8 @@ CASES: dict[tuple[str, str], dict[str, Any]] = {
     ("severe_neutropenia", "not_on_chemotherapy"): _req(0.3),
     ("severe_neutropenia", "profound"): _req(0.05),
     ("hyperleukocytosis", "default"): _req(wbc=150.0),
+    ("febrile_neutropenia", "wbc_only"): _req(wbc=0.8, temperature_c=38.5),
+    ("severe_neutropenia", "wbc_only"): _req(wbc=0.9),
     ("drug_agranulocytosis", "afebrile"): _req(0.3, medications=["carbimazole 20 mg"]),
     ("drug_agranulocytosis", "fever"): _req(0.3, medications=["carbimazole"], temperature_c=38.6),
     ("infection_symptoms", "low_count"): _req(wbc=2.0, symptoms=["sore throat"]),

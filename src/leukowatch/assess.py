@@ -31,6 +31,7 @@ from .rules.escalation import (
     drug_agranulocytosis,
     hyperleukocytosis,
     severe_neutropenia,
+    without_differential,
 )
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
@@ -190,8 +191,13 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     fn_alert, fn_note = febrile_neutropenia(anc, request.temperature_c, request.fever_sustained_1h,
                                             falling, fever_reported=fever_reported,
                                             chemotherapy=on_chemotherapy, anc_comparator=anc_comparator)
+    if (no_diff := without_differential(counts.get("wbc"), anc_count, febrile, on_chemotherapy)):
+        if no_diff.code == "febrile_neutropenia":
+            fn_alert, fn_note = no_diff, None
+        else:
+            alerts.append(no_diff)
     if fn_alert:
-        alerts.append(fn_alert)
+        alerts.insert(0, fn_alert)
     if (severe := severe_neutropenia(anc_count, on_chemotherapy)) is not None:
         alerts.append(severe)
     if (high := hyperleukocytosis(counts.get("wbc"))) is not None:

@@ -76,8 +76,8 @@ _ROW_KEYS: dict[str, frozenset[str]] = {
 
 def _known(c: _Check, row: dict[str, Any], at: str, kind: str) -> None:
     for key in row:
-        # alert rows also carry their numeric triggers (anc_below, wbc_above...)
-        if key not in _ROW_KEYS[kind] and not (kind == "alerts" and key.endswith(("_below", "_above"))):
+        # alert rows also carry their numeric triggers (anc_below, wbc_above, wbc_at_most...)
+        if key not in _ROW_KEYS[kind] and not (kind == "alerts" and key.endswith(("_below", "_above", "_at_most"))):
             raise c.fail(row, f"{at}.{key}", f"unknown key; known: {', '.join(sorted(_ROW_KEYS[kind]))}")
 
 

@@ -12,7 +12,7 @@ from datetime import date
 
 from ..knowledge import derived, load_table
 from ..model import Alert, Chemotherapy, Count, MedicationMatch
-from .alerts import count_text, make_alert, threshold
+from .alerts import count_text, make_alert, threshold, urgent_care
 
 
 def severe_neutropenia(anc: Count | None, chemotherapy: bool) -> Alert | None:
@@ -31,6 +31,22 @@ def hyperleukocytosis(wbc: Count | None) -> Alert | None:
     if wbc is None or not wbc.value > threshold("hyperleukocytosis", "default", "wbc_above"):
         return None
     return make_alert("hyperleukocytosis", "default", wbc=count_text("WBC", wbc.value, wbc.comparator))
+
+
+def without_differential(wbc: Count | None, anc: Count | None, febrile: bool, chemotherapy: bool) -> Alert | None:
+    """A very low WBC with no ANC measured: the ANC is part of the WBC, so it can be no higher. With a
+    fever that is possible febrile neutropenia; without one, a laboratory critical value (WBC <= 1.0).
+    Staying silent until a differential arrives would under-escalate exactly the people most at risk."""
+    if anc is not None or wbc is None:
+        return None
+    if febrile:
+        if not wbc.value < threshold("febrile_neutropenia", "wbc_only", "wbc_below"):
+            return None
+        return make_alert("febrile_neutropenia", "wbc_only", wbc=count_text("WBC", wbc.value, wbc.comparator),
+                          where=urgent_care(chemotherapy))
+    if not wbc.value <= threshold("severe_neutropenia", "wbc_only", "wbc_at_most"):
+        return None
+    return make_alert("severe_neutropenia", "wbc_only", wbc=count_text("WBC", wbc.value, wbc.comparator))
 
 
 def drug_agranulocytosis(anc: Count | None, meds: list[MedicationMatch], febrile: bool) -> list[Alert]:
