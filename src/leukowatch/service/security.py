@@ -36,6 +36,9 @@ _HEADERS: list[tuple[bytes, bytes]] = [
 _SAME_ORIGIN_RESOURCE = (b"cross-origin-resource-policy", b"same-origin")
 _CACHEABLE_PREFIXES = ("/static/", "/swagger-ui/")
 _CDS_PREFIX = "/cds-services"
+#: Origins that may call the CDS Hooks endpoints (sandboxes and EHR front ends, bearer JWTs, no
+#: cookies). `BrowserBoundary` hands requests to its CORS layer only under `_CDS_PREFIX`.
+_CDS_ORIGINS: tuple[str, ...] = ("*",)
 
 
 def host_name(value: bytes) -> str:
@@ -52,7 +55,7 @@ class BrowserBoundary:
     def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str], https: bool = False) -> None:
         self.app = app
         self.allowed = allowed_hosts
-        self.cors = CORSMiddleware(app, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
+        self.cors = CORSMiddleware(app, allow_origins=list(_CDS_ORIGINS), allow_methods=["GET", "POST", "OPTIONS"],
                                    allow_headers=["Authorization", "Content-Type"])
         self.headers = _HEADERS + ([(b"strict-transport-security", b"max-age=31536000")] if https else [])
 
