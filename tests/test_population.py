@@ -198,3 +198,22 @@ def test_store_loaded_from_a_demo_set_screens_like_its_files(tmp_path: Path) -> 
         return set(fl.loc[fl["febrile_neutropenia"], "patient_id"])
 
     assert febrile(files) and febrile(stored) == febrile(files)
+
+
+def test_absolute_counts_only_input_derives_nothing_and_needs_no_rejects_scan(tmp_path: Path) -> None:
+    """No percentage, no segments, no hemoglobin: the screen leaves out the derivation, the pancytopenia
+    lookup and the second validating scan (every row accepted), and its verdicts are those of the full path."""
+    rows = ["patient_id,time,analyte,value,unit"]
+    for day, (wbc, anc) in enumerate([(3.0, 1.2), (2.1, 0.4), (5.5, 3.1), (2.6, 0.9)], start=1):
+        rows += [f"A1,2026-03-0{day}T08:00:00Z,wbc,{wbc},10*9/L", f"A1,2026-03-0{day}T08:00:00Z,neutrophils,{anc},10*9/L"]
+    (tmp_path / "observations.csv").write_text("\n".join(rows) + "\n")
+    r = screen([str(tmp_path / "observations.csv")], tmp_path / "out")
+    assert r.reconciliation == {"read": 8, "accepted": 8, "rejected": 0, "duplicates": 0, "graded": 8, "derived": 0}
+    assert r.table("rejects").num_rows == 0 and "reason_code" in r.table("rejects").column_names
+    findings = r.frame("findings")
+    assert "pancytopenia" not in set(findings["finding"])
+    anc = findings[findings["finding"] == "neutropenia"].sort_values("time")
+    assert anc["grade"].tolist() == [2, 4, 3]  # CTCAE v5: 1.2 (< 1.5, >= 1.0), 0.4 (< 0.5), 0.9 (< 1.0, >= 0.5)
+    episodes = r.frame("episodes")
+    anc_eps = episodes[episodes["finding"] == "neutropenia"].sort_values("onset")
+    assert anc_eps["n_low"].tolist() == [2, 1] and anc_eps["ongoing"].tolist() == [False, True]

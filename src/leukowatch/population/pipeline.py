@@ -256,7 +256,19 @@ def superseded_rejects(superseded: ir.Table) -> ir.Table:
                     reason_code=ibis.literal("duplicate"))
 
 
-def _derived_counts(d: ir.Table, bounds: bool) -> ir.Table:
+def derivable_from(present: frozenset[int]) -> tuple[str, ...]:
+    """The counts `_derived_counts` can make from the slots the input uses: the ANC from segments or a
+    neutrophil or segment percentage, every other count from its own percentage. A count nothing can be
+    derived from gets no item (an item per draw costs the unnest its time, and it would only be NULL)."""
+    def has(a: str, percent: bool) -> bool:
+        return rel.slot_bit(a, percent) in present
+
+    neutrophil_inputs = has("neutrophils", True) or has("segmented_neutrophils", True) or has(
+        "segmented_neutrophils", False)
+    return tuple(a for a in rel.DERIVABLE if (neutrophil_inputs if a == "neutrophils" else has(a, True)))
+
+
+def _derived_counts(d: ir.Table, bounds: bool, present: frozenset[int]) -> ir.Table:
     """rules.differential.derive_draw: ANC from segments (+ bands), from neutrophils % (+ bands %) or
     segments % (+ bands %), other counts as WBC x % / 100; with `bounds`, each derived count's direction
     (rules.differential._joint_comparator over the counts it is made of)."""
@@ -276,7 +288,7 @@ def _derived_counts(d: ir.Table, bounds: bool) -> ir.Table:
     d = d.filter(d.derives)
     zero = ibis.literal(0.0)
     items = []
-    for a in rel.DERIVABLE:
+    for a in derivable_from(present):
         if a == "neutrophils":
             neut_pct = d.pct_neutrophils + d.pct_bands.fill_null(zero)
             segs_pct = d.pct_segmented_neutrophils + d.pct_bands.fill_null(zero)
@@ -301,6 +313,10 @@ def _derived_counts(d: ir.Table, bounds: bool) -> ir.Table:
             comparator = from_wbc(f"bp_{a}")
         items.append(ibis.struct({"analyte": ibis.literal(a), "value": value.cast("float64"),
                                   "percent": percent.cast("float64"), "comparator": comparator.cast("string")}))
+    if not items:  # no percentage and no segments in the input: nothing to derive
+        items.append(ibis.struct({"analyte": ibis.null("string"), "value": ibis.null("float64"),
+                                  "percent": ibis.null("float64"), "comparator": ibis.null("string")}))
+        d = d.filter(ibis.literal(False))
     # One pass: every draw's derivable counts as an array, unnested (a union of one query per analyte
     # would aggregate the draws once per analyte).
     u = d.select("patient_id", "time", item=ibis.array(items).unnest())
@@ -310,7 +326,7 @@ def _derived_counts(d: ir.Table, bounds: bool) -> ir.Table:
                     lab_high=ibis.null("float64"), percent_value=u.item.percent)
 
 
-def counts_of(obs: ir.Table, draws: ir.Table, bounds: bool = False) -> ir.Table:
+def counts_of(obs: ir.Table, draws: ir.Table, present: frozenset[int], bounds: bool = False) -> ir.Table:
     """Absolute counts of every draw: measured ones (not segments, not a WBC unit slip) and those derived
     from the differential. `obs` holds no superseded row (see `without`)."""
     measured = obs.filter(~obs.percent & (obs.analyte != "segmented_neutrophils") & ~obs.slip)
@@ -319,7 +335,7 @@ def counts_of(obs: ir.Table, draws: ir.Table, bounds: bool = False) -> ir.Table:
                                lab_low=measured.lab_low, lab_high=measured.lab_high,
                                percent_value=ibis.null("float64"))
     # a materialised relation may type `time` with its precision (timestamp(6)); the union needs one type
-    return measured.union(_derived_counts(draws, bounds).cast(measured.schema()))
+    return measured.union(_derived_counts(draws, bounds, present).cast(measured.schema()))
 
 
 def age_band_of(age: ir.FloatingValue) -> ir.StringValue:
@@ -392,9 +408,15 @@ def with_person(graded: ir.Table, patients: ir.Table, requested_profile: str | N
 # 3. findings per draw (with pancytopenia), episodes, chronic cases
 
 
-def findings_of(graded: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str) -> ir.Table:
+#: The counts low together in one draw that make pancytopenia (rules.findings).
+PANCYTOPENIA_ANALYTES: tuple[str, ...] = ("wbc", "hemoglobin", "platelets")
+
+
+def findings_of(graded: ir.Table, patients: ir.Table, requested_profile: str | None, criteria: str,
+                present: frozenset[int] | None = None) -> ir.Table:
     """Finding rows with their CTCAE term and severity word, plus pancytopenia where WBC, hemoglobin and
-    platelets are low in one draw."""
+    platelets are low in one draw (looked for only when the input's slots, `present`, hold all three:
+    none of them is ever derived)."""
     f = with_person(graded.filter(graded.finding.notnull()), patients, requested_profile)
     age = None
     if rel.age_banded(criteria):  # the term depends on the age band (DAIDS lymphocytes only over 5 years)
@@ -404,16 +426,18 @@ def findings_of(graded: ir.Table, patients: ir.Table, requested_profile: str | N
                  grade=f.grade, term=rel.term_expr(criteria, f.finding, age),
                  severity=rel.severity_expr(f.finding, f.grade, f.value, f.low), profile=f.profile, sex=f.sex,
                  age_band=age_band_of(f.age))
+    if present is not None and not all(rel.slot_bit(a, False) in present for a in PANCYTOPENIA_ANALYTES):
+        return f
     # a draw is pancytopenic when its low results include all three analytes, so only low results of
     # those analytes are grouped (profile, sex and age are the person's, the same on every row)
-    g = graded.filter((graded.flag == "low") & graded.analyte.isin(["wbc", "hemoglobin", "platelets"]))
+    g = graded.filter((graded.flag == "low") & graded.analyte.isin(list(PANCYTOPENIA_ANALYTES)))
     g = with_person(g, patients, requested_profile)
 
     def low(a: str) -> ir.BooleanValue:
         return (g.analyte == a).any()
 
     d = g.group_by(["patient_id", "time"]).agg(
-        all_low=low("wbc") & low("hemoglobin") & low("platelets"),
+        all_low=ibis.and_(*[low(a) for a in PANCYTOPENIA_ANALYTES]),
         value=g.value.max(where=g.analyte == "wbc"), profile=g.profile.max(), sex=g.sex.max(), age=g.age.max())
     d = d.filter(d.all_low)
     pan = d.select(patient_id=d.patient_id, time=d.time, finding=ibis.literal("pancytopenia"),

@@ -123,6 +123,11 @@ def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
     cand = cand.filter(cand.n >= need).select(c_pid="patient_id")
     g = graded.filter(graded.analyte == "neutrophils")
     series = g.join(cand, g.patient_id == cand.c_pid).select("patient_id", "time", "value", "flag", "grade")
+    # the rule judges only a window of at least `min_points` results (sparser series are insufficient data),
+    # so a shorter series is settled here instead of being fetched and judged in Python
+    counted = series.group_by("patient_id").agg(n=series.count())
+    long_enough = counted.filter(counted.n >= int(load_table("timeline")["cyclic_method"]["min_points"]))
+    series = series.semi_join(long_enough, "patient_id")
     df = engine.execute(series.order_by(["patient_id", "time"]))
     # plain lists and itertools.groupby: slicing a DataFrame per person cost more than the rule itself
     cols = zip(df["patient_id"].tolist(), df["time"].tolist(), df["value"].tolist(), df["flag"].tolist(),
@@ -177,7 +182,7 @@ def _step(steps: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int, out: Path,
-                   work: Path, steps: dict[str, float]) -> dict[str, int]:
+                   work: Path, steps: dict[str, float], rows: int | None = None) -> dict[str, int]:
     """Validate, grade and find the episodes of one bucket of persons (every rule is per person, so buckets
     never meet); each output gets one part file. Returns the bucket's accepted and superseded rows.
 
@@ -214,15 +219,18 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws_clean", work)
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     with _step(steps, "rejects"):
-        eng.to_parquet(rejects, eng.part_path(out, "rejects", k))
+        # every row of the bucket accepted (the count is known when the input is one bucket): no rejects, and
+        # no second validating scan of the input to find none
+        clean = rows is not None and rows == n_checked and not n_dups
+        eng.to_parquet(rejects.limit(0) if clean else rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
     with _step(steps, "graded (validate, derive, range, grade, write)"):
-        eng.to_parquet(pl.grade(pl.counts_of(obs, draws, plan.bounds), patients, plan.profile, plan.criteria),
+        eng.to_parquet(pl.grade(pl.counts_of(obs, draws, plan.present, plan.bounds), patients, plan.profile, plan.criteria),
                        graded_path,
                        pl.graded_categories())
     graded = eng.read_parquet([graded_path])
     with _step(steps, "findings"):
-        eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria),
+        eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
                        eng.part_path(out, "findings", k))
     with _step(steps, "episodes"):
         eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
@@ -298,7 +306,8 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                 for k in range(buckets):
                     bar.step(f"grading results, findings, episodes (persons bucket {k + 1} of {buckets})")
                     raw = src.raw if buckets == 1 else src.raw.filter(pl.bucket_of(src.raw.patient_id, buckets) == k)
-                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work, steps).items():
+                    bucket_rows = read if buckets == 1 else None
+                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work, steps, bucket_rows).items():
                         counts[key] += n
                     bar.advance()
                 write(rel.ranges_relation(), paths["ranges"])
