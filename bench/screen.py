@@ -307,6 +307,40 @@ def run_duckdb_plain(file: Path, out: Path) -> None:
         TO '{out / "episodes.parquet"}' (FORMAT parquet)""")
 
 
+#: The parts every screen of this input must do, each in bare DuckDB SQL on the same file (`--parts`): what
+#: `graded` costs to write (one row per result, its 13 columns), the draw aggregation that derives counts
+#: from percentages (2M groups at 10M rows), and the episode window over every series. Their sum against the
+#: copy shows how far below a ratio any implementation of these outputs can go on this machine.
+PART_QUERIES: dict[str, str] = {
+    "part_graded_shape": """COPY (SELECT patient_id, time, analyte, value, FALSE AS derived, NULL::DOUBLE AS percent,
+        NULL::VARCHAR AS comparator, CASE WHEN value < 1 THEN 'low' ELSE 'normal' END AS flag, 1.0 AS low,
+        10.0 AS high, 7 AS range_id, CASE WHEN value < 1 THEN 'neutropenia' END AS finding,
+        CASE WHEN value < 0.5 THEN 4 END AS grade FROM read_parquet('{file}')) TO '{out}/graded.parquet'
+        (FORMAT parquet, COMPRESSION zstd)""",
+    "part_draws": """CREATE TABLE draws AS SELECT patient_id, time, count(*) AS n,
+        max(value) FILTER (WHERE analyte = 'wbc') AS wbc,
+        max(value) FILTER (WHERE analyte = 'neutrophils' AND unit = '%') AS pct_neutrophils,
+        max(value) FILTER (WHERE analyte = 'lymphocytes' AND unit = '%') AS pct_lymphocytes,
+        max(value) FILTER (WHERE analyte = 'monocytes' AND unit = '%') AS pct_monocytes,
+        max(value) FILTER (WHERE analyte = 'eosinophils' AND unit = '%') AS pct_eosinophils
+        FROM read_parquet('{file}') GROUP BY patient_id, time""",
+    "part_episodes": """COPY (SELECT patient_id, analyte, grp, min(time) AS onset, max(time) AS last_low,
+        min(value) AS nadir, count(*) AS n_low FROM (
+            SELECT *, sum((NOT low)::INT) OVER (PARTITION BY patient_id, analyte ORDER BY time) AS grp
+            FROM (SELECT patient_id, analyte, time, value, value < 1.5 AS low FROM read_parquet('{file}')))
+        WHERE low GROUP BY ALL) TO '{out}/episodes.parquet' (FORMAT parquet)""",
+}
+
+
+def run_part(name: str, file: Path, out: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '2GB'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(PART_QUERIES[name].format(file=file, out=out))
+
+
 def child(name: str, file: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -324,6 +358,8 @@ def child(name: str, file: Path, out: Path) -> None:
         run_spark_plain(file, out)
     elif name == "duckdb_plain":
         run_duckdb_plain(file, out)
+    elif name in PART_QUERIES:
+        run_part(name, file, out)
     seconds = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = None if name.startswith("spark") else usage.ru_utime + usage.ru_stime  # Spark works in its JVM
@@ -388,6 +424,8 @@ def main() -> None:
                     help="comma list of: floor, copy, duckdb_plain, screen, pandas, spark_plain, spark")
     ap.add_argument("--spark-full", action="store_true", help="Spark on every row (default: a 1/10 sample)")
     ap.add_argument("--workdir", help="where to write the data (default: a temp dir)")
+    ap.add_argument("--parts", action="store_true",
+                    help="also time the parts any screen of these outputs must do, in bare DuckDB SQL")
     ap.add_argument("--run", nargs=3, metavar=("NAME", "FILE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
@@ -408,7 +446,8 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     results: dict[str, dict[str, float]] = {}
     spark_file = data if args.spark_full else sample
-    for name in ("floor", "copy", "duckdb_plain", "screen", "pandas", "spark_plain", "spark"):
+    parts = tuple(PART_QUERIES) if args.parts else ()
+    for name in ("floor", "copy", *parts, "duckdb_plain", "screen", "pandas", "spark_plain", "spark"):
         if name in skip:
             continue
         spark = name.startswith("spark")
@@ -423,6 +462,9 @@ def main() -> None:
     labels = {"screen": "(a) leukowatch screen, DuckDB --memory-limit 2GB", "floor": "(b) bare DuckDB, ANC CASE only",
               "copy": "(b2) bare DuckDB, every row copied to Parquet (the floor)",
               "duckdb_plain": "(b3) plain DuckDB job: read, grade, episodes by a window, write (as (e))",
+              "part_graded_shape": "(p1) part: write a graded-shaped file (13 columns, a row per result)",
+              "part_draws": "(p2) part: aggregate every draw (WBC and percentages, to derive counts)",
+              "part_episodes": "(p3) part: the episode window over every series",
               "pandas": "(c) pandas: validate + rejects, graded, episodes, chronic",
               "spark_plain": f"(e) plain PySpark job: read, grade, episodes by a window, write{sampled}",
               "spark": f"(d) leukowatch screen, Spark local[2]{sampled}"}
@@ -443,6 +485,13 @@ def main() -> None:
                              ("spark", "spark_plain", "<= 2x", "(d)/(e)")):
         if a in results and b in results:
             print(f"{what} time ratio: {results[a]['seconds'] / results[b]['seconds']:.1f}x (goal {goal})")
+    if all(p in results for p in PART_QUERIES) and "copy" in results:
+        floor = sum(results[p]["seconds"] for p in PART_QUERIES)
+        line = (f"(p1)+(p2)+(p3) = {floor:.1f} s = {floor / results['copy']['seconds']:.1f}x the copy: the least "
+                "any screen writing these outputs spends (each part alone, nothing judged)")
+        if "screen" in results:
+            line += f"; (a) is {results['screen']['seconds'] / floor:.1f}x that"
+        print(line)
     for name in ("screen", "spark"):
         summary = work / f"out-{name}" / "summary.json"
         if name in results and summary.exists():

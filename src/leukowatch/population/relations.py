@@ -42,7 +42,7 @@ from ..rules.grading import (
     severity_word,
 )
 from ..rules.ranges import profile_names, profile_range
-from ..units import canonical_analyte, convert, loinc_lookup
+from ..units import canonical_analyte, convert, loinc_lookup, plausibility
 
 #: Band index given to a person whose age is unknown (profile_range reads it as adult).
 UNKNOWN_AGE_BAND = -1
@@ -200,7 +200,7 @@ def codes_relation(rows: list[dict[str, Any]]) -> ir.Table:
     """`code_rows` as a relation, joined with the raw rows on the three keys."""
     schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
               "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string",
-              "c_bit": "int64"}
+              "c_bit": "int64", "c_ok": "boolean", "c_max": "float64", "c_slip_below": "float64"}
     return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
 
 
@@ -208,27 +208,41 @@ def code_rows(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> 
     """(analyte key, loinc key, unit key) -> canonical analyte, %, factor, or the reject reason.
 
     Keys are the raw strings with NULL read as '' so the join never loses a row to NULL semantics.
+    The per-code parts of `request.parse_observation`'s checks are answered here once per spelling, so a
+    row's validation is a few comparisons: `c_ok` (the analyte/code and unit are readable), `c_max` (the
+    largest plausible value in canonical units: 100 for a percentage, units.toml's WBC limit for an
+    absolute WBC) and `c_slip_below` (an absolute WBC sent per microlitre under this value is a unit slip:
+    rules.differential.derive_draw).
     """
+    limits = plausibility()
     rows = []
     for a, c, u in distinct:
         ans = classify(a or None, c or None, u or None)
+        ok = ans.reason is None
+        wbc_count = ok and ans.analyte == "wbc" and not ans.percent
         rows.append({"_ak": a or "", "_ck": c or "", "_uk": u or "", "c_analyte": ans.analyte,
                      "c_percent": ans.percent, "c_factor": ans.factor, "c_unit": ans.unit,
                      "c_reason": ans.reason, "c_reason_code": ans.reason_code,
-                     "c_bit": None if ans.analyte is None or ans.percent is None else slot_bit(ans.analyte, ans.percent)})
+                     "c_bit": None if ans.analyte is None or ans.percent is None else slot_bit(ans.analyte, ans.percent),
+                     "c_ok": ok,
+                     "c_max": float(limits["max_percent"]) if ok and ans.percent else (
+                         float(limits["max_wbc"]) if wbc_count else math.inf),
+                     "c_slip_below": float(limits["min_reported_wbc"]) if wbc_count and (ans.factor or 1) < 1 else 0.0})
     return rows
 
 
 def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
-    """Raw sex spellings -> male/female/unknown as `request.parse_patient` reads them, or a reason."""
+    """Raw sex spellings -> male/female/unknown as `request.parse_patient` reads them, or a reason (`s_ok`:
+    none)."""
     rows = []
     for raw in distinct:
         try:
             sex, reason = parse_patient({"sex": raw if raw is not None else "unknown"}).sex, None
         except InputError as err:
             sex, reason = None, f"sex: {err.problem}"
-        rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason})
-    return memtable(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string"}, keys=("_sk",))
+        rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason, "s_ok": reason is None})
+    return memtable(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string", "s_ok": "boolean"},
+                    keys=("_sk",))
 
 
 # ---------------------------------------------------------------------------------------------
