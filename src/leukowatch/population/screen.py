@@ -159,6 +159,16 @@ def _count(engine: Engine, expr: ir.Table) -> int:
     return int(engine.execute(expr.count()))
 
 
+def _bucket_rows(engine: Engine, raw: ir.Table, buckets: int, read: int) -> dict[int, int]:
+    """The input rows of each bucket: a bucket whose every row is accepted then needs no second validating
+    scan to find its rejects (one grouped scan here instead of one such scan per bucket)."""
+    if buckets == 1:
+        return {0: read}
+    b = raw.select(bucket=pl.bucket_of(raw.patient_id, buckets))
+    counts = engine.execute(b.group_by("bucket").agg(n=b.count()))
+    return {int(k): int(n) for k, n in zip(counts["bucket"], counts["n"], strict=True)}
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What every bucket shares: the small relations built once from the distinct codes, sexes and ids."""
@@ -182,7 +192,7 @@ def _step(steps: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int, out: Path,
-                   work: Path, steps: dict[str, float], rows: int | None = None) -> dict[str, int]:
+                   work: Path, steps: dict[str, float], rows: int) -> dict[str, int]:
     """Validate, grade and find the episodes of one bucket of persons (every rule is per person, so buckets
     never meet); each output gets one part file. Returns the bucket's accepted and superseded rows.
 
@@ -219,9 +229,8 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws_clean", work)
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     with _step(steps, "rejects"):
-        # every row of the bucket accepted (the count is known when the input is one bucket): no rejects, and
-        # no second validating scan of the input to find none
-        clean = rows is not None and rows == n_checked and not n_dups
+        # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
+        clean = rows == n_checked and not n_dups
         eng.to_parquet(rejects.limit(0) if clean else rejects, eng.part_path(out, "rejects", k))
     graded_path = eng.part_path(out, "graded", k)
     with _step(steps, "graded (validate, derive, range, grade, write)"):
@@ -300,14 +309,14 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     persons=src.patients, profile=profile, criteria=criteria)
                 read = _count(eng, src.raw)
                 buckets = eng.buckets(read)
+                rows_in = _bucket_rows(eng, src.raw, buckets, read)
             counts = {"checked": 0, "duplicates": 0}
             with stage("grading results, findings, episodes, chronic cases", bar):
                 bar.grow(buckets)
                 for k in range(buckets):
                     bar.step(f"grading results, findings, episodes (persons bucket {k + 1} of {buckets})")
                     raw = src.raw if buckets == 1 else src.raw.filter(pl.bucket_of(src.raw.patient_id, buckets) == k)
-                    bucket_rows = read if buckets == 1 else None
-                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work, steps, bucket_rows).items():
+                    for key, n in _screen_bucket(eng, raw, plan, k, buckets, out, work, steps, rows_in.get(k, 0)).items():
                         counts[key] += n
                     bar.advance()
                 write(rel.ranges_relation(), paths["ranges"])
