@@ -469,6 +469,7 @@ def main() -> None:
               "spark_plain": f"(e) plain PySpark job: read, grade, episodes by a window, write{sampled}",
               "spark": f"(d) leukowatch screen, Spark local[2]{sampled}"}
     load = os.getloadavg()
+    (work / "results.json").write_text(json.dumps({"rows": rows, "load": load[0], "results": results}, indent=2))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM, "
           f"Python {platform.python_version()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
