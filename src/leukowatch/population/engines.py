@@ -222,6 +222,10 @@ SPARK_JVM_OPTIONS = "-XX:+IgnoreUnrecognizedVMOptions -XX:-DontCompileHugeMethod
 #: Heap of a local driver, which is also its executor: at Spark's default 1g the episode window over 3M rows
 #: spent 238 of its 266 task seconds collecting garbage beside the checkpointed draws; at 2g, 0.3 s.
 LOCAL_DRIVER_MEMORY = "2g"
+#: Relations up to this size are broadcast into joins (Spark's default is 10 MB). At 3M rows the series with a
+#: low (10 MiB) were just over it, so the episode window's semi join shuffled and sorted all 3M graded rows
+#: instead of only those series; the persons of a 30M-row input (about 45 MB) still fit.
+BROADCAST_BYTES = 64 * 2**20
 
 
 def spark_session(master: str = "local[2]", shuffle_partitions: int | None = None) -> Any:
@@ -238,6 +242,7 @@ def spark_session(master: str = "local[2]", shuffle_partitions: int | None = Non
                .config("spark.sql.ansi.enabled", "false")
                .config("spark.sql.adaptive.enabled", "true")
                .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+               .config("spark.sql.adaptive.autoBroadcastJoinThreshold", str(BROADCAST_BYTES))
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.driver.extraJavaOptions", SPARK_JVM_OPTIONS)
                .config("spark.executor.extraJavaOptions", SPARK_JVM_OPTIONS))
@@ -368,9 +373,20 @@ class SparkEngine(Engine):
 
     def materialize(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
         """An eager local checkpoint: computed once into the executors' block stores (one job, no Parquet
-        written and read back, no schema to infer again), its lineage cut so later plans stay small."""
+        written and read back, no schema to infer again), its lineage cut so later plans stay small.
+
+        A checkpoint small enough is marked for broadcast: Spark cannot size it before a query runs, so it
+        planned every join with it (the persons, joined onto all 3M graded rows) as a shuffle, which
+        adaptive execution turned into a broadcast only when the persons' shuffle finished first (when
+        it did not, the 3M rows were shuffled too). Counting the checkpoint is one job over blocks in
+        memory."""
+        from pyspark.sql import functions as F
+
         self.con._register_in_memory_tables(expr)
-        return self._view(self.session.sql(self.con.compile(expr)).localCheckpoint(eager=True))
+        df = self.session.sql(self.con.compile(expr)).localCheckpoint(eager=True)
+        if df.count() * df._jdf.schema().defaultSize() <= BROADCAST_BYTES:
+            df = F.broadcast(df)
+        return self._view(df)
 
     def execute(self, expr: ir.Expr) -> pd.DataFrame:
         return self.con.execute(expr)
