@@ -275,30 +275,37 @@ _SPARK_TYPES = {"string": "STRING", "float64": "DOUBLE", "int64": "BIGINT", "boo
                 "timestamp": "TIMESTAMP"}
 
 
-def _spark_literal(value: Any, spark_type: str) -> str:
-    """One value as a typed Spark SQL literal (NULL, NaN and quotes included)."""
+def _spark_literal(value: Any) -> str:
+    """One value as a Spark SQL literal (NULL, NaN and quotes included); its column is cast once, around the
+    whole inline table (`spark_values_sql`)."""
     if value is None:
-        return f"CAST(NULL AS {spark_type})"
+        return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return f"CAST('{value}' AS DOUBLE)"
-    if isinstance(value, (int, float)):
-        return f"CAST({value!r} AS {spark_type})"
+    if isinstance(value, float):
+        return f"{value!r}D"  # a DOUBLE literal (a bare 0.1 would be a DECIMAL)
+    if isinstance(value, int):
+        return str(value)
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"CAST('{text}' AS {spark_type})"
+    return f"'{text}'"
 
 
 def spark_values_sql(table: Any, types: dict[str, str]) -> str:
     """A small pyarrow table as a Spark SQL inline table (`VALUES`): a local relation the planner knows the
-    size of, so it broadcasts it into every join, with no Python worker to read it."""
+    size of, so it broadcasts it into every join, with no Python worker to read it. Each column is cast
+    once around the table, not once per value: analysing a CAST per cell of the ranges table (about
+    10,000) cost a second of every screen."""
     cols = list(types)
     rows = table.to_pylist()
     if not rows:
         nulls = ", ".join(f"CAST(NULL AS {types[c]}) AS `{c}`" for c in cols)
         return f"SELECT {nulls} WHERE FALSE"
-    body = ", ".join("(" + ", ".join(_spark_literal(r[c], types[c]) for c in cols) + ")" for r in rows)
-    return f"SELECT * FROM VALUES {body} AS t({', '.join(f'`{c}`' for c in cols)})"
+    body = ", ".join("(" + ", ".join(_spark_literal(r[c]) for c in cols) + ")" for r in rows)
+    names = ", ".join(f"_c{i}" for i in range(len(cols)))
+    select = ", ".join(f"CAST(_c{i} AS {types[c]}) AS `{c}`" for i, c in enumerate(cols))
+    return f"SELECT {select} FROM VALUES {body} AS t({names})"
 
 
 class SparkEngine(Engine):
