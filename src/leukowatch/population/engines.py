@@ -216,7 +216,7 @@ _SPARK_SESSIONS: dict[str, Any] = {}
 _LOOPBACK = ("local", "spark://127.0.0.1:", "spark://localhost:")
 #: HotSpot compiles no method over 8,000 bytes of bytecode; the whole-stage generated method of the stage that
 #: grades every result (its CASE chains, about 12 kB) then ran interpreted. Measured at 3M rows on local[2]:
-#: that stage's task CPU 15 s -> 11 s with the flag (Spark's own fallback, codegen.hugeMethodLimit=8000, gave
+#: that stage's task CPU 25 s -> 11 s with the flag (Spark's own fallback, codegen.hugeMethodLimit=8000, gave
 #: 15 s). The first option lets a JVM without the flag start anyway.
 SPARK_JVM_OPTIONS = "-XX:+IgnoreUnrecognizedVMOptions -XX:-DontCompileHugeMethods"
 #: Heap of a local driver, which is also its executor: at Spark's default 1g the episode window over 3M rows
