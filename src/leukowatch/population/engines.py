@@ -72,10 +72,12 @@ class Engine:
         """Release the backend (Spark sessions are shared and left running)."""
 
 
-#: Bytes of DuckDB working memory one input row needs while its bucket is screened (its share of the draws
-#: aggregate and of the episode sort; nothing as long as the input is kept), from the 30M-row benchmark;
-#: sets the bucket count. Past it DuckDB would spill, which costs more than one more scan of the input.
-BUCKET_BYTES_PER_ROW = 100
+#: Input rows' worth of DuckDB memory per bucket of persons: sets the bucket count. Buckets are the last resort,
+#: not the first: DuckDB's own operators spill what does not fit, and every further bucket scans the whole
+#: input again and filters it by a hash that misleads DuckDB's join estimates. Measured at 30M rows with
+#: --memory-limit 2GB (bench/screen.py data, quiet machine): one bucket 42.7 s at a 1.70 GB peak, two
+#: buckets 56.9 s, three 48.3 s. At 40 bytes a row, 2GB screens about 37M rows in one bucket.
+BUCKET_BYTES_PER_ROW = 40
 #: Part of a --memory-limit kept back for the Python side of the screen (interpreter, Ibis, pandas: about
 #: 170 MB) and for what DuckDB's own accounting leaves out (allocator slack, Parquet writer buffers);
 #: measured: 2GB gives DuckDB 1.4 GiB and the 30M-row screen peaks at 1.7 GB.
