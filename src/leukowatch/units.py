@@ -99,6 +99,16 @@ def _conversion_of(analyte: str, unit: Any) -> Converted | str:
 _cached_conversion = lru_cache(maxsize=4096)(_conversion_of)
 
 
+#: The factor of an analyte's canonical unit to itself: a unit with a smaller factor is a smaller unit.
+CANONICAL_FACTOR = 1.0
+
+
+def smaller_than_canonical(factor: float) -> bool:
+    """Whether a unit's factor makes it a smaller unit than the canonical one (cells per microlitre against
+    10^9/L): a count sent in it and read as the canonical unit would be a thousand-fold slip."""
+    return factor < CANONICAL_FACTOR
+
+
 def conversion(analyte: str, unit: Any, field: str) -> Converted:
     """The factor, canonical unit and percent flag of one unit spelling for an analyte (the value is
     the factor), or InputError naming the field. `convert` is this times the value."""

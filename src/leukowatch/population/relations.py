@@ -42,7 +42,7 @@ from ..rules.grading import (
     severity_word,
 )
 from ..rules.ranges import profile_names, profile_range
-from ..units import canonical_analyte, convert, loinc_lookup, plausibility
+from ..units import canonical_analyte, convert, loinc_lookup, plausibility, smaller_than_canonical
 
 #: Band index given to a person whose age is unknown (profile_range reads it as adult).
 UNKNOWN_AGE_BAND = -1
@@ -227,7 +227,7 @@ def code_rows(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> 
                      "c_ok": ok,
                      "c_max": float(limits["max_percent"]) if ok and ans.percent else (
                          float(limits["max_wbc"]) if wbc_count else math.inf),
-                     "c_slip_below": float(limits["min_reported_wbc"]) if wbc_count and (ans.factor or 1) < 1 else 0.0})
+                     "c_slip_below": float(limits["min_reported_wbc"]) if wbc_count and smaller_than_canonical(ans.factor) else 0.0})
     return rows
 
 

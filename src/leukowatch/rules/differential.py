@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..model import DIFFERENTIAL_ANALYTES, Observation
 from ..numtext import G
-from ..units import conversion, plausibility
+from ..units import conversion, plausibility, smaller_than_canonical
 
 #: The five-part differential whose percentages should add up to about 100.
 FIVE_PART: tuple[str, ...] = ("neutrophils", "lymphocytes", "monocytes", "eosinophils", "basophils")
@@ -154,7 +154,8 @@ def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation
 
 def _per_microlitre(obs: Observation) -> bool:
     """Whether the count was sent in a cells-per-microlitre unit (a factor below 1 to 10^9/L)."""
-    return obs.original_unit is not None and conversion(obs.analyte, obs.original_unit, "unit").factor < 1.0
+    return obs.original_unit is not None and smaller_than_canonical(
+        conversion(obs.analyte, obs.original_unit, "unit").factor)
 
 
 def _unit_slip_warning(wbc: Observation, min_reported: float) -> str:
