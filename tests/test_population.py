@@ -217,3 +217,48 @@ def test_absolute_counts_only_input_derives_nothing_and_needs_no_rejects_scan(tm
     episodes = r.frame("episodes")
     anc_eps = episodes[episodes["finding"] == "neutropenia"].sort_values("onset")
     assert anc_eps["n_low"].tolist() == [2, 1] and anc_eps["ongoing"].tolist() == [False, True]
+
+
+def test_inline_tables_keep_every_value_on_duckdb() -> None:
+    """The knowledge relations reach DuckDB as they were made: NULLs (not 'NaN' or ''), infinities, quotes,
+    dates; an empty relation keeps its columns; the same rows are one table, created once."""
+    import datetime
+    import math
+
+    from leukowatch.population.engines import DuckDBEngine
+    from leukowatch.population.inline import inline_table, tables_read_by
+
+    schema = {"s": "string", "x": "float64", "n": "int64", "b": "boolean", "d": "date"}
+    rows = [{"s": "it's", "x": math.inf, "n": 2**40, "b": True, "d": datetime.date(2020, 2, 29)},
+            {"s": None, "x": None, "n": None, "b": None, "d": None},
+            {"s": "", "x": -0.5}]
+    t = inline_table(rows, schema)
+    assert inline_table(rows, schema).get_name() == t.get_name()
+    engine = DuckDBEngine()
+    try:
+        got = engine.records(t)
+        by_s = {r["s"]: r for r in got}
+        assert len(got) == len(by_s) == 3
+        assert by_s["it's"] == {"s": "it's", "x": math.inf, "n": 2**40, "b": True, "d": datetime.date(2020, 2, 29)}
+        assert by_s[None] == {"s": None, "x": None, "n": None, "b": None, "d": None}
+        assert by_s[""]["x"] == -0.5 and by_s[""]["n"] is None
+        empty = inline_table([], schema)
+        assert engine.records(empty) == [] and engine.scalar(empty.count()) == 0
+        joined = t.join(empty, "s")
+        assert {x.name for x in tables_read_by(joined)} == {t.get_name(), empty.get_name()}
+        assert engine.scalar(joined.count()) == 0
+    finally:
+        engine.close()
+
+
+def test_duckdb_screen_never_imports_pandas(tabular: Path, tmp_path: Path) -> None:
+    """pandas is a quarter of a second to import, a fifth of a small screen's fixed cost: the DuckDB path
+    brings back its small results as plain rows and makes its knowledge relations without pyarrow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from leukowatch.population import screen; "
+            f"screen([{str(tabular)!r}], {str(tmp_path / 'out')!r}); print('pandas' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

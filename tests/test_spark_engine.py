@@ -40,7 +40,7 @@ def test_inline_table_keeps_every_value_and_is_a_local_relation(engine: Any) -> 
               "d": [datetime.date(2020, 2, 29), None, datetime.date(1999, 12, 31), None, None, None],
               "z": [None] * 6}
     types = {"x": "DOUBLE", "s": "STRING", "n": "BIGINT", "b": "BOOLEAN", "d": "DATE", "z": "DOUBLE"}
-    df = engine.session.sql(spark_values_sql(pa.table(values), types))
+    df = engine.session.sql(spark_values_sql(list(zip(*values.values(), strict=True)), types))
     assert [f.dataType.simpleString() for f in df.schema.fields] == ["double", "string", "bigint", "boolean",
                                                                      "date", "double"]
     rows = df.collect()
@@ -63,7 +63,7 @@ def test_small_checkpoint_is_broadcast_into_joins(engine: Any, tmp_path: Path) -
         big = engine.read_parquet([_parquet(tmp_path / "big.parquet", 2000)])
         small = engine.materialize(big.group_by("k").agg(n=big.count()), "small", tmp_path)
         joined = big.join(small, "k")
-        engine.con._register_in_memory_tables(joined)
+        engine.prepare(joined)
         plan = engine.session.sql(engine.con.compile(joined))._jdf.queryExecution().sparkPlan().toString()
     finally:
         conf.set("spark.sql.autoBroadcastJoinThreshold", size_based)

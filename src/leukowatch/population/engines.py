@@ -10,14 +10,18 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
-import pandas as pd
 
 from ..model import InputError
+from .inline import InlineTable, tables_read_by
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _quote(path: Path | str) -> str:
@@ -65,8 +69,34 @@ class Engine:
         """Where bucket `k` writes its part of output `name` (a directory of parts; one bucket: the output)."""
         return self.output_path(outdir, name)
 
+    def prepare(self, expr: ir.Expr) -> None:
+        """Create the inline tables (population.inline) `expr` reads that this engine has not made yet, and
+        hand Ibis's own memtables to the backend: call it before running any query."""
+        made: set[str] = self.__dict__.setdefault("_inline_made", set())
+        for table in tables_read_by(expr):
+            if table.name not in made:
+                self.create_inline(table)
+                made.add(table.name)
+        self.con._register_in_memory_tables(expr)
+
+    def create_inline(self, table: InlineTable) -> None:
+        raise NotImplementedError
+
     def execute(self, expr: ir.Expr) -> Any:
+        self.prepare(expr)
         return self.con.execute(expr)
+
+    def records(self, expr: ir.Expr) -> list[dict[str, Any]]:
+        """A small result as plain Python rows (None for missing, datetimes as `datetime`): what the screen
+        brings back into Python (codes, counts, the summary, cyclic candidates)."""
+        df = self.execute(expr.as_table())
+        df = df.astype(object).where(df.notna(), None)
+        return [{k: v.to_pydatetime() if hasattr(v, "to_pydatetime") else v for k, v in row.items()}
+                for row in df.to_dict("records")]
+
+    def scalar(self, expr: ir.Scalar) -> Any:
+        """One value (a count, a sum), None when the aggregate has no rows to work on."""
+        return next(iter(self.records(expr)[0].values()))
 
     def close(self) -> None:
         """Release the backend (Spark sessions are shared and left running)."""
@@ -176,13 +206,32 @@ class DuckDBEngine(Engine):
         """COPY to Parquet. Category columns are cast to DuckDB ENUMs first: its Parquet writer then takes
         the dictionary as it is instead of hashing every string (a quarter of the time of the 30M-row
         `graded` file). A value outside its list fails the cast loudly; it is never dropped."""
-        self.con._register_in_memory_tables(expr)  # memtables (the knowledge relations) first
+        self.prepare(expr)  # the knowledge relations first
         sql = self.con.compile(expr)
         cast = [f"CAST({c} AS ENUM({', '.join(_quote(v) for v in values)})) AS {c}"
                 for c, values in (categories or {}).items() if c in expr.columns]
         if cast:
             sql = f"SELECT * REPLACE ({', '.join(cast)}) FROM ({sql})"
         self.con.raw_sql(f"COPY ({sql}) TO {_quote(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+    def records(self, expr: ir.Expr) -> list[dict[str, Any]]:
+        """Rows straight from DuckDB's cursor, not through a pandas frame as Ibis would: with the inline tables,
+        a DuckDB screen never imports pandas (0.3 s of a 3M-row screen's 5 s was that import)."""
+        table = expr.as_table()
+        self.prepare(table)
+        cursor = self.con.raw_sql(self.con.compile(table))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def create_inline(self, table: InlineTable) -> None:
+        """A temporary table from one list parameter per column, unnested side by side (no pyarrow)."""
+        types = table.sql_types("duckdb")
+        if not table.rows:
+            cols = ", ".join(f'"{c}" {t}' for c, t in types.items())
+            self.con.raw_sql(f'CREATE TEMP TABLE "{table.name}" ({cols})')
+            return
+        cols = ", ".join(f'unnest(${i}::{t}[]) AS "{c}"' for i, (c, t) in enumerate(types.items(), start=1))
+        self.con.con.execute(f'CREATE TEMP TABLE "{table.name}" AS SELECT {cols}', list(table.columns().values()))
 
     def buckets(self, rows: int) -> int:
         """Enough buckets that one bucket's working set (its rows, draws, sorts) fits the memory limit: a
@@ -201,7 +250,7 @@ class DuckDBEngine(Engine):
     def materialize(self, expr: ir.Table, name: str, workdir: Path) -> ir.Table:
         """A temporary table: DuckDB's own storage under the memory limit (spilled to `temp_directory`),
         cheaper to write and read back than a Parquet file."""
-        self.con._register_in_memory_tables(expr)
+        self.prepare(expr)
         self.con.raw_sql(f"CREATE OR REPLACE TEMP TABLE lw_{name} AS {self.con.compile(expr)}")
         return self.con.table(f"lw_{name}")
 
@@ -273,10 +322,6 @@ def _teach_spark_bit_or() -> None:
         PySparkCompiler.visit_BitOr = visit_BitOr  # type: ignore[attr-defined]
 
 
-_SPARK_TYPES = {"string": "STRING", "float64": "DOUBLE", "int64": "BIGINT", "boolean": "BOOLEAN", "date": "DATE",
-                "timestamp": "TIMESTAMP"}
-
-
 def _spark_literal(value: Any) -> str:
     """One value as a Spark SQL literal (NULL, NaN and quotes included); its column is cast once, around the
     whole inline table (`spark_values_sql`)."""
@@ -294,17 +339,16 @@ def _spark_literal(value: Any) -> str:
     return f"'{text}'"
 
 
-def spark_values_sql(table: Any, types: dict[str, str]) -> str:
-    """A small pyarrow table as a Spark SQL inline table (`VALUES`): a local relation the planner knows the
-    size of, so it broadcasts it into every join, with no Python worker to read it. Each column is cast
-    once around the table, not once per value: analysing a CAST per cell of the ranges table (about
-    10,000) cost a second of every screen."""
+def spark_values_sql(rows: Sequence[Sequence[Any]], types: dict[str, str]) -> str:
+    """Rows (tuples in the column order of `types`: column -> Spark SQL type) as a Spark SQL inline table
+    (`VALUES`): a local relation the planner knows the size of, so it broadcasts it into every join, with
+    no Python worker to read it. Each column is cast once around the table, not once per value:
+    analysing a CAST per cell of the ranges table (about 10,000) cost a second of every screen."""
     cols = list(types)
-    rows = table.to_pylist()
     if not rows:
         nulls = ", ".join(f"CAST(NULL AS {types[c]}) AS `{c}`" for c in cols)
         return f"SELECT {nulls} WHERE FALSE"
-    body = ", ".join("(" + ", ".join(_spark_literal(r[c]) for c in cols) + ")" for r in rows)
+    body = ", ".join("(" + ", ".join(_spark_literal(v) for v in row) + ")" for row in rows)
     names = ", ".join(f"_c{i}" for i in range(len(cols)))
     select = ", ".join(f"CAST(_c{i} AS {types[c]}) AS `{c}`" for i, c in enumerate(cols))
     return f"SELECT {select} FROM VALUES {body} AS t({names})"
@@ -313,8 +357,8 @@ def spark_values_sql(table: Any, types: dict[str, str]) -> str:
 class SparkEngine(Engine):
     """PySpark through Ibis's pyspark backend. Outputs are Parquet directories.
 
-    The knowledge relations (memtables of a few hundred rows) become inline `VALUES` tables: Ibis would
-    hand them to Spark as pandas frames, which Spark reads through Python workers as an RDD of unknown
+    The knowledge relations (population.inline tables of a few hundred rows) become `VALUES` tables: as Ibis
+    memtables they went to Spark as pandas frames, which Spark reads through Python workers as an RDD of unknown
     size, never broadcast, so every join with them shuffled the data (measured: most of a screen's time).
     """
 
@@ -324,15 +368,13 @@ class SparkEngine(Engine):
         self.session = session or spark_session(master, shuffle_partitions)
         _teach_spark_bit_or()
         self.con = ibis.pyspark.connect(self.session)
-        self.con._register_in_memory_table = self._register_values  # type: ignore[method-assign]
         self._n = 0
         #: The schema of every output this engine wrote, by path: reading it back then needs no job to infer it
         #: (Spark infers a Parquet schema by a job over the footers, about 0.25 s each, a dozen per screen).
         self._written: dict[str, Any] = {}
 
-    def _register_values(self, op: Any) -> None:
-        types = {name: _SPARK_TYPES[str(dtype).removeprefix("!").split("(")[0]] for name, dtype in op.schema.items()}
-        self.session.sql(spark_values_sql(op.data.to_pyarrow(op.schema), types)).createOrReplaceTempView(op.name)
+    def create_inline(self, table: InlineTable) -> None:
+        self.session.sql(spark_values_sql(table.rows, table.sql_types("spark"))).createOrReplaceTempView(table.name)
 
     def _view(self, df: Any) -> ir.Table:
         self._n += 1
@@ -372,7 +414,7 @@ class SparkEngine(Engine):
         return self.read_parquet([out], row_number=True)
 
     def to_parquet(self, expr: ir.Table, path: Path, categories: dict[str, tuple[str, ...]] | None = None) -> None:
-        self.con._register_in_memory_tables(expr)
+        self.prepare(expr)
         df = self.session.sql(self.con.compile(expr))
         df.write.mode("overwrite").parquet(str(path))
         self._written[str(path)] = df.schema
@@ -391,13 +433,14 @@ class SparkEngine(Engine):
         memory."""
         from pyspark.sql import functions as F
 
-        self.con._register_in_memory_tables(expr)
+        self.prepare(expr)
         df = self.session.sql(self.con.compile(expr)).localCheckpoint(eager=True)
         if df.count() * df._jdf.schema().defaultSize() <= BROADCAST_BYTES:
             df = F.broadcast(df)
         return self._view(df)
 
     def execute(self, expr: ir.Expr) -> pd.DataFrame:
+        self.prepare(expr)
         return self.con.execute(expr)
 
 

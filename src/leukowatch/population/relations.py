@@ -43,6 +43,7 @@ from ..rules.grading import (
 )
 from ..rules.ranges import profile_names, profile_range
 from ..units import canonical_analyte, convert, loinc_lookup, plausibility, smaller_than_canonical
+from .inline import inline_table
 
 #: Band index given to a person whose age is unknown (profile_range reads it as adult).
 UNKNOWN_AGE_BAND = -1
@@ -50,18 +51,6 @@ UNKNOWN_AGE_BAND = -1
 BEFORE_BIRTH_BAND = -2
 #: rules.ranges reads a missing age_min as birth.
 _DEFAULT_AGE_MIN = float(0)
-
-
-def memtable(rows: list[dict[str, Any]], schema: dict[str, str], keys: tuple[str, ...] = ()) -> ir.Table:
-    """A small relation that survives every backend: Ibis 12's pyspark backend turns a NULL string in a
-    memtable into the text 'NaN', so NULL strings travel as '' and are restored here (join keys, where
-    '' is a real value, are left alone)."""
-    strings = [k for k, v in schema.items() if v == "string" and k not in keys]
-    clean = [{k: ("" if k in strings and r.get(k) is None else r.get(k)) for k in schema} for r in rows]
-    import pyarrow as pa
-
-    t = ibis.memtable(pa.Table.from_pylist(clean, schema=ibis.schema(schema).to_pyarrow()))
-    return t.mutate(**{k: t[k].nullif("") for k in strings}) if strings else t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +129,7 @@ RANGES_SCHEMA = {"range_id": "int64", "profile": "string", "analyte": "string", 
 
 
 def ranges_relation() -> ir.Table:
-    return memtable(ranges_rows(), RANGES_SCHEMA, keys=("profile", "analyte", "sex"))
+    return inline_table(ranges_rows(), RANGES_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +190,7 @@ def codes_relation(rows: list[dict[str, Any]]) -> ir.Table:
     schema = {"_ak": "string", "_ck": "string", "_uk": "string", "c_analyte": "string", "c_percent": "boolean",
               "c_factor": "float64", "c_unit": "string", "c_reason": "string", "c_reason_code": "string",
               "c_bit": "int64", "c_ok": "boolean", "c_max": "float64", "c_slip_below": "float64"}
-    return memtable(rows, schema, keys=("_ak", "_ck", "_uk"))
+    return inline_table(rows, schema)
 
 
 def code_rows(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> list[dict[str, Any]]:
@@ -241,8 +230,7 @@ def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
         except InputError as err:
             sex, reason = None, f"sex: {err.problem}"
         rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason, "s_ok": reason is None})
-    return memtable(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string", "s_ok": "boolean"},
-                    keys=("_sk",))
+    return inline_table(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string", "s_ok": "boolean"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +386,7 @@ def drugs_relation(names: Iterable[str]) -> ir.Table:
                          "chemotherapy": m.chemotherapy, "risk": m.risk})
     schema = {"name": "string", "generic": "string", "drug_class": "string", "chemotherapy": "boolean",
               "risk": "string"}
-    return memtable(rows, schema, keys=("name",))
+    return inline_table(rows, schema)
 
 
 #: Differential analytes whose absolute count can be derived as WBC x % / 100 (segments feed the ANC).

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import ibis.expr.types as ir
-import pandas as pd
 
 from ..knowledge import Knowledge, knowledge_version, load_table, use
 from ..model import InputError
@@ -32,6 +31,7 @@ from ..rules.timeline import Point, cyclic_neutropenia
 from . import pipeline as pl
 from . import relations as rel
 from .engines import Engine, make_engine
+from .inline import inline_table
 from .sources import empty_medications, open_sources
 
 #: Output tables, in the order they are written.
@@ -128,20 +128,18 @@ def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
     counted = series.group_by("patient_id").agg(n=series.count())
     long_enough = counted.filter(counted.n >= int(load_table("timeline")["cyclic_method"]["min_points"]))
     series = series.semi_join(long_enough, "patient_id")
-    df = engine.execute(series.order_by(["patient_id", "time"]))
-    # plain lists and itertools.groupby: slicing a DataFrame per person cost more than the rule itself
-    cols = zip(df["patient_id"].tolist(), df["time"].tolist(), df["value"].tolist(), df["flag"].tolist(),
-               df["grade"].tolist(), strict=True)
+    # plain rows and itertools.groupby: slicing a DataFrame per person cost more than the rule itself
     rows: list[dict[str, Any]] = []
-    for pid, part in itertools.groupby(cols, key=lambda r: r[0]):
-        points = [Point(t.to_pydatetime(), float(v), f == "low", None if pd.isna(g_) else int(g_))
-                  for _, t, v, f, g_ in part]
+    for pid, part in itertools.groupby(engine.records(series.order_by(["patient_id", "time"])),
+                                       key=lambda r: r["patient_id"]):
+        points = [Point(r["time"], float(r["value"]), r["flag"] == "low",
+                        None if r["grade"] is None else int(r["grade"])) for r in part]
         verdict = cyclic_neutropenia(points)
         if verdict.status == "suspected":
             rows.append({"patient_id": str(pid), "period_days": verdict.period_days,
                          "n_nadirs": len(verdict.nadirs), "evidence": "; ".join(verdict.evidence)})
     schema = {"patient_id": "string", "period_days": "float64", "n_nadirs": "int64", "evidence": "string"}
-    return rel.memtable(rows, schema, keys=("patient_id",))
+    return inline_table(rows, schema)
 
 
 def _febrile(graded: ir.Table, temperatures: ir.Table) -> ir.Table:
@@ -156,7 +154,7 @@ def _febrile(graded: ir.Table, temperatures: ir.Table) -> ir.Table:
 
 
 def _count(engine: Engine, expr: ir.Table) -> int:
-    return int(engine.execute(expr.count()))
+    return int(engine.scalar(expr.count()))
 
 
 def _bucket_rows(engine: Engine, raw: ir.Table, buckets: int, read: int) -> dict[int, int]:
@@ -165,8 +163,7 @@ def _bucket_rows(engine: Engine, raw: ir.Table, buckets: int, read: int) -> dict
     if buckets == 1:
         return {0: read}
     b = raw.select(bucket=pl.bucket_of(raw.patient_id, buckets))
-    counts = engine.execute(b.group_by("bucket").agg(n=b.count()))
-    return {int(k): int(n) for k, n in zip(counts["bucket"], counts["n"], strict=True)}
+    return {int(r["bucket"]): int(r["n"]) for r in engine.records(b.group_by("bucket").agg(n=b.count()))}
 
 
 @dataclass(frozen=True)
@@ -218,7 +215,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
         eng.to_parquet(patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile)),
                        eng.part_path(out, "persons", k))
-        n_checked = int(eng.execute(found.n_results.sum()) or 0)
+        n_checked = int(eng.scalar(found.n_results.sum()) or 0)
     n_dups = 0
     with _step(steps, "duplicates (ranked only when a draw has one)"):
         if _count(eng, draws.filter(draws.has_dup)):
@@ -297,8 +294,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("reading inputs", bar):
                 src = open_sources(eng, inputs, work)
                 # one small query for every distinct spelling the rules are asked about (one job on Spark)
-                keys = [tuple(None if v != v else v for v in row) for row in
-                        eng.execute(pl.distinct_keys(src.raw)).itertuples(index=False)]
+                keys = [tuple(row.values()) for row in eng.records(pl.distinct_keys(src.raw))]
                 codes_rows = rel.code_rows(dict.fromkeys((a, c, u) for a, c, u, _, _ in keys))
                 plan = _Plan(
                     codes=rel.codes_relation(codes_rows),
@@ -325,7 +321,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             patients = eng.read_parquet([paths["persons"]])
             with stage("drug-associated episodes", bar):
                 meds = src.medications if src.medications is not None else empty_medications()
-                names = eng.execute(meds.select("name").distinct())["name"].dropna().tolist()
+                names = [r["name"] for r in eng.records(meds.select("name").distinct()) if r["name"] is not None]
                 drug_eps = write(pl.drug_episodes_of(episodes, meds, rel.drugs_relation(names)),
                                  paths["drug_episodes"])
             with stage("cyclic and febrile neutropenia", bar):
@@ -338,8 +334,8 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("per-person flags and summary", bar):
                 flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
                 n_rejected = _count(eng, rejects)
-                sizes = eng.execute(graded.aggregate(n=graded.count(), derived=graded.derived.cast("int64").sum()))
-                n_graded, n_derived = (int(sizes[k].fillna(0).iloc[0]) for k in ("n", "derived"))
+                sizes = eng.records(graded.aggregate(n=graded.count(), derived=graded.derived.cast("int64").sum()))[0]
+                n_graded, n_derived = (int(sizes[k] or 0) for k in ("n", "derived"))
                 reconciliation = {"read": read, "accepted": counts["checked"] - counts["duplicates"],
                                   "rejected": n_rejected, "duplicates": counts["duplicates"], "graded": n_graded,
                                   "derived": n_derived}
@@ -378,10 +374,8 @@ def build_summary(eng: Engine, graded: ir.Table, findings: ir.Table, episodes: i
     c = chronic.group_by("finding").agg(persons=chronic.count())
 
     def records(expr: ir.Table) -> list[dict[str, Any]]:
-        df = eng.execute(expr)
-        df = df.astype(object).where(df.notna(), None)
         return [{k: (int(v) if hasattr(v, "is_integer") and float(v).is_integer() and k != "value" else v)
-                 for k, v in row.items()} for row in df.to_dict("records")]
+                 for k, v in row.items()} for row in eng.records(expr)]
 
     return {"persons": records(persons)[0], "by_finding": records(by_finding), "episodes": records(e),
             "chronic": records(c), "by_drug_class": records(by_drug), "rejects_by_reason": records(r)}

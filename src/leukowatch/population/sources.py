@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -11,8 +12,8 @@ from ..io.omop import omop_maps
 from ..knowledge import load_table
 from ..model import InputError
 from .engines import Engine
+from .inline import inline_table
 from .inputs import Sources, _pick, classify_inputs, parse_date_col, parse_time, standardise
-from .relations import memtable
 
 _MED_SCHEMA = {"patient_id": "string", "name": "string", "start": "date", "stop": "date"}
 
@@ -59,13 +60,18 @@ def _union(tables: list[ir.Table]) -> ir.Table | None:
     return ibis.union(*tables)
 
 
+def _concept_map(mapping: Any, concept: str, text: str) -> ir.Table:
+    """knowledge/omop.toml's concept id -> text map as a relation (columns `concept`, `text`)."""
+    return inline_table([{concept: int(k), text: v} for k, v in mapping.items()], {concept: "int64", text: "string"})
+
+
 def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: Path) -> Sources:
     """MEASUREMENT (+ PERSON, DRUG_EXPOSURE, CONCEPT) through knowledge/omop.toml, as io/omop.py reads it."""
     maps = omop_maps()
     m = _read_any(engine, tables["measurement"][0], workdir, tables["measurement"][1])
-    concept_map = ibis.memtable({"mc": list(maps["measurement"]), "m_loinc": [v["loinc"] for v in maps["measurement"].values()]})
-    unit_map = ibis.memtable({"uc": list(maps["unit"]), "m_unit": list(maps["unit"].values())})
-    op_map = ibis.memtable({"oc": list(maps["operator"]), "m_op": list(maps["operator"].values())})
+    concept_map = _concept_map({k: v["loinc"] for k, v in maps["measurement"].items()}, "mc", "m_loinc")
+    unit_map = _concept_map(maps["unit"], "uc", "m_unit")
+    op_map = _concept_map(maps["operator"], "oc", "m_op")
     m = m.mutate(_mc=m.measurement_concept_id.cast("string").try_cast("int64"))
     m = m.left_join(concept_map, m._mc == concept_map.mc)
     m = m.select(*m.columns)
@@ -100,7 +106,7 @@ def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: P
     if "person" in tables:
         p = _read_any(engine, tables["person"][0], workdir, tables["person"][1])
         rule = load_table("omop")["person"]
-        genders = ibis.memtable({"gc": list(maps["gender"]), "g_sex": list(maps["gender"].values())})
+        genders = _concept_map(maps["gender"], "gc", "g_sex")
         p = p.mutate(_gc=p.gender_concept_id.cast("string").try_cast("int64"))
         p = p.left_join(genders, p._gc == genders.gc)
         p = p.select(*p.columns)
@@ -194,4 +200,4 @@ def open_sources(engine: Engine, inputs: list[str], workdir: Path) -> Sources:
 
 
 def empty_medications() -> ir.Table:
-    return memtable([], _MED_SCHEMA)
+    return inline_table([], _MED_SCHEMA)
