@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
 from ..model import InputError
@@ -165,13 +166,23 @@ class DuckDBEngine(Engine):
         text = self.con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
         return parse_size(text.replace(" ", ""))
 
+    def _table(self, name: str) -> ir.Table:
+        """A table or view of this connection as an Ibis table. Ibis's `con.table()` reads DuckDB's DESCRIBE as
+        an Arrow table, which imports pyarrow and numpy (0.15 s of every screen, which uses neither): the same
+        DESCRIBE is read here as plain rows and typed by Ibis's own DuckDB type mapper."""
+        mapper = self.con.compiler.type_mapper
+        described = self.con.con.execute(f'DESCRIBE "{name}"').fetchall()
+        schema = ibis.schema({col: mapper.from_string(typ, nullable=null == "YES")
+                              for col, typ, null, *_ in described})
+        return ops.DatabaseTable(name, schema=schema, source=self.con, namespace=ops.Namespace()).to_expr()
+
     def _sql(self, query: str) -> ir.Table:
         """A relation from SQL via a view: Ibis 12's `con.sql()` calls `fetch_arrow_table`, which DuckDB 2
         removed, while `con.table()` on a view works."""
         self._views += 1
         name = f"lw_src_{self._views}"
         self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
-        return self.con.table(name)
+        return self._table(name)
 
     def _read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
         files = "[" + ", ".join(_quote(p) for p in paths) + "]"
@@ -192,7 +203,7 @@ class DuckDBEngine(Engine):
         name = f"lw_csv_{self._views}"
         self.con.raw_sql(f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS _rn "
                          f"FROM read_csv({_quote(path)}, all_varchar = true, header = true)")
-        return self.con.table(name)
+        return self._table(name)
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
         alias = self._attached.get(path)
@@ -252,7 +263,7 @@ class DuckDBEngine(Engine):
         cheaper to write and read back than a Parquet file."""
         self.prepare(expr)
         self.con.raw_sql(f"CREATE OR REPLACE TEMP TABLE lw_{name} AS {self.con.compile(expr)}")
-        return self.con.table(f"lw_{name}")
+        return self._table(f"lw_{name}")
 
     def close(self) -> None:
         self.con.disconnect()
