@@ -23,7 +23,7 @@ from ..io.result import RESULT_KEY
 from ..knowledge import load_table
 from ..model import ANALYTES, DIFFERENTIAL_ANALYTES, FINDING_CODES, Sex
 from ..rules.findings import LOW_FINDING
-from ..rules.ranges import profile_for
+from ..rules.ranges import profile_for, profile_names
 from ..rules.timeline import chronic_rule
 from ..units import plausibility
 from . import relations as rel
@@ -356,6 +356,12 @@ FLAGS: tuple[str, ...] = ("low", "normal", "high")
 def graded_categories() -> dict[str, tuple[str, ...]]:
     """Every value each string column of `grade` can hold, for engines that encode such columns compactly."""
     return {"analyte": ANALYTES, "flag": FLAGS, "finding": FINDING_CODES}
+
+
+def findings_categories(criteria: str) -> dict[str, tuple[str, ...]]:
+    """The same for `findings_of` (its age band is open-ended text, so not listed)."""
+    return {"finding": FINDING_CODES, "analyte": ANALYTES, "sex": get_args(Sex), "profile": tuple(profile_names()),
+            "term": rel.term_values(criteria), "severity": rel.severity_values()}
 
 
 def person_terms(c: ir.Table, requested_profile: str | None) -> ir.Table:

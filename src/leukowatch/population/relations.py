@@ -357,6 +357,18 @@ def term_expr(criteria: str, finding: ir.StringValue, age: AgeTerms | None = Non
     return ibis.cases((finding.isnull(), ibis.null("string")), *branches, else_=ibis.null("string"))
 
 
+def term_values(criteria: str) -> tuple[str, ...]:
+    """Every term `term_expr` can give under `criteria` (an output column's complete list of values)."""
+    return tuple(dict.fromkeys(str(r["term"]) for r in criteria_table(criteria)))
+
+
+def severity_values() -> tuple[str, ...]:
+    """Every word `severity_expr` can give."""
+    words = [str(row["word"]) for row in load_table("severity")["neutropenia"]]
+    words += [severity_word(int(k)) for k in load_table("criteria")["severity_words"] if k.isdigit()]
+    return tuple(dict.fromkeys(words))
+
+
 def severity_expr(finding: ir.StringValue, grade: ir.IntegerValue, value: ir.FloatingValue,
                   lln: ir.FloatingValue) -> ir.StringValue:
     """rules.findings: neutropenia words from severity.toml; other graded findings the CTCAE word."""

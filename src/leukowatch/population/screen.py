@@ -237,7 +237,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     graded = eng.read_parquet([graded_path])
     with _step(steps, "findings"):
         eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
-                       eng.part_path(out, "findings", k))
+                       eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria))
     with _step(steps, "episodes"):
         eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
     with _step(steps, "chronic"):
