@@ -264,3 +264,20 @@ def test_duckdb_screen_never_imports_pandas_or_pyarrow(tabular: Path, tmp_path: 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_blank_patient_ids_are_rejected_and_others_kept(tmp_path: Path) -> None:
+    """Whitespace-only ids (and none at all) are "missing patient_id", as `leukowatch read` says; an id that
+    merely starts with a space, or with a character just above it, is a patient."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [" ", "\t", "", None, " B1", "!B2", "B3"]
+    pq.write_table(pa.table({"patient_id": ids, "time": ["2026-03-01T08:00:00Z"] * len(ids),
+                             "analyte": ["wbc"] * len(ids), "value": [2.0] * len(ids),
+                             "unit": ["10*9/L"] * len(ids)}), tmp_path / "observations.parquet")
+    r = screen([str(tmp_path / "observations.parquet")], tmp_path / "out")
+    rejects = r.table("rejects").to_pylist()
+    assert sorted((x["patient_id"] or "", x["reason_code"]) for x in rejects) == [
+        ("", "missing_patient"), ("", "missing_patient"), ("\t", "missing_patient"), (" ", "missing_patient")]
+    assert sorted(r.table("graded").column("patient_id").to_pylist()) == [" B1", "!B2", "B3"]

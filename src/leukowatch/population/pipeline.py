@@ -50,6 +50,8 @@ def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.Integer
 #: Only the whitespace Ibis's strip() removes, as a regular expression (TRIM with a character set costs
 #: DuckDB about six times more than this match).
 _BLANK = "^[ \t\n\r\x0b\x0c]*$"
+#: The first character above all of `_BLANK`'s: a text starting with it or higher is not blank.
+_ABOVE_BLANK = "!"
 
 
 def distinct_keys(raw: ir.Table) -> ir.Table:
@@ -57,7 +59,10 @@ def distinct_keys(raw: ir.Table) -> ir.Table:
     few values `relations` asks the per-patient functions about. A blank id is matched here once, so that
     each later pass over the rows tests membership in this (almost always empty) list instead of running a
     regular expression."""
-    blank = ibis.cases((raw.patient_id.re_search(_BLANK), raw.patient_id), else_=ibis.null("string"))
+    # a blank id starts below '!' (every character `_BLANK` allows does, and '' is below it): only those ids
+    # are matched (the match on every id was two thirds of this query's time)
+    maybe = raw.patient_id < _ABOVE_BLANK
+    blank = ibis.cases((maybe & raw.patient_id.re_search(_BLANK), raw.patient_id), else_=ibis.null("string"))
     return raw.select("analyte", "loinc", "unit", "sex", blank_id=blank).distinct()
 
 
