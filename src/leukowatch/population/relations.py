@@ -220,7 +220,7 @@ def code_rows(distinct: Iterable[tuple[str | None, str | None, str | None]]) -> 
     return rows
 
 
-def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
+def sex_rows(distinct: Iterable[str | None]) -> list[dict[str, Any]]:
     """Raw sex spellings -> male/female/unknown as `request.parse_patient` reads them, or a reason (`s_ok`:
     none)."""
     rows = []
@@ -230,6 +230,11 @@ def sexes_relation(distinct: Iterable[str | None]) -> ir.Table:
         except InputError as err:
             sex, reason = None, f"sex: {err.problem}"
         rows.append({"_sk": raw or "", "s_sex": sex, "s_reason": reason, "s_ok": reason is None})
+    return rows
+
+
+def sexes_relation(rows: list[dict[str, Any]]) -> ir.Table:
+    """`sex_rows` as a relation, joined with the raw rows on the spelling."""
     return inline_table(rows, {"_sk": "string", "s_sex": "string", "s_reason": "string", "s_ok": "boolean"})
 
 

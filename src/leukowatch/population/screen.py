@@ -174,6 +174,7 @@ class _Plan:
     sexes: ir.Table
     blank: list[str]
     present: frozenset[int]
+    person: frozenset[str]  # the person columns rows carry (pipeline.draws_of)
     bounds: bool  # values are text: some may be bounds ('<0.5'), whose direction derived counts inherit
     persons: ir.Table | None  # PERSON / the store's patients table, when the source has one
     profile: str | None
@@ -202,7 +203,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
-        draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws", work)
+        draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds, plan.person), "draws", work)
         found = eng.materialize(pl.patients_of(draws), "patients", work)
         patients = found
         if plan.persons is not None:
@@ -223,7 +224,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
             n_dups = _count(eng, superseded)
             obs = pl.without(obs, superseded)
-            draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds), "draws_clean", work)
+            draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds, plan.person), "draws_clean", work)
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     with _step(steps, "rejects"):
         # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
@@ -235,13 +236,14 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
                        graded_path,
                        pl.graded_categories())
     graded = eng.read_parquet([graded_path])
-    with _step(steps, "findings"):
-        eng.to_parquet(pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
-                       eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria))
-    with _step(steps, "episodes"):
-        eng.to_parquet(pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k))
-    with _step(steps, "chronic"):
-        eng.to_parquet(pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k))
+    # none of the three reads another, so an engine may write them at once (Spark: their seconds overlap)
+    took = eng.to_parquet_all({
+        "findings": (pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
+                     eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria)),
+        "episodes": (pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k), None),
+        "chronic": (pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k), None)})
+    for name, seconds in took.items():
+        steps[name] = round(steps.get(name, 0.0) + seconds, 3)
     return {"checked": n_checked, "duplicates": n_dups}
 
 
@@ -294,13 +296,18 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
             with stage("reading inputs", bar):
                 src = open_sources(eng, inputs, work)
                 # one small query for every distinct spelling the rules are asked about (one job on Spark)
-                keys = [tuple(row.values()) for row in eng.records(pl.distinct_keys(src.raw))]
-                codes_rows = rel.code_rows(dict.fromkeys((a, c, u) for a, c, u, _, _ in keys))
+                keys = eng.records(pl.distinct_keys(src.raw))
+                codes_rows = rel.code_rows(dict.fromkeys((k["analyte"], k["loinc"], k["unit"]) for k in keys))
+                sexes_rows = rel.sex_rows(dict.fromkeys(k["sex"] for k in keys))
+                person = {c for c in pl.PERSON_COLUMNS if any(k[f"has_{c}"] for k in keys)}
+                if any(r["s_sex"] in pl.STATED_SEXES for r in sexes_rows):
+                    person.add("sex")
                 plan = _Plan(
                     codes=rel.codes_relation(codes_rows),
-                    sexes=rel.sexes_relation(dict.fromkeys(k[3] for k in keys)),
-                    blank=sorted({k[4] for k in keys if k[4] is not None}),
+                    sexes=rel.sexes_relation(sexes_rows),
+                    blank=sorted({k["blank_id"] for k in keys if k["blank_id"] is not None}),
                     present=frozenset(int(r["c_bit"]) for r in codes_rows if r["c_bit"] is not None),
+                    person=frozenset(person),
                     bounds=src.raw.value.type().is_string(),
                     persons=src.patients, profile=profile, criteria=criteria)
                 read = _count(eng, src.raw)
