@@ -244,12 +244,16 @@ def sexes_relation(rows: list[dict[str, Any]]) -> ir.Table:
 
 def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.FloatingValue) -> ir.StringValue:
     """rules.findings.findings_from_counts: low -> LOW_FINDING, high -> HIGH_FINDING, basophils 0 -> basopenia."""
-    # most results are normal: the first branch settles them before the per-analyte comparisons
-    branches: list[tuple[Any, Any]] = [((flag == "normal") & (analyte != "basophils"), ibis.null("string"))]
-    branches += [((flag == "low") & (analyte == a), code) for a, code in LOW_FINDING.items()]
-    branches += [((flag == "high") & (analyte == a), code) for a, code in HIGH_FINDING.items()]
-    branches.append(((analyte == "basophils") & (value == 0), LOW_FINDING["basophils"]))
-    return ibis.cases(*branches, else_=ibis.null("string"))
+    # most results are normal: the first branch settles them; the rest are compared with the analytes of
+    # their flag only (a CASE per flag, not one flat CASE over every flag and analyte)
+    null = ibis.null("string")
+
+    def by_analyte(codes: dict[str, str]) -> ir.StringValue:
+        return ibis.cases(*[(analyte == a, code) for a, code in codes.items()], else_=null)
+
+    return ibis.cases(((flag == "normal") & (analyte != "basophils"), null),
+                      (flag == "low", by_analyte(LOW_FINDING)), (flag == "high", by_analyte(HIGH_FINDING)),
+                      ((analyte == "basophils") & (value == 0), LOW_FINDING["basophils"]), else_=null)
 
 
 def _row_holds(row: dict[str, Any], value: ir.FloatingValue, lln: ir.FloatingValue,
@@ -333,16 +337,22 @@ def grade_expr(criteria: str, analyte: ir.StringValue, finding: ir.StringValue, 
                lln: ir.FloatingValue, uln: ir.FloatingValue, age: AgeTerms | None = None) -> ir.IntegerValue:
     """rules.grading.grade over criteria.toml rows, worst grade first, for each graded finding (with
     `age`, each row only within its age band: the bands of one term never overlap)."""
-    branches: list[tuple[Any, Any]] = [(finding.isnull(), ibis.null("int64"))]  # most rows: settled at once
+    # a CASE per finding inside one over the findings: a row is compared with its own finding's criteria
+    # rows only (a flat CASE tested every finding's rows in turn: twice the work)
+    null = ibis.null("int64")
+    branches: list[tuple[Any, Any]] = [(finding.isnull(), null)]  # most rows: settled at once
     for a, direction, code in _graded_pairs():
+        rows = []
         for row in _rows_for(criteria, a, direction, age):
-            cond = (analyte == a) & (finding == code) & _row_holds(row, value, lln, uln)
+            cond = _row_holds(row, value, lln, uln)
             if age is not None:
                 cond = cond & _band(row, age)
-            branches.append((cond, int(row["grade"])))
+            rows.append((cond, int(row["grade"])))
+        if rows:
+            branches.append(((finding == code) & (analyte == a), ibis.cases(*rows, else_=null)))
     if len(branches) == 1:
-        return ibis.null("int64")
-    return ibis.cases(*branches, else_=ibis.null("int64"))
+        return null
+    return ibis.cases(*branches, else_=null)
 
 
 def term_expr(criteria: str, finding: ir.StringValue, age: AgeTerms | None = None) -> ir.StringValue:
