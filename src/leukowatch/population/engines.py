@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,17 @@ from .inline import InlineTable, tables_read_by
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+#: One output to write: its expression, path and category columns (`Engine.to_parquet`).
+Write = tuple[ir.Table, Path, dict[str, tuple[str, ...]] | None]
+
+
+def pandas_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """A small pandas result as plain Python rows: None for missing, datetimes as `datetime`."""
+    df = df.astype(object).where(df.notna(), None)
+    return [{k: v.to_pydatetime() if hasattr(v, "to_pydatetime") else v for k, v in row.items()}
+            for row in df.to_dict("records")]
 
 
 def _quote(path: Path | str) -> str:
@@ -90,14 +103,25 @@ class Engine:
     def records(self, expr: ir.Expr) -> list[dict[str, Any]]:
         """A small result as plain Python rows (None for missing, datetimes as `datetime`): what the screen
         brings back into Python (codes, counts, the summary, cyclic candidates)."""
-        df = self.execute(expr.as_table())
-        df = df.astype(object).where(df.notna(), None)
-        return [{k: v.to_pydatetime() if hasattr(v, "to_pydatetime") else v for k, v in row.items()}
-                for row in df.to_dict("records")]
+        return pandas_records(self.execute(expr.as_table()))
 
     def scalar(self, expr: ir.Scalar) -> Any:
         """One value (a count, a sum), None when the aggregate has no rows to work on."""
         return next(iter(self.records(expr)[0].values()))
+
+    def to_parquet_all(self, writes: dict[str, Write]) -> dict[str, float]:
+        """Write outputs none of which reads another (name -> (expr, path, categories)); returns the seconds
+        each took. One after another here: DuckDB spreads every query over all its threads already."""
+        took: dict[str, float] = {}
+        for name, (expr, path, categories) in writes.items():
+            t0 = time.perf_counter()
+            self.to_parquet(expr, path, categories)
+            took[name] = time.perf_counter() - t0
+        return took
+
+    def records_all(self, exprs: list[ir.Expr]) -> list[list[dict[str, Any]]]:
+        """`records` of several small queries none of which reads another (the summary's), in order."""
+        return [self.records(e) for e in exprs]
 
     def close(self) -> None:
         """Release the backend (Spark sessions are shared and left running)."""
@@ -424,11 +448,40 @@ class SparkEngine(Engine):
             c.execute(f"COPY (SELECT * FROM main.{table}) TO {_quote(out)} (FORMAT parquet)")
         return self.read_parquet([out], row_number=True)
 
-    def to_parquet(self, expr: ir.Table, path: Path, categories: dict[str, tuple[str, ...]] | None = None) -> None:
+    def _frame(self, expr: ir.Table) -> Any:
+        """`expr` as a Spark DataFrame, planned in the calling thread (Ibis's compiler and the engine's views
+        are not meant to be shared between threads; running the planned jobs is)."""
         self.prepare(expr)
-        df = self.session.sql(self.con.compile(expr))
+        return self.session.sql(self.con.compile(expr))
+
+    def _write(self, df: Any, path: Path) -> float:
+        t0 = time.perf_counter()
         df.write.mode("overwrite").parquet(str(path))
         self._written[str(path)] = df.schema
+        return time.perf_counter() - t0
+
+    def to_parquet(self, expr: ir.Table, path: Path, categories: dict[str, tuple[str, ...]] | None = None) -> None:
+        self._write(self._frame(expr), path)
+
+    def to_parquet_all(self, writes: dict[str, Write]) -> dict[str, float]:
+        """The writes as concurrent Spark jobs (one thread each): a stage whose tasks are uneven (an input of
+        three row groups read by two cores) or a gap while the driver plans the next query leaves a core
+        idle, and the other outputs' tasks fill it. The seconds returned overlap."""
+        frames = {name: (self._frame(expr), path) for name, (expr, path, _) in writes.items()}
+        with ThreadPoolExecutor(max_workers=len(frames) or 1, thread_name_prefix="lw-write") as pool:
+            took = {name: pool.submit(self._write, df, path) for name, (df, path) in frames.items()}
+            return {name: job.result() for name, job in took.items()}
+
+    def records_all(self, exprs: list[ir.Expr]) -> list[list[dict[str, Any]]]:
+        """The queries as concurrent Spark jobs: each is small (a summary table), so most of its time is the
+        driver planning it and the fixed cost of its one or two jobs, which overlap here."""
+        from ibis.backends.pyspark.converter import PySparkPandasData
+
+        tables = [e.as_table() for e in exprs]
+        frames = [self._frame(t) for t in tables]
+        with ThreadPoolExecutor(max_workers=len(frames) or 1, thread_name_prefix="lw-query") as pool:
+            results = list(pool.map(lambda df: df.toPandas(), frames))
+        return [pandas_records(PySparkPandasData.convert_table(df, t.schema())) for df, t in zip(results, tables, strict=True)]
 
     def output_path(self, outdir: Path, name: str) -> Path:
         return outdir / f"{name}.parquet"

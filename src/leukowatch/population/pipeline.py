@@ -88,11 +88,18 @@ def _checks(j: ir.Table, blank: list[str]) -> list[tuple[Any, Any, Any]]:
         (j.c_percent & (j.value_c > limits["max_percent"]), "percentage is above 100%", "implausible"),
         ((j.c_analyte == "wbc") & ~j.c_percent & (j.value_c > limits["max_wbc"]),
          f"wbc above {limits['max_wbc']:g} x10^9/L is implausible; check the unit", "implausible"),
+        (not_a_bound(j.low, j.lab_low), "reference range low is not a finite number", "bad_range"),
+        (not_a_bound(j.high, j.lab_high), "reference range high is not a finite number", "bad_range"),
         (j.lab_low.notnull() & j.lab_high.notnull() & (j.lab_low > j.lab_high), "reference range low is above high",
          "bad_range"),
         (j.time.isnull(), "missing or unparseable time", "bad_time"),
         (j.s_reason.notnull(), j.s_reason, "bad_sex"),
     ]
+
+
+def not_a_bound(given: ir.Value, parsed: ir.FloatingValue) -> ir.BooleanValue:
+    """A reference-range bound was given but is not a finite number (request._bound rejects its row)."""
+    return given.notnull() & (parsed.isnull() | parsed.isnan() | parsed.isinf())
 
 
 def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) -> ir.Table:
@@ -106,13 +113,16 @@ def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) 
                    _sk=raw.sex.fill_null(""))
     j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
     number, comparator = value_number(j.value)
+    low, _ = value_number(j.low)  # a bound's comparator is dropped, as request._bound drops it
+    high, _ = value_number(j.high)
     j = j.mutate(number=number, comparator=comparator, analyte_c=j.c_analyte, percent=j.c_percent,
-                 value_c=number * j.c_factor, lab_low=j.low * j.c_factor, lab_high=j.high * j.c_factor,
+                 value_c=number * j.c_factor, lab_low=low * j.c_factor, lab_high=high * j.c_factor,
                  sex_c=j.s_sex)
     named = j.patient_id.notnull() & ~j.patient_id.isin(blank) if blank else j.patient_id.notnull()
     finite = j.number.notnull() & ~j.number.isnan() & ~j.number.isinf()
     plausible = (j.value_c >= plausibility()["min_value"]) & (j.value_c <= j.c_max)
-    range_ok = ~(j.lab_low > j.lab_high).fill_null(False)
+    range_ok = ~(j.lab_low > j.lab_high).fill_null(False) & ~not_a_bound(j.low, j.lab_low) & \
+        ~not_a_bound(j.high, j.lab_high)
     ok = j.c_ok & j.s_ok & named & finite & plausible & range_ok & j.time.notnull()
     return j.mutate(ok=ok.fill_null(False))
 
@@ -563,28 +573,29 @@ def drug_episodes_of(episodes: ir.Table, medications: ir.Table, drugs: ir.Table)
 # 4. per-person flags
 
 
+#: The booleans of `flags`, in their column order; the first three are findings codes.
+FLAGS_OF_FINDINGS: tuple[str, ...] = ("neutropenia", "lymphocytopenia", "pancytopenia")
+FLAG_COLUMNS: tuple[str, ...] = ("neutropenia", "lymphocytopenia", "chronic_neutropenia", "cyclic", "drug_associated",
+                                 "febrile_neutropenia", "pancytopenia")
+
+
 def flags_of(patients: ir.Table, findings: ir.Table, chronic: ir.Table, drug_episodes: ir.Table,
              cyclic: ir.Table | None, febrile: ir.Table | None) -> ir.Table:
-    """One row per person with the booleans the demo validator compares with truth."""
-    f = findings.group_by("patient_id").agg(
-        neutropenia=(findings.finding == "neutropenia").any(),
-        lymphocytopenia=(findings.finding == "lymphocytopenia").any(),
-        pancytopenia=(findings.finding == "pancytopenia").any())
-    c = chronic.filter(chronic.analyte == "neutrophils").select("patient_id").distinct()
-    c = c.mutate(chronic_neutropenia=ibis.literal(True))
+    """One row per person with the booleans the demo validator compares with truth.
+
+    Each source names the persons it flags as (patient_id, flag) rows, and one aggregation per person over
+    their union sets every flag: a join per flag cost Spark a shuffle and a job each (7 jobs, 1 here).
+    """
+    f = findings.filter(findings.finding.isin(list(FLAGS_OF_FINDINGS)))
+    c = chronic.filter(chronic.analyte == "neutrophils")
     d = drug_episodes.filter((drug_episodes.finding == "neutropenia") & ~drug_episodes.chemotherapy)
-    d = d.select("patient_id").distinct().mutate(drug_associated=ibis.literal(True))
-    extras: list[tuple[str, ir.Table | None]] = [("chronic_neutropenia", c), ("drug_associated", d),
-                                                 ("cyclic", cyclic), ("febrile_neutropenia", febrile)]
-    out = patients.select("patient_id", "sex").left_join(f, "patient_id").select(
-        "patient_id", "sex", "neutropenia", "lymphocytopenia", "pancytopenia")
-    for name, extra in extras:
-        if extra is None:
-            out = out.mutate(**{name: ibis.literal(False)})
-            continue
-        e = extra.select("patient_id").distinct().mutate(**{f"_{name}": ibis.literal(True)})
-        out = out.left_join(e, "patient_id").select(*out.columns, f"_{name}")
-        out = out.mutate(**{name: out[f"_{name}"].fill_null(False)}).drop(f"_{name}")
-    out = out.mutate(**{k: out[k].fill_null(False) for k in ("neutropenia", "lymphocytopenia", "pancytopenia")})
-    return out.select("patient_id", "sex", "neutropenia", "lymphocytopenia", "chronic_neutropenia", "cyclic",
-                      "drug_associated", "febrile_neutropenia", "pancytopenia")
+    sources: list[tuple[str, ir.Table | None]] = [("chronic_neutropenia", c), ("drug_associated", d),
+                                                  ("cyclic", cyclic), ("febrile_neutropenia", febrile)]
+    raised = [f.select("patient_id", flag=f.finding.cast("string"))]
+    raised += [t.select("patient_id", flag=ibis.literal(name, "string")) for name, t in sources if t is not None]
+    absent = {name for name, t in sources if t is None}  # no such source: False for everybody, as a constant
+    u = ibis.union(*raised)
+    per = u.group_by("patient_id").agg(**{f"_{n}": (u.flag == n).any() for n in FLAG_COLUMNS if n not in absent})
+    out = patients.select("patient_id", "sex").left_join(per, "patient_id")
+    return out.select("patient_id", "sex", **{n: ibis.literal(False) if n in absent else out[f"_{n}"].fill_null(False)
+                                              for n in FLAG_COLUMNS})

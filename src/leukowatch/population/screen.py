@@ -340,13 +340,12 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     paths.pop("febrile")
             with stage("per-person flags and summary", bar):
                 flags = write(pl.flags_of(patients, findings, chronic, drug_eps, cyclic, febrile), paths["flags"])
-                n_rejected = _count(eng, rejects)
-                sizes = eng.records(graded.aggregate(n=graded.count(), derived=graded.derived.cast("int64").sum()))[0]
+                summary = build_summary(eng, graded, findings, episodes, chronic, drug_eps, flags, rejects)
+                sizes = summary.pop("graded")
                 n_graded, n_derived = (int(sizes[k] or 0) for k in ("n", "derived"))
                 reconciliation = {"read": read, "accepted": counts["checked"] - counts["duplicates"],
-                                  "rejected": n_rejected, "duplicates": counts["duplicates"], "graded": n_graded,
-                                  "derived": n_derived}
-                summary = build_summary(eng, graded, findings, episodes, chronic, drug_eps, flags, rejects)
+                                  "rejected": sum(r["rows"] for r in summary["rejects_by_reason"]),
+                                  "duplicates": counts["duplicates"], "graded": n_graded, "derived": n_derived}
                 summary.update({
                     "engine": eng.name, "inputs": [str(i) for i in inputs], "source": src.kind,
                     "profile": profile or "per person (standard; duffy_null for Duffy-null persons)",
@@ -366,7 +365,9 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
 
 def build_summary(eng: Engine, graded: ir.Table, findings: ir.Table, episodes: ir.Table, chronic: ir.Table,
                   drug_eps: ir.Table, flags: ir.Table, rejects: ir.Table) -> dict[str, Any]:
-    """Counts by finding, grade, sex and age band; drug-associated episodes by drug class; rejects by reason."""
+    """Counts by finding, grade, sex and age band; drug-associated episodes by drug class; rejects by reason;
+    and, under "graded", the rows of `graded` (n, derived) for the reconciliation. The queries run as one
+    batch (`Engine.records_all`): small as they are, each costs Spark a plan and a job or two."""
     f = findings
     by_finding = f.group_by(["finding", "grade", "sex", "age_band"]).agg(
         results=f.count(), persons=f.patient_id.nunique()).order_by(["finding", "grade", "sex", "age_band"])
@@ -380,12 +381,15 @@ def build_summary(eng: Engine, graded: ir.Table, findings: ir.Table, episodes: i
     e = episodes.group_by("finding").agg(episodes=episodes.count(), ongoing=episodes.ongoing.cast("int64").sum())
     c = chronic.group_by("finding").agg(persons=chronic.count())
 
-    def records(expr: ir.Table) -> list[dict[str, Any]]:
-        return [{k: (int(v) if hasattr(v, "is_integer") and float(v).is_integer() and k != "value" else v)
-                 for k, v in row.items()} for row in eng.records(expr)]
-
-    return {"persons": records(persons)[0], "by_finding": records(by_finding), "episodes": records(e),
-            "chronic": records(c), "by_drug_class": records(by_drug), "rejects_by_reason": records(r)}
+    sizes = graded.aggregate(n=graded.count(), derived=graded.derived.cast("int64").sum())
+    queries = {"persons": persons, "by_finding": by_finding, "episodes": e, "chronic": c, "by_drug_class": by_drug,
+               "rejects_by_reason": r, "graded": sizes}
+    summary: dict[str, Any] = {
+        name: [{k: (int(v) if hasattr(v, "is_integer") and float(v).is_integer() and k != "value" else v)
+                for k, v in row.items()} for row in rows]
+        for name, rows in zip(queries, eng.records_all(list(queries.values())), strict=True)}
+    summary["persons"], summary["graded"] = summary["persons"][0], summary["graded"][0]
+    return summary
 
 
 def print_summary(result: ScreenResult, echo: Callable[[Any], None] | None = None) -> None:
