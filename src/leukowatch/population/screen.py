@@ -236,12 +236,13 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
                        graded_path,
                        pl.graded_categories())
     graded = eng.read_parquet([graded_path])
-    # none of the three reads another, so an engine may write them at once (Spark: their seconds overlap)
+    # none of the three reads another, so an engine may write them at once (Spark: their seconds overlap); the
+    # longest first, as Spark gives the first job submitted the first free cores
     took = eng.to_parquet_all({
-        "findings": (pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
-                     eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria)),
         "episodes": (pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k), None),
-        "chronic": (pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k), None)})
+        "chronic": (pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k), None),
+        "findings": (pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
+                     eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria))})
     for name, seconds in took.items():
         steps[name] = round(steps.get(name, 0.0) + seconds, 3)
     return {"checked": n_checked, "duplicates": n_dups}
