@@ -304,3 +304,46 @@ def test_age_band_labels_every_age_as_its_decade(ages: list[float | None]) -> No
     for i, age in enumerate(ages):
         decade = None if age is None else math.floor(age / AGE_BAND_YEARS) * AGE_BAND_YEARS
         assert got[i] == ("unknown" if decade is None else f"{decade}-{decade + AGE_BAND_YEARS - 1}"), age
+
+
+def test_text_values_and_ranges_are_read_as_request_parse_number_reads_them(tmp_path: Path) -> None:
+    """Text values: a decimal comma, a comparator with or without a space, padding; text reference ranges:
+    an empty one is none, a non-number rejects its row (it crashed the screen), the number is used."""
+    import csv
+    import math
+
+    from leukowatch.model import InputError
+    from leukowatch.request import parse_number
+
+    values = ["1,5", " 2.5 ", "<1,2", ">= 3", "< 0.5", "1,234,5", "nan", "abc", "\t0.9\n", "1.0,5"]
+    lows = ["", " 3,5", "abc", "inf", "<4"]
+    path = tmp_path / "observations.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["patient_id", "time", "analyte", "value", "unit", "low", "high"])
+        for i, v in enumerate(values):
+            w.writerow([f"V{i}", "2026-03-01T08:00:00Z", "wbc", v, "10*9/L", "", ""])
+        for i, low in enumerate(lows):
+            w.writerow([f"L{i}", "2026-03-01T08:00:00Z", "wbc", "2.0", "10*9/L", low, "11"])
+    r = screen([str(path)], tmp_path / "out")
+    graded = {g["patient_id"]: g for g in r.table("graded").to_pylist()}
+    rejects = {x["patient_id"]: x["reason_code"] for x in r.table("rejects").to_pylist()}
+    for i, v in enumerate(values):
+        try:
+            number, comparator = parse_number(v, "value")
+        except InputError:
+            assert rejects[f"V{i}"] == "bad_value", v
+            continue
+        g = graded[f"V{i}"]
+        assert g["comparator"] == comparator and math.isclose(g["value"], number, rel_tol=1e-12), (v, g)
+    for i, low in enumerate(lows):
+        if low.strip() == "":
+            assert graded[f"L{i}"]["low"] != 2.0 and f"L{i}" not in rejects
+            continue
+        try:
+            number, _ = parse_number(low, "low")
+        except InputError:
+            assert rejects[f"L{i}"] == "bad_range", low
+            continue
+        assert graded[f"L{i}"]["low"] == number, low
+    assert r.reconciles

@@ -37,7 +37,8 @@ _TOP_LEVEL = {
 }
 _SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female",
           "unknown": "unknown", "u": "unknown", "other": "unknown", "": "unknown"}
-_COMPARATORS = ("<=", ">=", "<", ">")
+#: The comparators a value may start with, longest first (the population screen reads them alike).
+COMPARATORS = ("<=", ">=", "<", ">")
 _PLAIN_NUMBERS = (float, int)  # exact types, checked first; bool, an int subclass, is refused
 
 
@@ -82,7 +83,7 @@ def parse_number(value: Any, field: str) -> tuple[float, str | None]:
         raise InputError(field, "expected a number, got true/false")
     elif isinstance(value, str):
         text = value.strip().replace(",", ".") if value.count(",") == 1 and "." not in value else value.strip()
-        comparator = next((c for c in _COMPARATORS if text.startswith(c)), None)
+        comparator = next((c for c in COMPARATORS if text.startswith(c)), None)
         if comparator:
             text = text[len(comparator):].strip()
         try:

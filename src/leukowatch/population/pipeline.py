@@ -27,7 +27,7 @@ from ..rules.ranges import profile_for, profile_names
 from ..rules.timeline import chronic_rule
 from ..units import plausibility
 from . import relations as rel
-from .inputs import value_number
+from .inputs import with_numbers
 
 #: A percentage is parts per hundred (rules.differential derives WBC x % / 100).
 PERCENT = 100
@@ -112,11 +112,10 @@ def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) 
     k = raw.mutate(_ak=raw.analyte.fill_null(""), _ck=raw.loinc.fill_null(""), _uk=raw.unit.fill_null(""),
                    _sk=raw.sex.fill_null(""))
     j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
-    number, comparator = value_number(j.value)
-    low, _ = value_number(j.low)  # a bound's comparator is dropped, as request._bound drops it
-    high, _ = value_number(j.high)
-    j = j.mutate(number=number, comparator=comparator, analyte_c=j.c_analyte, percent=j.c_percent,
-                 value_c=number * j.c_factor, lab_low=low * j.c_factor, lab_high=high * j.c_factor,
+    # a bound's comparator is dropped, as request._bound drops it
+    j = with_numbers(j, {"value": "number", "low": "low_n", "high": "high_n"})
+    j = j.mutate(comparator=j.number_comparator, analyte_c=j.c_analyte, percent=j.c_percent,
+                 value_c=j.number * j.c_factor, lab_low=j.low_n * j.c_factor, lab_high=j.high_n * j.c_factor,
                  sex_c=j.s_sex)
     named = j.patient_id.notnull() & ~j.patient_id.isin(blank) if blank else j.patient_id.notnull()
     finite = j.number.notnull() & ~j.number.isnan() & ~j.number.isinf()

@@ -51,7 +51,7 @@ def _temperatures(t: ir.Table) -> ir.Table:
 
 def _union(tables: list[ir.Table]) -> ir.Table | None:
     """One relation of several inputs; a column typed differently by two of them (a CSV's text `value`
-    beside a Parquet file's numbers) is read as text in all, which `value_number` parses."""
+    beside a Parquet file's numbers) is read as text in all, which `with_numbers` parses."""
     if len(tables) <= 1:
         return tables[0] if tables else None
     mixed = {c for c in tables[0].columns if len({str(t.schema()[c]) for t in tables}) > 1}
