@@ -38,6 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULTS_PER_DRAW = ("wbc", "neutrophils", "lymphocytes", "monocytes", "eosinophils")
+#: The input shapes `--shape` generates: the analytes of each draw, and whether a third of the draws
+#: report the differential in percent (the screen then derives the absolute counts).
+SHAPES: dict[str, tuple[tuple[str, ...], bool]] = {
+    "differential": (RESULTS_PER_DRAW, True),
+    "absolute": (("wbc", "neutrophils", "lymphocytes"), False),
+}
 DRAWS_PER_PERSON = 8
 #: Seconds between memory samples of a running contender.
 POLL_S = 0.2
@@ -45,10 +51,12 @@ POLL_S = 0.2
 LOW_PERSON_SHARE, LOW_DRAW_SHARE, PERCENT_DRAW_SHARE, MALE_SHARE = 0.08, 0.6, 0.33, 0.5
 
 
-def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000) -> int:
-    """WBC and a differential (absolute, or % for a third of draws) for persons with 8 draws each."""
+def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000, shape: str = "differential") -> int:
+    """WBC and a differential (absolute, or % for a third of draws) for persons with 8 draws each; with
+    shape "absolute", WBC, neutrophils and lymphocytes as absolute counts only."""
+    analytes, with_percent = SHAPES[shape]
     rng = np.random.default_rng(seed)
-    per_person = DRAWS_PER_PERSON * len(RESULTS_PER_DRAW)
+    per_person = DRAWS_PER_PERSON * len(analytes)
     persons = max(1, rows // per_person)
     t0 = np.datetime64("2024-01-01T08:00:00", "s")
     writer = None
@@ -66,13 +74,13 @@ def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000) 
                        wbc / 3.5, wbc)
         frac = np.stack([rng.uniform(*b, n * DRAWS_PER_PERSON) for b in
                          ((40, 70), (18, 40), (2, 9), (0.5, 5))], axis=1)
-        pct_draw = rng.random(n * DRAWS_PER_PERSON) < PERCENT_DRAW_SHARE
+        pct_draw = (rng.random(n * DRAWS_PER_PERSON) < PERCENT_DRAW_SHARE) & with_percent
         sexes = np.where(rng.random(n) < MALE_SHARE, "male", "female")
         birth = np.datetime64("1940-01-01") + rng.integers(0, 80 * 365, n).astype("timedelta64[D]")
         cols: dict[str, list[Any]] = {k: [] for k in ("patient_id", "time", "analyte", "value", "unit", "sex",
                                                       "birth_date")}
         pids = np.char.add("P", pid.astype(str))
-        for i, analyte in enumerate(RESULTS_PER_DRAW):
+        for i, analyte in enumerate(analytes):
             if analyte == "wbc":
                 value, unit = np.round(wbc, 2), np.full(wbc.shape, "10*3/uL")
             else:
@@ -426,6 +434,9 @@ def main() -> None:
                     help="comma list of: floor, copy, duckdb_plain, screen, pandas, spark_plain, spark")
     ap.add_argument("--spark-full", action="store_true", help="Spark on every row (default: a 1/10 sample)")
     ap.add_argument("--workdir", help="where to write the data (default: a temp dir)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="differential",
+                    help="the input generated: WBC and a 4-part differential, a third of draws in percent "
+                         "(default), or WBC, neutrophils and lymphocytes as absolute counts only")
     ap.add_argument("--parts", action="store_true",
                     help="also time the parts any screen of these outputs must do, in bare DuckDB SQL")
     ap.add_argument("--run", nargs=3, metavar=("NAME", "FILE", "OUT"), help=argparse.SUPPRESS)
@@ -437,8 +448,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = work / "observations.parquet"
     t0 = time.perf_counter()
-    rows = generate(data, args.rows)
-    print(f"generated {rows:,} rows in {time.perf_counter() - t0:.1f} s ({data.stat().st_size / 1e6:.0f} MB)")
+    rows = generate(data, args.rows, shape=args.shape)
+    print(f"generated {rows:,} rows ({args.shape} input) in {time.perf_counter() - t0:.1f} s "
+          f"({data.stat().st_size / 1e6:.0f} MB)")
     sample = work / "sample.parquet"
     import duckdb
 
@@ -471,7 +483,8 @@ def main() -> None:
               "spark_plain": f"(e) plain PySpark job: read, grade, episodes by a window, write{sampled}",
               "spark": f"(d) leukowatch screen, Spark local[2]{sampled}"}
     load = os.getloadavg()
-    (work / "results.json").write_text(json.dumps({"rows": rows, "load": load[0], "results": results}, indent=2))
+    summary = {"rows": rows, "shape": args.shape, "load": load[0], "results": results}
+    (work / "results.json").write_text(json.dumps(summary, indent=2))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM, "
           f"Python {platform.python_version()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
