@@ -27,22 +27,23 @@ def engine() -> Any:
     return SparkEngine(session=spark_session("local[2]", shuffle_partitions=1))
 
 
-def test_inline_table_keeps_every_value_and_is_a_local_relation(engine: Any) -> None:
-    """One CAST per column, bare literals per value: NaN, infinities, quotes, backslashes, NULLs, a column of
-    NULLs only, big integers and dates come back as they went in, and Spark sees a local relation (so it
-    broadcasts it)."""
-    from leukowatch.population.engines import spark_values_sql
+def test_inline_table_keeps_every_value_and_is_sized_for_broadcast(engine: Any) -> None:
+    """NaN, infinities, quotes, backslashes, NULLs, a column of NULLs only, big integers, dates and times come
+    back as they went in, and Spark sizes the table small (so it broadcasts it into joins); no rows keep
+    the column types."""
+    from leukowatch.population.engines import BROADCAST_BYTES, spark_inline_frame
 
     values = {"x": [1.5, None, float("nan"), -0.1, 1e-300, float("-inf")],
               "s": ["it's", None, "a\\b", "", "µ/L", "10*9/L"],
               "n": [1, None, 3, 2**40, 0, -5],
               "b": [True, None, False, True, False, True],
               "d": [datetime.date(2020, 2, 29), None, datetime.date(1999, 12, 31), None, None, None],
+              "t": [datetime.datetime(2020, 2, 29, 1, 2, 3, 456789), None, None, None, None, None],
               "z": [None] * 6}
-    types = {"x": "DOUBLE", "s": "STRING", "n": "BIGINT", "b": "BOOLEAN", "d": "DATE", "z": "DOUBLE"}
-    df = engine.session.sql(spark_values_sql(list(zip(*values.values(), strict=True)), types))
+    types = {"x": "DOUBLE", "s": "STRING", "n": "BIGINT", "b": "BOOLEAN", "d": "DATE", "t": "TIMESTAMP", "z": "DOUBLE"}
+    df = spark_inline_frame(engine.session, list(zip(*values.values(), strict=True)), types)
     assert [f.dataType.simpleString() for f in df.schema.fields] == ["double", "string", "bigint", "boolean",
-                                                                     "date", "double"]
+                                                                     "date", "timestamp", "double"]
     rows = df.collect()
     for col, expected in values.items():
         got = [r[col] for r in rows]
@@ -50,7 +51,9 @@ def test_inline_table_keeps_every_value_and_is_a_local_relation(engine: Any) -> 
             assert math.isnan(got[2]) and got[:2] + got[3:] == expected[:2] + expected[3:]
         else:
             assert got == expected
-    assert df._jdf.queryExecution().optimizedPlan().nodeName() == "LocalRelation"
+    assert df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes() < BROADCAST_BYTES
+    empty = spark_inline_frame(engine.session, [], types)
+    assert empty.count() == 0 and empty.schema == df.schema
 
 
 def test_small_checkpoint_is_broadcast_into_joins(engine: Any, tmp_path: Path) -> None:
