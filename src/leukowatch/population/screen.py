@@ -30,7 +30,7 @@ from ..rules.ranges import check_profile
 from ..rules.timeline import Point, cyclic_neutropenia
 from . import pipeline as pl
 from . import relations as rel
-from .engines import Engine, make_engine
+from .engines import Engine, Write, make_engine
 from .inline import inline_table
 from .sources import empty_medications, open_sources
 
@@ -214,8 +214,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
                 age_years=p.age_years.fill_null(known.k_age), n_results=known.k_n.fill_null(0)
             ).drop("k_pid", "k_age", "k_n")
             patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
-        eng.to_parquet(patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile)),
-                       eng.part_path(out, "persons", k))
+        persons = patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile))
         n_checked = int(eng.scalar(found.n_results.sum()) or 0)
     n_dups = 0
     with _step(steps, "duplicates (ranked only when a draw has one)"):
@@ -226,26 +225,31 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             obs = pl.without(obs, superseded)
             draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds, plan.person), "draws_clean", work)
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
-    with _step(steps, "rejects"):
-        # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
-        clean = rows == n_checked and not n_dups
-        eng.to_parquet(rejects.limit(0) if clean else rejects, eng.part_path(out, "rejects", k))
+    # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
+    clean = rows == n_checked and not n_dups
     graded_path = eng.part_path(out, "graded", k)
-    with _step(steps, "graded (validate, derive, range, grade, write)"):
-        eng.to_parquet(pl.grade(pl.counts_of(obs, draws, plan.present, plan.bounds), patients, plan.profile, plan.criteria),
-                       graded_path,
-                       pl.graded_categories())
+    # the outputs of each batch read none of each other, so an engine may write them at once (Spark: their
+    # seconds overlap); the longest first, as Spark gives the first job submitted the first free cores. Each
+    # output's seconds go to its step (the persons to the step that found them).
+    _write_all(eng, steps, {
+        "graded (validate, derive, range, grade, write)": (
+            pl.grade(pl.counts_of(obs, draws, plan.present, plan.bounds), patients, plan.profile, plan.criteria),
+            graded_path, pl.graded_categories()),
+        "validate, aggregate draws and persons": (persons, eng.part_path(out, "persons", k), None),
+        "rejects": (rejects.limit(0) if clean else rejects, eng.part_path(out, "rejects", k), None)})
     graded = eng.read_parquet([graded_path])
-    # none of the three reads another, so an engine may write them at once (Spark: their seconds overlap); the
-    # longest first, as Spark gives the first job submitted the first free cores
-    took = eng.to_parquet_all({
+    _write_all(eng, steps, {
         "episodes": (pl.episodes_of(graded, patients, plan.profile), eng.part_path(out, "episodes", k), None),
         "chronic": (pl.chronic_of(graded, patients, plan.profile), eng.part_path(out, "chronic", k), None),
         "findings": (pl.findings_of(graded, patients, plan.profile, plan.criteria, plan.present),
                      eng.part_path(out, "findings", k), pl.findings_categories(plan.criteria))})
-    for name, seconds in took.items():
-        steps[name] = round(steps.get(name, 0.0) + seconds, 3)
     return {"checked": n_checked, "duplicates": n_dups}
+
+
+def _write_all(eng: Engine, steps: dict[str, float], writes: dict[str, Write]) -> None:
+    """`Engine.to_parquet_all`, each output's seconds added to the step it is named by."""
+    for name, seconds in eng.to_parquet_all(writes).items():
+        steps[name] = round(steps.get(name, 0.0) + seconds, 3)
 
 
 def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", *,
