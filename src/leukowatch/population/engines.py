@@ -96,6 +96,7 @@ class Engine:
         self.con._register_in_memory_tables(expr)
 
     def create_inline(self, table: InlineTable) -> None:
+        """Make `table` a relation of this backend under its name (each engine its own way)."""
         raise NotImplementedError
 
     def execute(self, expr: ir.Expr) -> Any:
@@ -404,9 +405,9 @@ class SparkEngine(Engine):
     """PySpark through Ibis's pyspark backend. Outputs are Parquet directories.
 
     The knowledge relations (population.inline tables of a few hundred rows) become small inline frames
-    (`spark_inline_frame`): as Ibis
-    memtables they went to Spark as pandas frames, which Spark reads through Python workers as an RDD of unknown
-    size, never broadcast, so every join with them shuffled the data (measured: most of a screen's time).
+    (`spark_inline_frame`): as Ibis memtables they went to Spark as pandas frames, which Spark reads
+    through Python workers as an RDD of unknown size, never broadcast, so every join with them shuffled
+    the data (measured: most of a screen's time).
     """
 
     name = "spark"

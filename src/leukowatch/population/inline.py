@@ -4,9 +4,9 @@ named tables each engine creates its own way before running a query that reads t
 Why not Ibis memtables: a memtable is a pyarrow (or pandas) table, and building any pyarrow array
 imports pandas, which cost every DuckDB screen a quarter of a second of its fixed cost (measured: the
 seven memtables of a 2,000-row screen took 0.33 of its 1.3 s). Here a relation is only its rows and
-schema: DuckDB creates it from Python lists, Spark as a one-row JSON literal unpacked
-by `inline(from_json(...))`, which it broadcasts. NULLs
-stay NULLs on both (a pandas round trip turned a NULL string into 'NaN' on Spark).
+schema: DuckDB creates it from Python lists, Spark as a one-row JSON literal unpacked by
+`inline(from_json(...))`, which it broadcasts. NULLs stay NULLs on both (a pandas round trip turned
+a NULL string into 'NaN' on Spark).
 
 The name is a digest of the schema and rows, so the same knowledge gives the same table and an engine
 creates each one once per connection.
