@@ -47,6 +47,9 @@ def _quote(path: Path | str) -> str:
 class Engine:
     name = "engine"
     con: Any
+    #: Whether text values are parsed in column steps (inputs.with_numbers): DuckDB, where one inlined
+    #: expression was evaluated hundreds of times per row; not Spark, whose plans of those steps are slow.
+    parse_in_steps = True
 
     def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
         raise NotImplementedError
@@ -411,6 +414,7 @@ class SparkEngine(Engine):
     """
 
     name = "spark"
+    parse_in_steps = False
 
     def __init__(self, master: str = "local[2]", session: Any = None, shuffle_partitions: int | None = None) -> None:
         self.session = session or spark_session(master, shuffle_partitions)
@@ -447,9 +451,13 @@ class SparkEngine(Engine):
         return self._view(df)
 
     def read_csv(self, path: Path) -> ir.Table:
+        """A CSV as RFC 4180 and DuckDB read it: a quoted field may hold line breaks (Spark's default split
+        such a row in two, so a value with a trailing newline lost its row) and a quote inside quotes is
+        doubled (Spark's default escape is a backslash). A file is then read by one task."""
         from pyspark.sql import functions as F
 
-        df = self.session.read.option("header", "true").csv(str(path))
+        df = self.session.read.option("header", "true").option("multiLine", "true").option("escape", '"') \
+            .csv(str(path))
         return self._view(df.withColumn("_rn", F.monotonically_increasing_id()))
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:

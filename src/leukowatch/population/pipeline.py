@@ -102,8 +102,9 @@ def not_a_bound(given: ir.Value, parsed: ir.FloatingValue) -> ir.BooleanValue:
     return given.notnull() & (parsed.isnull() | parsed.isnan() | parsed.isinf())
 
 
-def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) -> ir.Table:
-    """Every raw row with its canonical analyte, value in canonical units, lab range, and `ok`.
+def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str], in_steps: bool = True) -> ir.Table:
+    """Every raw row with its canonical analyte, value in canonical units, lab range, and `ok`; `in_steps`:
+    how text values are parsed (`inputs.with_numbers`, `Engine.parse_in_steps`).
 
     `ok` passes every check of `_checks`: the per-code and per-sex ones come answered with the codes
     (`c_ok`, `c_max`) and sexes (`s_ok`), so each row costs a few comparisons; the reasons themselves are
@@ -113,7 +114,7 @@ def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str]) 
                    _sk=raw.sex.fill_null(""))
     j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
     # a bound's comparator is dropped, as request._bound drops it
-    j = with_numbers(j, {"value": "number", "low": "low_n", "high": "high_n"})
+    j = with_numbers(j, {"value": "number", "low": "low_n", "high": "high_n"}, in_steps=in_steps)
     j = j.mutate(comparator=j.number_comparator, analyte_c=j.c_analyte, percent=j.c_percent,
                  value_c=j.number * j.c_factor, lab_low=j.low_n * j.c_factor, lab_high=j.high_n * j.c_factor,
                  sex_c=j.s_sex)

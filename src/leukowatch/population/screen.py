@@ -199,7 +199,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     back, and `graded` is written by one streaming query. Only the per-person and per-draw aggregates
     are materialised, and the findings, episodes and chronic cases read the narrow `graded` part back.
     """
-    checked = pl.validate(raw, plan.codes, plan.sexes, plan.blank)
+    checked = pl.validate(raw, plan.codes, plan.sexes, plan.blank, eng.parse_in_steps)
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
