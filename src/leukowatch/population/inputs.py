@@ -153,10 +153,6 @@ def _comparator(text: ir.StringValue) -> ir.StringValue:
 _LEADING_COMPARATOR = "^(" + "|".join(COMPARATORS) + ")"
 
 
-def _after_comparator_text(text: ir.StringValue) -> ir.StringValue:
-    return text.re_replace(_LEADING_COMPARATOR, "")
-
-
 def _after_comparator(text: ir.StringValue, comparator: ir.StringValue) -> ir.StringValue:
     return ibis.cases(*[(comparator == k, text[len(k):]) for k in COMPARATORS], else_=text)
 
@@ -173,32 +169,26 @@ def with_numbers(t: ir.Table, columns: dict[str, str], in_steps: bool = True) ->
     each number is one expression, as before.
     """
     text = [c for c in columns if t[c].type().is_string()]
-    if text and not in_steps:
-        out: dict[str, Any] = {}
-        for c, name in columns.items():
-            if c in text:
-                d = _decimal_point(t[c].strip())
-                out[name] = _after_comparator_text(d).strip().try_cast("float64")
-                out[f"{name}_comparator"] = d.re_extract(_LEADING_COMPARATOR, 1).nullif("")
-            else:
-                out[name] = t[c].cast("float64")
-                out[f"{name}_comparator"] = ibis.null("string")
-        return t.mutate(**out)
-    if text:
+    if text and in_steps:
         t = t.mutate(**{f"_s_{c}": strip_text(t[c]) for c in text})
         t = t.mutate(**{f"_d_{c}": _decimal_point(t[f"_s_{c}"]) for c in text})
         t = t.mutate(**{f"_k_{c}": _comparator(t[f"_d_{c}"]) for c in text})
         t = t.mutate(**{f"_r_{c}": _after_comparator(t[f"_d_{c}"], t[f"_k_{c}"]) for c in text})
+
+    def parsed(c: str) -> tuple[ir.FloatingValue, ir.StringValue]:
+        if c not in text:
+            return t[c].cast("float64"), ibis.null("string")
+        if in_steps:
+            return strip_text(t[f"_r_{c}"]).try_cast("float64"), t[f"_k_{c}"]
+        d = _decimal_point(t[c].strip())
+        return (d.re_replace(_LEADING_COMPARATOR, "").strip().try_cast("float64"),
+                d.re_extract(_LEADING_COMPARATOR, 1).nullif(""))
+
     out: dict[str, Any] = {}
     for c, name in columns.items():
-        if c in text:
-            out[name] = strip_text(t[f"_r_{c}"]).try_cast("float64")
-            out[f"{name}_comparator"] = t[f"_k_{c}"]
-        else:
-            out[name] = t[c].cast("float64")
-            out[f"{name}_comparator"] = ibis.null("string")
+        out[name], out[f"{name}_comparator"] = parsed(c)
     t = t.mutate(**out)
-    return t.drop(*[f"_{x}_{c}" for c in text for x in "sdkr"])
+    return t.drop(*[f"_{x}_{c}" for c in text for x in "sdkr"]) if in_steps else t
 
 
 # ---------------------------------------------------------------------------------------------
