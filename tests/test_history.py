@@ -17,7 +17,7 @@ from scipy.signal import lombscargle
 from leukowatch.assess import assess
 from leukowatch.history import build_history
 from leukowatch.knowledge import load_table
-from leukowatch.rules.timeline import Point, cyclic_neutropenia, drug_timing, episodes
+from leukowatch.rules.timeline import Point, could_be_cyclic, cyclic_neutropenia, drug_timing, episodes
 from leukowatch.rules.timeline import lomb_scargle as ls
 
 T0 = hc.T0
@@ -186,6 +186,55 @@ def test_each_dense_window_is_judged_and_the_threshold_is_shared() -> None:
     assert c.status == "suspected", c.evidence
     assert c.window == (cyc[0].time, cyc[-1].time) and abs(c.period_days - 21) <= 1.5
     assert any("2 densely sampled windows judged" in e and "0.005" in e for e in c.evidence)
+
+
+@st.composite
+def _anc_series(draw: st.DrawFn) -> list[Point]:
+    """An ANC series as screens meet them: a rhythm of any period (or none) with noise, draws 1-4 days
+    apart, perhaps one long gap, and lows below a threshold drawn around the rhythm's middle."""
+    period, depth, noise = draw(st.floats(8, 45)), draw(st.floats(0, 3.5)), draw(st.floats(0, 1.5))
+    low_below = draw(st.floats(0.3, 2.5))
+    n = draw(st.integers(2, 45))
+    long_gap_at = draw(st.integers(1, 2 * n))  # beyond n: no long gap
+    day, pts = 0.0, []
+    for i in range(n):
+        day += (70.0 if i == long_gap_at else draw(st.sampled_from([1.0, 2.0, 2.0, 3.0, 4.0]))) if i else 0.0
+        v = max(0.01, 3.0 - depth * (1 + math.cos(2 * math.pi * day / period)) / 2 + noise * draw(st.floats(-1, 1)))
+        pts.append(Point(T0 + timedelta(days=day), v, v < low_below))
+    return pts
+
+
+@settings(max_examples=300, deadline=None)
+@given(_anc_series())
+def test_could_be_cyclic_never_rules_out_a_suspected_series(pts: list[Point]) -> None:
+    # The screen skips the periodogram of a series `could_be_cyclic` rules out; that must never hide one
+    # the full rule would suspect.
+    if not could_be_cyclic(pts):
+        assert cyclic_neutropenia(pts).status != "suspected"
+
+
+def test_could_be_cyclic_agrees_with_the_rule_on_noisy_rhythms() -> None:
+    # Hypothesis mostly finds short or flat series; these are rhythms of 10-40 days sampled 2-3x a week
+    # with noise, about half of them suspected, so the check is exercised where it matters.
+    rnd = np.random.default_rng(7)
+    seen = {True: 0, False: 0}
+    for _ in range(300):
+        period, noise = rnd.uniform(10, 40), rnd.uniform(0, 0.8)
+        days = np.cumsum(rnd.choice([2.0, 2.0, 3.0, 1.0, 4.0], size=30))
+        vals = [max(0.01, _cosine_anc(d, period) + noise * rnd.normal()) for d in days]
+        pts = [Point(T0 + timedelta(days=float(d)), v, v < 1.5) for d, v in zip(days, vals, strict=True)]
+        suspected = cyclic_neutropenia(pts).status == "suspected"
+        assert could_be_cyclic(pts) or not suspected
+        seen[suspected] += 1
+    assert min(seen.values()) >= 50, seen
+
+
+def test_could_be_cyclic_keeps_a_cycle_and_drops_irregular_lows() -> None:
+    cyc = [Point(T0 + timedelta(days=d), _cosine_anc(d), _cosine_anc(d) < 1.5) for d in range(0, 57, 2)]
+    assert could_be_cyclic(cyc) and cyclic_neutropenia(cyc).status == "suspected"
+    lows = {4, 6, 14, 40, 44, 46}  # three episodes, 10 and 30 days apart: irregular
+    irregular = [Point(T0 + timedelta(days=d), 0.4 if d in lows else 3.0, d in lows) for d in range(0, 57, 2)]
+    assert not could_be_cyclic(irregular) and cyclic_neutropenia(irregular).status == "not_suspected"
 
 
 def test_lomb_scargle_matches_scipy() -> None:

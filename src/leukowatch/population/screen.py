@@ -27,7 +27,7 @@ from ..knowledge import Knowledge, knowledge_version, load_table, use
 from ..model import InputError
 from ..rules.grading import check_criteria, default_criteria
 from ..rules.ranges import check_profile
-from ..rules.timeline import Point, cyclic_neutropenia
+from ..rules.timeline import Point, could_be_cyclic, cyclic_neutropenia
 from . import pipeline as pl
 from . import relations as rel
 from .engines import Engine, Write, make_engine
@@ -134,6 +134,8 @@ def _cyclic(engine: Engine, episodes: ir.Table, graded: ir.Table) -> ir.Table:
                                        key=lambda r: r["patient_id"]):
         points = [Point(r["time"], float(r["value"]), r["flag"] == "low",
                         None if r["grade"] is None else int(r["grade"])) for r in part]
+        if not could_be_cyclic(points):  # the same nadir tests, before the costly periodogram
+            continue
         verdict = cyclic_neutropenia(points)
         if verdict.status == "suspected":
             rows.append({"patient_id": str(pid), "period_days": verdict.period_days,

@@ -221,14 +221,26 @@ def _nadirs(analyte: str, pts: list[Point]) -> list[tuple[datetime, float]]:
     return [(e.nadir_time, e.nadir_value) for e in episodes(analyte, pts)]
 
 
-def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_fap: float) -> _Window:
-    """Periodogram and nadir spacing of one dense window; `reasons` is empty when both say cyclic."""
+@dataclass(frozen=True)
+class _Spacing:
+    """The nadirs of one dense window and what their spacing says against a clock (`reasons`)."""
+
+    found: list[tuple[datetime, float]]  # every episode nadir in the window
+    nadirs: list[tuple[datetime, float]]  # those dated (an edge low not at nadir depth is not)
+    gaps: list[int]
+    median_spacing: float | None
+    depth: float
+    reasons: list[str]
+
+
+def _spacing(analyte: str, pts: list[Point], rule: dict, method: dict, median_gap: float) -> _Spacing:
+    """Nadir count and regularity of one dense window: the half of the judgement that needs no periodogram.
+
+    Kept apart so that `could_be_cyclic` can rule a series out with exactly the tests the full judgement
+    applies, without paying for the periodogram.
+    """
     lo, hi = float(rule["min_period_days"]), float(rule["max_period_days"])
     need, tol = int(rule["min_cycles"]), float(method["spacing_tolerance_fraction"])
-    days = _days_from(pts)
-    span, median_gap = days[-1], _median_draw_gap(days)
-    factor = float(method["search_period_factor"])
-    peak = periodogram_peak(days, [p.value for p in pts], lo / factor, min(hi * factor, max(span / 2, hi)))
     # A low result at the window's first or last draw may not be the bottom (the count may have been
     # lower before the window, or still be falling after it): its date is unknown unless it is already
     # at nadir depth (ANC < `cyclic.nadir_anc_below` lasts only 3-5 days, so it dates the nadir).
@@ -236,18 +248,6 @@ def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_
     found = _nadirs(analyte, pts)
     nadirs = [n for n in found if n[0] not in edge or n[1] < depth]
     gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
-    evidence = [f"judged on {len(pts)} results from {pts[0].time.date().isoformat()} to "
-                f"{pts[-1].time.date().isoformat()} ({span:.0f} days, median {median_gap:.1f} days apart)"]
-    evidence += [f"low result at the window's edge not dated as a nadir ({t.date().isoformat()}: {v:.2f}, "
-                 f"not below {depth:g}; the bottom may lie outside the window)" for t, v in found if (t, v) not in nadirs]
-    if peak is not None:
-        evidence.append(f"Lomb-Scargle peak at {peak.period_days:.1f} days (power {peak.power:.2f}, "
-                        f"false-alarm probability {peak.false_alarm_probability:.2g}) from {len(pts)} results "
-                        f"over {span:.0f} days")
-    evidence.append(f"{len(nadirs)} nadir(s) in the window: " + ", ".join(
-        f"{t.date().isoformat()} ({v:.2f})" for t, v in nadirs) if nadirs else "no low results in the window")
-    if gaps:
-        evidence.append("days between nadirs: " + ", ".join(str(g) for g in gaps))
     reasons: list[str] = []
     if len(nadirs) < need:
         reasons.append(f"fewer than {need} nadirs")
@@ -261,6 +261,33 @@ def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_
         if irregular:
             reasons.append(f"irregular nadir spacing ({', '.join(map(str, irregular))} days off the median "
                            f"{median_spacing:.0f} by more than {tol:.0%} + one draw interval)")
+    return _Spacing(found, nadirs, gaps, median_spacing, depth, reasons)
+
+
+def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_fap: float) -> _Window:
+    """Periodogram and nadir spacing of one dense window; `reasons` is empty when both say cyclic."""
+    lo, hi = float(rule["min_period_days"]), float(rule["max_period_days"])
+    tol = float(method["spacing_tolerance_fraction"])
+    days = _days_from(pts)
+    span, median_gap = days[-1], _median_draw_gap(days)
+    factor = float(method["search_period_factor"])
+    peak = periodogram_peak(days, [p.value for p in pts], lo / factor, min(hi * factor, max(span / 2, hi)))
+    sp = _spacing(analyte, pts, rule, method, median_gap)
+    evidence = [f"judged on {len(pts)} results from {pts[0].time.date().isoformat()} to "
+                f"{pts[-1].time.date().isoformat()} ({span:.0f} days, median {median_gap:.1f} days apart)"]
+    evidence += [f"low result at the window's edge not dated as a nadir ({t.date().isoformat()}: {v:.2f}, "
+                 f"not below {sp.depth:g}; the bottom may lie outside the window)"
+                 for t, v in sp.found if (t, v) not in sp.nadirs]
+    if peak is not None:
+        evidence.append(f"Lomb-Scargle peak at {peak.period_days:.1f} days (power {peak.power:.2f}, "
+                        f"false-alarm probability {peak.false_alarm_probability:.2g}) from {len(pts)} results "
+                        f"over {span:.0f} days")
+    evidence.append(f"{len(sp.nadirs)} nadir(s) in the window: " + ", ".join(
+        f"{t.date().isoformat()} ({v:.2f})" for t, v in sp.nadirs) if sp.nadirs else "no low results in the window")
+    if sp.gaps:
+        evidence.append("days between nadirs: " + ", ".join(str(g) for g in sp.gaps))
+    reasons = list(sp.reasons)
+    median_spacing = sp.median_spacing
     if peak is None:
         reasons.append("no periodogram")
     else:
@@ -272,7 +299,7 @@ def _judge_window(analyte: str, pts: list[Point], rule: dict, method: dict, max_
         if median_spacing is not None and abs(peak.period_days - median_spacing) > tol * median_spacing:
             reasons.append(f"periodogram ({peak.period_days:.1f} d) and nadir spacing ({median_spacing:.0f} d) "
                            "disagree")
-    return _Window(pts, peak, nadirs, median_gap, evidence, reasons)
+    return _Window(pts, peak, sp.nadirs, median_gap, evidence, reasons)
 
 
 def _outside_nadirs(window: _Window, others: list[tuple[datetime, float]], tol: float) -> list[str]:
@@ -310,6 +337,28 @@ def _outside_nadirs(window: _Window, others: list[tuple[datetime, float]], tol: 
     return [f"{len(v)} nadir(s) outside the window {heads[k]}: " + "; ".join(v) for k, v in groups.items() if v]
 
 
+def _windows(points: list[Point], rule: dict, method: dict) -> tuple[list[Point], list[list[Point]], list[list[Point]]]:
+    """The series in time order, cut into runs at long sampling gaps, and the runs dense enough to judge."""
+    pts = sorted(points, key=lambda p: p.time)
+    runs = _runs(pts, float(method["window_split_gap_days"]))
+    return pts, runs, [run for run in runs if _dense_enough(run, rule, method)]
+
+
+def could_be_cyclic(points: list[Point], analyte: str = "neutrophils") -> bool:
+    """False when `cyclic_neutropenia` cannot say "suspected": no dense window has regular nadirs.
+
+    "Suspected" needs one dense window with no reason against it, and the nadir count and spacing are
+    some of those reasons; they are checked here by the same code (`_spacing`) without the periodogram,
+    which costs about a millisecond per series in pure Python. The population screen judges thousands
+    of candidate series where many persons have intermittent lows, and only needs the suspected ones.
+    """
+    rule = load_table("timeline")["cyclic"]
+    method = load_table("timeline")["cyclic_method"]
+    pts, _, dense = _windows(points, rule, method)
+    return len(pts) >= 2 and any(
+        not _spacing(analyte, run, rule, method, _median_draw_gap(_days_from(run))).reasons for run in dense)
+
+
 def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> CyclicSuspicion:
     """Cyclic-neutropenia suspicion for one analyte's judged series (see `_CYCLIC_METHOD`).
 
@@ -342,8 +391,7 @@ def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> Cyc
     need, lo = int(rule["min_cycles"]), float(rule["min_period_days"])
     tol, split = float(method["spacing_tolerance_fraction"]), float(method["window_split_gap_days"])
     source = f"{rule['source']}; {method['source']}"
-    pts = sorted(points, key=lambda p: p.time)
-    runs = _runs(pts, split)
+    pts, runs, dense = _windows(points, rule, method)
     nadirs = sorted((n for run in runs for n in _nadirs(analyte, run)), key=lambda n: n[0])
     gaps = [(b[0] - a[0]).days for a, b in zip(nadirs, nadirs[1:], strict=False)]
 
@@ -357,7 +405,6 @@ def cyclic_neutropenia(points: list[Point], analyte: str = "neutrophils") -> Cyc
 
     if len(pts) < 2:
         return result("insufficient_data", ["fewer than two results"])
-    dense = [run for run in runs if _dense_enough(run, rule, method)]
     if not dense:
         best = max(runs, key=len)
         days = _days_from(best)
