@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..io.hl7v2 import read_hl7, strip_framing
-from ..io.store import FUTURE_SKEW, StoreBusy
+from ..io.store import FUTURE_SKEW, StoreBusy, inbox_key
 from ..model import InputError
 from .ack import AckError, Header, read_header
 from .background import Background
@@ -162,27 +162,27 @@ def store_arrivals(con: duckdb.DuckDBPyConnection, arrivals: list[Arrival]) -> l
     """
     if not arrivals:
         return []
-    keys = list(dict.fromkeys(a.key for a in arrivals))
+    keys = [inbox_key(*a.key) for a in arrivals]
+    distinct = list(dict.fromkeys(keys))
     found = con.execute(  # a SELECT then a plain INSERT: faster in DuckDB than INSERT ... ON CONFLICT
-        "SELECT sending_facility, control_id, content_sha256 FROM feed_inbox WHERE "
-        + " OR ".join(["(sending_facility = ? AND control_id = ? AND content_sha256 = ?)"] * len(keys)),
-        [v for k in keys for v in k]).fetchall()
-    seen = {tuple(r) for r in found}
+        f"SELECT dedup_key FROM feed_inbox WHERE dedup_key IN ({', '.join(['?'] * len(distinct))})",
+        distinct).fetchall()
+    seen = {r[0] for r in found}
     new: list[bool] = []
     rows: list[list[Any]] = []
-    for a in arrivals:
-        fresh = a.key not in seen
-        seen.add(a.key)
+    for a, key in zip(arrivals, keys, strict=True):
+        fresh = key not in seen
+        seen.add(key)
         new.append(fresh)
         if fresh:
             h = a.header
             rows.append([h.control_id, h.sending_app, h.sending_facility, a.content_sha256, a.raw, a.received_at,
                          STORED if a.code == "AA" else ERROR, a.code, a.error.message if a.error else None,
-                         a.patient_id])
+                         a.patient_id, key])
     if rows:
         con.execute("INSERT INTO feed_inbox (control_id, sending_app, sending_facility, content_sha256, raw, "
-                    "received_at, status, ack_code, error, patient_id) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)), [v for r in rows for v in r])
+                    "received_at, status, ack_code, error, patient_id, dedup_key) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)), [v for r in rows for v in r])
     return new
 
 
