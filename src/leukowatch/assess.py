@@ -33,6 +33,7 @@ from .rules.escalation import (
     severe_neutropenia,
     without_differential,
 )
+from .rules.findings import below_range_codes
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
 from .rules.infection import cisne, febrile_neutropenia, mascc
@@ -222,7 +223,7 @@ def assess(request: Request | dict[str, Any], knowledge: Knowledge | None = None
     current = draws[-1]
     counts = current.counts
     findings = _findings(counts, criteria)
-    codes = {f.code for f in findings}
+    codes = below_range_codes(findings, counts)  # a DAIDS grade within the range is no low count to alerts or advice
     warnings = current.warnings + _patient_warnings(request, profile, current.time)
     result_day = current.time.date() if current.time is not None else None  # None: today, looked up if needed
 

@@ -8,11 +8,12 @@ stop a medicine (the article: consult a professional first).
 from __future__ import annotations
 
 from .knowledge import load_table
-from .model import Assessment, Finding
+from .model import Assessment, Count, Finding
 from .numtext import PER_UL, G
 from .rules.alerts import superseded_by, verdict_head
 from .rules.chronic import not_chronic_text
-from .rules.findings import severity_ranges
+from .rules.findings import graded_within_range, severity_ranges
+from .vocabulary import analyte as analyte_words
 from .vocabulary import informational, low_white, other_low, plain_words, white_high
 
 DISCLAIMER = (
@@ -24,9 +25,12 @@ DISCLAIMER = (
 _BOUND = {"<": "fewer than ", "<=": "at most ", ">": "more than ", ">=": "at least "}
 
 
-def _grade_text(f: Finding) -> str:
+def _grade_text(f: Finding, within: bool = False) -> str:
     """"(CTCAE v5.0 grade 3; ANC severity: moderate (0.5-1.0 ×10⁹/L))": the neutropenia severity
-    words of docs/clinical-reference.md §3 carry their own label, so they never read as the CTCAE grade's."""
+    words of docs/clinical-reference.md §3 carry their own label, so they never read as the CTCAE grade's.
+    A grade given within the range (DAIDS' absolute cut-offs) says so: the count is not below the range."""
+    if within:
+        return f"{_grade_text(f)[:-1]}; within the reference range)"
     if f.code == "neutropenia" and f.severity:
         severity = f"ANC severity: {f.severity} ({severity_ranges().get(f.severity, '')})"
         return f" ({f.criteria} grade {f.grade}; {severity})" if f.grade is not None else f" ({severity})"
@@ -50,9 +54,9 @@ def verdict_line(a: Assessment) -> str:
     low, high, other = low_white(), white_high(), other_low()
     for f in a.findings:
         if f.code in low:
-            white.append(f"{f.code}{_grade_text(f)}")
+            white.append(f"{f.code}{_grade_text(f, graded_within_range(f, a.counts))}")
         elif f.code in other or (f.code in high and f.code != "leukocytosis"):
-            others.append(f"{f.code}{_grade_text(f)}")
+            others.append(f"{f.code}{_grade_text(f, graded_within_range(f, a.counts))}")
     if white:
         body = "; ".join(white)
         if a.chronicity.status == "chronic":
@@ -92,6 +96,9 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
     codes = set()
     quiet, words = informational(), plain_words()
     for f in a.findings:
+        if graded_within_range(f, a.counts):  # graded by absolute cut-offs, yet not low: said as such
+            lines.append(_within_text(f, a.counts[f.analyte]))
+            continue
         codes.add(f.code)
         plain = words.get(f.code, f.code)
         if f.unit == "10^9/L" and f.code != "pancytopenia" and f.code not in quiet:
@@ -113,12 +120,25 @@ def patient_lines(a: Assessment, febrile: bool = False, chemotherapy: bool = Fal
     return lines
 
 
+def _within_text(f: Finding, count: Count) -> str:
+    """The patient words for a grade given within the range (criteria.toml [within_range])."""
+    text = load_table("criteria")["within_range"]
+    ranged = count.reference_range is not None and count.reference_range.low is not None
+    template = text["patient"] if ranged else text["patient_no_range"]
+    return (template.replace("{plain}", analyte_words(f.analyte).plain).replace("{amount}", _amount(f))
+            .replace("{criteria}", f.criteria or "").replace("{grade}", str(f.grade)))
+
+
 def clinician_lines(a: Assessment) -> list[str]:
     lines = [f"[{al.level.upper()}] {al.message}" for al in a.alerts]
     for f in a.findings:
         value = f"{f.comparator or ''}{G[f.value]} {f.unit}"
         if f.code in informational():
             lines.append(f"{f.code}: {value}; informational, not graded; threshold {f.threshold}")
+        elif graded_within_range(f, a.counts):
+            severity = f"; ANC severity {f.severity}" if f.severity else ""
+            lines.append(f"{f.code}: {value}; {f.term} G{f.grade} ({f.criteria}){severity}; within the reference "
+                         f"range, graded by the criteria's absolute cut-offs; threshold {f.threshold}")
         elif f.code == "neutropenia" and f.grade is not None:
             lines.append(f"{f.code}: {value}; {f.term} G{f.grade} ({f.criteria}); ANC severity {f.severity}; "
                          f"threshold {f.threshold}")

@@ -67,6 +67,7 @@ _ROW_KEYS: dict[str, frozenset[str]] = {
     "ranges": frozenset({"analyte", "sex", "age_min", "age_max", "low", "high", "percent", "source"}),
     "criteria": frozenset({"version", "term", "analyte", "direction", "grade", "below", "above", "at_least",
                            "at_most", "inclusive", "min_age_days", "max_age_days", "min_age_years", "source"}),
+    "versions": frozenset({"label", "source", "grades_within_range"}),
     "alerts": frozenset({"code", "variant", "level", "trigger", "clinician", "patient", "source", "verdict",
                          "patient_superseded_by"}),
     "drugs": frozenset({"generic", "names", "brands", "classes", "risk", "chemotherapy", "dual_use", "monitoring",
@@ -141,8 +142,12 @@ def _criteria(c: _Check) -> None:
     versions = c.need(t, "versions", "", lambda v: isinstance(v, dict) and v, "a table of versions")
     c.need(t, "default", "", lambda v: v in versions, f"one of {', '.join(versions)}")
     for name, spec in versions.items():
+        _known(c, spec, f"versions.{name}", "versions")
         c.text(spec, "label", f"versions.{name}")
         c.text(spec, "source", f"versions.{name}")  # the rows of a version are sourced by it
+        # a version's absolute cut-offs also grade counts within the range (rules.findings): a flag, so that
+        # "grades_within_range = 1" or a quoted "false" is refused instead of read as true
+        c.maybe(spec, "grades_within_range", f"versions.{name}", lambda v: isinstance(v, bool), "true or false")
     groups: dict[tuple[Any, ...], list[tuple[int, Any, dict[str, Any], str]]] = {}
     for i, row in enumerate(c.need(t, "rows", "", lambda v: isinstance(v, list), "a list of [[rows]]")):
         at = row_key(("criteria", "rows"), "rows", i, row)

@@ -450,8 +450,10 @@ def grade(counts: ir.Table, patients: ir.Table, requested_profile: str | None, c
     lo, normal, hi = FLAGS
     flag = ibis.cases((low.notnull() & (c.value < low), lo), (high.notnull() & (c.value > high), hi), else_=normal)
     c = c.mutate(low=low, high=high, flag=flag)
-    c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value))
     age = rel.age_terms(criteria, c.time, c.birth_date, c.age_years)  # None unless age-banded (DAIDS)
+    # None unless the version grades counts within the range (DAIDS): then a normal count may be a finding
+    within = rel.within_range_code(criteria, c.analyte, c.value, c.low, c.high, age)
+    c = c.mutate(finding=rel.finding_code(c.analyte, c.flag, c.value, within))
     c = c.mutate(grade=rel.grade_expr(criteria, c.analyte, c.finding, c.value, c.low, c.high, age))
     return c.select(
         patient_id=c.patient_id, time=c.time, analyte=c.analyte, value=c.value, derived=c.derived,

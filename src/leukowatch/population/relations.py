@@ -39,6 +39,7 @@ from ..rules.grading import (
     criteria_label,
     criteria_rows,
     criteria_table,
+    grades_within_range,
     severity_word,
 )
 from ..rules.ranges import profile_names, profile_range
@@ -242,8 +243,11 @@ def sexes_relation(rows: list[dict[str, Any]]) -> ir.Table:
 # Findings, grades, severity
 
 
-def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.FloatingValue) -> ir.StringValue:
-    """rules.findings.findings_from_counts: low -> LOW_FINDING, high -> HIGH_FINDING, basophils 0 -> basopenia."""
+def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.FloatingValue,
+                 within: ir.StringValue | None = None) -> ir.StringValue:
+    """rules.findings.findings_from_counts: low -> LOW_FINDING, high -> HIGH_FINDING, basophils 0 -> basopenia;
+    with `within` (`within_range_code`, a version that grades within the range), a normal count's low
+    finding where one of the version's low rows holds it."""
     # most results are normal: the first branch settles them; the rest are compared with the analytes of
     # their flag only (a CASE per flag, not one flat CASE over every flag and analyte)
     null = ibis.null("string")
@@ -251,9 +255,27 @@ def finding_code(analyte: ir.StringValue, flag: ir.StringValue, value: ir.Floati
     def by_analyte(codes: dict[str, str]) -> ir.StringValue:
         return ibis.cases(*[(analyte == a, code) for a, code in codes.items()], else_=null)
 
-    return ibis.cases(((flag == "normal") & (analyte != "basophils"), null),
+    return ibis.cases(((flag == "normal") & (analyte != "basophils"), null if within is None else within),
                       (flag == "low", by_analyte(LOW_FINDING)), (flag == "high", by_analyte(HIGH_FINDING)),
                       ((analyte == "basophils") & (value == 0), LOW_FINDING["basophils"]), else_=null)
+
+
+def within_range_code(criteria: str, analyte: ir.StringValue, value: ir.FloatingValue, lln: ir.FloatingValue,
+                      uln: ir.FloatingValue, age: AgeTerms | None) -> ir.StringValue | None:
+    """rules.findings' grade within the range as an expression: for a normal count (the caller's branch), the
+    analyte's low finding where a low row of the version holds the value at this age, else NULL. None (no
+    branch at all, so the SQL of CTCAE is unchanged) unless the version has `grades_within_range` (DAIDS)."""
+    if not grades_within_range(criteria):
+        return None
+    branches = []
+    for a, direction, code in _graded_pairs():
+        holds = []
+        for row in _rows_for(criteria, a, direction, age) if direction == "low" else []:
+            cond = _row_holds(row, value, lln, uln)
+            holds.append(cond if age is None else cond & _band(row, age))
+        if holds:
+            branches.append(((analyte == a) & ibis.or_(*holds), code))
+    return ibis.cases(*branches, else_=ibis.null("string")) if branches else None
 
 
 def _row_holds(row: dict[str, Any], value: ir.FloatingValue, lln: ir.FloatingValue,

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from ..knowledge import derived, load_table
 from ..model import FINDING_CODES, Count, Finding
 from ..vocabulary import analyte as analyte_words
-from .grading import criteria_label, criteria_source, grade, severity_word, term_for
+from .grading import criteria_label, criteria_source, grade, grades_within_range, severity_word, term_for
 
 #: Which finding a low or high count of each analyte is (the finding codes of docs/contracts.md).
 LOW_FINDING: dict[str, str] = {
@@ -125,12 +125,49 @@ def _graded(code: str, analyte: str, direction: str, unit: str, value: float, ll
             lln_note if g.lln_used else None)
 
 
+@derived(maxsize=4096)
+def _graded_within(code: str, analyte: str, unit: str, value: float, lln: float | None, uln: float | None,
+                   range_source: str, citation: str | None, criteria: str) -> _Graded | None:
+    """A count the range calls normal (or has no range for), graded by the low rows of a version whose
+    cut-offs are absolute (`grading.grades_within_range`: DAIDS v2.1), or None when no row holds.
+
+    The threshold is the criteria row alone: the count is not below the range, so no "< LLN" is shown;
+    the rule and a note say it is within the range and graded by the version's own cut-offs."""
+    if code in UNGRADED:
+        return None
+    g = grade(criteria, analyte, "low", value, lln, uln)
+    if g is None:
+        return None
+    source = _wording(code, analyte, "low", unit, lln, range_source, citation, criteria).source_graded
+    name = criteria_label(criteria)
+    limit = f"from {_amount(lln, unit)}" if lln is not None else "no lower limit"
+    note = f"within the {range_source} reference range ({limit}); {name} grades by absolute cut-offs"
+    rule = (f"{code}: {analyte_words(analyte).name} graded by the {name} absolute cut-offs, though within the "
+            f"{range_source} range")
+    severity = neutropenia_severity(value, lln) if code == "neutropenia" else severity_word(g.grade)
+    return (round(value, 4), g.grade, g.criteria, severity, g.label, rule, source, g.term, note)
+
+
 def _finding_for(count: Count, direction: str, code: str, criteria: str) -> Finding:
     rr = count.reference_range
     low = direction == "low"
-    value4, grade_no, criteria_name, severity, threshold, rule, source, term, grading_note = _graded(
+    graded = _graded(
         code, count.analyte, direction, count.unit, count.value, rr.low if rr else None, rr.high if rr else None,
         count.range_source, count.low_source if low else count.high_source, criteria)
+    return _finding(count, code, graded)
+
+
+def _within_finding(count: Count, criteria: str) -> Finding | None:
+    """`_graded_within` as a finding (None: no row of the version holds the count)."""
+    rr = count.reference_range
+    graded = _graded_within(LOW_FINDING[count.analyte], count.analyte, count.unit, count.value,
+                            rr.low if rr else None, rr.high if rr else None, count.range_source, count.low_source,
+                            criteria)
+    return None if graded is None else _finding(count, LOW_FINDING[count.analyte], graded)
+
+
+def _finding(count: Count, code: str, graded: _Graded) -> Finding:
+    value4, grade_no, criteria_name, severity, threshold, rule, source, term, grading_note = graded
     if count.value == 0:  # the cache holds 0.0 and -0.0 as one key; the output keeps the sign given
         value4 = count.value
     notes = [] if grading_note is None else [grading_note]
@@ -152,6 +189,20 @@ def _bound_note(comparator: str, value: float) -> str:
         f"; the true value may be {side}, so the grade shown is the mildest the bound allows")
 
 
+def graded_within_range(f: Finding, counts: dict[str, Count]) -> bool:
+    """Whether a finding is a grade a version with absolute cut-offs gave a count within its range (DAIDS
+    v2.1), not a count below the range: the patient text, advice and alerts must not call such a count low."""
+    count = counts.get(f.analyte)
+    return (count is not None and count.flag != "low" and f.code not in UNGRADED
+            and LOW_FINDING.get(f.analyte) == f.code)
+
+
+def below_range_codes(findings: list[Finding], counts: dict[str, Count]) -> set[str]:
+    """The codes of the findings that are counts out of their range (every finding but those
+    `graded_within_range`): what advice and alerts read as low or high."""
+    return {f.code for f in findings if not graded_within_range(f, counts)}
+
+
 def range_sources(counts: dict[str, Count]) -> dict[str, str]:
     return {a: c.range_source for a, c in counts.items()}
 
@@ -159,6 +210,7 @@ def range_sources(counts: dict[str, Count]) -> dict[str, str]:
 def findings_from_counts(counts: dict[str, Count], criteria: str) -> list[Finding]:
     """Every finding the counts support, in the order of the white-cell analytes, then context."""
     ranked: list[tuple[int, Finding]] = []  # a code occurs at most once per draw, so ranks never tie
+    within = grades_within_range(criteria)
     for analyte, count in counts.items():
         if count.flag == "low" and analyte in LOW_FINDING:
             code, direction = LOW_FINDING[analyte], "low"
@@ -167,6 +219,12 @@ def findings_from_counts(counts: dict[str, Count], criteria: str) -> list[Findin
         elif analyte == "basophils" and count.value == 0:
             # A zero basophil count is reported even without a range (docs/clinical-reference.md §4).
             code, direction = "basopenia", "low"
+        elif within and count.flag == "normal" and analyte in LOW_FINDING:
+            # DAIDS has no LLN: its low rows grade a count the range calls normal (never one flagged high)
+            found = _within_finding(count, criteria)
+            if found is not None:
+                ranked.append((_RANK[found.code], found))
+            continue
         else:
             continue
         ranked.append((_RANK[code], _finding_for(count, direction, code, criteria)))

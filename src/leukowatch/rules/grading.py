@@ -120,6 +120,14 @@ def _age_text(k: CriteriaKey) -> str:
     return ", ".join(parts)
 
 
+@derived
+def grades_within_range(key: str) -> bool:
+    """Whether the version's low rows also grade a count its reference range calls normal (criteria.toml
+    `grades_within_range`): DAIDS v2.1's cut-offs are absolute, with no LLN, so a newborn's ANC of 4.5 is
+    DAIDS grade 1 though the paediatric range starts at 1.0. CTCAE keeps grading only counts below the range."""
+    return bool(criteria_versions()[parse_key(key).version].get("grades_within_range", False))
+
+
 def check_criteria(version: Any, field: str = "criteria") -> str:
     """A version name as a user gives it (a criteria key is built from it, never accepted from outside)."""
     if not isinstance(version, str) or version not in criteria_versions():
