@@ -99,6 +99,34 @@ def test_session_compiles_huge_generated_methods(engine: Any) -> None:
     assert SPARK_JVM_OPTIONS in sc.getConf().get("spark.executor.extraJavaOptions")  # a cluster's executors
 
 
+def test_engines_write_the_same_column_types(engine: Any, tmp_path: Path) -> None:
+    """Every output of a screen of a typed Parquet file has the same columns of the same types on Spark as on
+    DuckDB (persons.n_results was a double on DuckDB: its sum of integers is 128-bit). Only nullability may
+    differ (Spark marks the elements of a collected array as never NULL)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from leukowatch.population import screen
+
+    labs = Path(__file__).resolve().parents[1] / "examples" / "labs.csv"
+    typed = tmp_path / "labs.parquet"
+    duckdb.execute(f"COPY (SELECT patient_id, sex, birth_date::DATE AS birth_date, time::TIMESTAMP AS time, analyte, "
+                   f"value::DOUBLE AS value, unit, low::DOUBLE AS low, high::DOUBLE AS high "
+                   f"FROM read_csv('{labs}', all_varchar = true)) TO '{typed}' (FORMAT parquet)")
+    on = {name: screen([str(typed)], tmp_path / name, engine=name, spark_session=engine.session)
+          for name in ("duckdb", "spark")}
+
+    def types(result: Any, table: str) -> list[tuple[str, str]]:
+        return [(f.name, str(f.type).replace(" not null", "")) for f in pq.read_schema(
+            next(iter(sorted(result.paths[table].glob("*.parquet")))) if result.paths[table].is_dir()
+            else result.paths[table])]
+
+    assert on["duckdb"].paths.keys() == on["spark"].paths.keys()
+    for table in on["duckdb"].paths:
+        assert types(on["duckdb"], table) == types(on["spark"], table), table
+    assert dict(types(on["spark"], "persons"))["n_results"] == "int64"
+
+
 def _parquet(path: Path, rows: int) -> Path:
     """`rows` rows over ten keys, values 0..rows-1."""
     import pyarrow.parquet as pq

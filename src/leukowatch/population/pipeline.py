@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any, get_args
 
 import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
 from ..io.result import RESULT_KEY
@@ -206,6 +208,14 @@ def _sex_of_rank(rank: ir.IntegerValue) -> ir.StringValue:
     return ibis.cases(*[(rank == i, sex) for i, sex in enumerate(STATED_SEXES)], else_="unknown")
 
 
+def int64_sum(x: ir.IntegerValue) -> ir.IntegerScalar:
+    """The sum of 64-bit integers as a 64-bit integer on every engine. DuckDB sums them into a 128-bit integer,
+    which its Parquet writer stores as a double (persons.n_results was a float on DuckDB, an integer on
+    Spark); Ibis types the sum as 64-bit already and drops a cast to it as a no-op, so the cast is built
+    as an operation of its own."""
+    return ops.Cast(x.sum(), to=dt.int64).to_expr()
+
+
 def patients_of(draws: ir.Table) -> ir.Table:
     """One row per person from the person columns of `draws_of`: a stated sex wins over 'unknown'; birth
     date, age and Duffy status if any row has them; `n_results` (accepted rows) lets the reconciliation add
@@ -213,7 +223,7 @@ def patients_of(draws: ir.Table) -> ir.Table:
     d = draws
     return d.group_by("patient_id").agg(
         sex=_sex_of_rank(d.known_sex.max()), birth_date=d.birth_date.max(), age_years=d.age_years.max(),
-        duffy_null=d.duffy_null.max(), n_results=d.n.sum())
+        duffy_null=d.duffy_null.max(), n_results=int64_sum(d.n))
 
 
 # ---------------------------------------------------------------------------------------------
