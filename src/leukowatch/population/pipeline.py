@@ -105,7 +105,7 @@ def not_a_bound(given: ir.Value, parsed: ir.FloatingValue) -> ir.BooleanValue:
 def with_parsed_numbers(raw: ir.Table, in_steps: bool = True) -> ir.Table:
     """`raw` with its value and lab bounds as numbers (`number`, `low_n`, `high_n`) and the value's comparator
     (`number_comparator`); a bound's comparator is dropped, as request._bound drops it. `validate` parses
-    them itself unless they are already there: a screen of text input parses once into a table
+    them itself unless they are already there: a screen of text input parses once into a file
     (`Engine.parse_once`) instead of once in every query that validates."""
     return with_numbers(raw, {"value": "number", "low": "low_n", "high": "high_n"}, in_steps=in_steps)
 
