@@ -15,12 +15,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import ibis
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from leukowatch.assess import assess
 from leukowatch.knowledge import KnowledgeError, load_knowledge, use
+from leukowatch.population import relations as rel
 from leukowatch.population.screen import screen
 from leukowatch.rules.grading import criteria_versions, grades_within_range
 
@@ -71,6 +73,16 @@ def test_only_daids_grades_within_the_range() -> None:
     assert {v: grades_within_range(v) for v in criteria_versions()} == {
         "ctcae-v5": False, "ctcae-v6": False, "daids-v2.1": True}
     assert grades_within_range("daids-v2.1@1d0y:birth_date")  # a criteria key names its version
+
+
+def test_only_daids_sql_has_the_branch() -> None:
+    """The screen's SQL for CTCAE (the default) is as before: the within-range CASE exists only for DAIDS."""
+    t = ibis.table({"analyte": "string", "value": "float64", "low": "float64", "high": "float64",
+                    "time": "timestamp", "birth_date": "date", "age_years": "float64"}, name="t")
+    for version in ("ctcae-v5", "ctcae-v6"):
+        assert rel.within_range_code(version, t.analyte, t.value, t.low, t.high, None) is None
+    age = rel.age_terms("daids-v2.1", t.time, t.birth_date, t.age_years)
+    assert rel.within_range_code("daids-v2.1", t.analyte, t.value, t.low, t.high, age) is not None
 
 
 def _rows() -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..history import History
 from ..model import Assessment
+from ..rules.findings import graded_within_range
 from ..vocabulary import finding, low_white
 from .display import readable_units
 from .plots import history_png
@@ -153,7 +154,8 @@ def _headline(h: History, a: Assessment) -> str:
     fn = a.alert("febrile_neutropenia")
     if fn is not None:  # the alert's own patient text (alerts.toml), not a second wording of it
         return fn.patient_message
-    low_now = [f for f in a.findings if f.code in low_white()]
+    # a DAIDS grade given within the range (rules.findings.graded_within_range) is no low count
+    low_now = [f for f in a.findings if f.code in low_white() and not graded_within_range(f, a.counts)]
     if low_now:
         names = " and ".join(finding(f.code).name for f in low_now)
         course = {"chronic": ", and it has been low for at least three months (chronic)",
