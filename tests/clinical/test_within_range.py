@@ -24,7 +24,9 @@ from leukowatch.assess import assess
 from leukowatch.knowledge import KnowledgeError, load_knowledge, use
 from leukowatch.population import relations as rel
 from leukowatch.population.screen import screen
+from leukowatch.rules.causes import match_medications
 from leukowatch.rules.grading import criteria_versions, grades_within_range
+from leukowatch.service.cds_cards import indicator, order_select_cards
 
 RESULT = date(2026, 7, 20)
 #: Ages in days at the result: each DAIDS ANC/WBC band (<= 1 day, 2-7 days, > 7 days), both sides of
@@ -162,3 +164,21 @@ def test_spark_grades_neonates_within_range_as_assess(tmp_path: Path) -> None:
     from leukowatch.population.engines import spark_session
 
     _check("spark", tmp_path, spark_session=spark_session("local[2]", shuffle_partitions=1))
+
+
+def test_cds_cards_do_not_warn_of_a_daids_grade_within_the_range() -> None:
+    # A newborn's ANC 4.5 on day 1 is DAIDS grade 1 but within the range: the patient-view card shows it
+    # at "info" (no low count to warn of) and ordering a medicine linked to low white cells raises no
+    # "ordered with neutropenia" warning; the same order with an ANC below the range does.
+    def newborn(anc: float, when: str) -> dict:
+        return {"patient": {"sex": "female", "birth_date": "2026-07-01"}, "criteria": "daids-v2.1",
+                "observations": [{"analyte": "neutrophils", "value": anc, "unit": "10*9/L", "time": when}]}
+
+    ordered = match_medications(["clozapine"])
+    within = assess(newborn(4.5, "2026-07-02T09:00:00Z"))
+    assert [f.grade for f in within.findings if f.code == "neutropenia"] == [1]
+    assert indicator(within) == "info"
+    assert order_select_cards(within, ordered, 30, {"label": "t"}, []) == []
+    below = assess(newborn(0.5, "2026-07-20T09:00:00Z"))
+    cards = order_select_cards(below, ordered, 30, {"label": "t"}, [])
+    assert len(cards) == 1 and "ordered with neutropenia" in cards[0]["summary"]

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from ..model import Assessment, Finding, MedicationMatch
+from ..rules.findings import below_range_codes, graded_within_range
 from ..vocabulary import analyte as analyte_words
 
 #: CDS Hooks: "summary ... SHALL be less than 140 characters".
@@ -26,7 +27,8 @@ def indicator(a: Assessment) -> str:
     level = 0
     for al in a.alerts:
         level = max(level, _LEVELS.index(al.level))
-    if any(f.code in ("leukopenia", "neutropenia", "pancytopenia") for f in a.findings):
+    # a DAIDS grade of a count within its range is shown, but is no low count to warn of
+    if not below_range_codes(a.findings, a.counts).isdisjoint(("leukopenia", "neutropenia", "pancytopenia")):
         level = max(level, 1)
     return _LEVELS[level]
 
@@ -102,8 +104,9 @@ def order_select_cards(a: Assessment | None, ordered: list[MedicationMatch], loo
     if a is None:
         return [card(f"{drugs}: linked to low white cells; no blood count in the last {lookback_days} days",
                      "info", f"Consider a baseline complete blood count with differential.\n\n{why}", source, links)]
-    low = next((f for f in a.findings if f.code == "neutropenia"), None) or \
-        next((f for f in a.findings if f.code == "leukopenia"), None)
+    below = [f for f in a.findings if not graded_within_range(f, a.counts)]
+    low = next((f for f in below if f.code == "neutropenia"), None) or \
+        next((f for f in below if f.code == "leukopenia"), None)
     if low is None:
         return []
     count = count_text(a, low.analyte)
