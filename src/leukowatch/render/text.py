@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import Assessment, Count
+from ..rules.findings import below_range_codes
 from ..vocabulary import analyte, low_white
 from .display import readable_units as _u
 
@@ -54,7 +55,8 @@ def counts_table(a: Assessment) -> Table:
 
 def render(a: Assessment) -> Group:
     parts: list = []
-    verdict_style = "bold red" if not low_white().isdisjoint(f.code for f in a.findings) else "bold green"
+    below = below_range_codes(a.findings, a.counts)  # a DAIDS grade within the range is not shown as low
+    verdict_style = "bold red" if not low_white().isdisjoint(below) else "bold green"
     if a.alert("febrile_neutropenia"):
         verdict_style = "bold white on red"
     parts.append(Text(_u(a.verdict), style=verdict_style))
