@@ -113,6 +113,24 @@ def generate(path: Path, rows: int, seed: int = 1, chunk_persons: int = 50_000, 
 # The contenders (each runs in its own process: `bench/screen.py --run NAME FILE OUT`)
 
 
+def given_input(path: Path, converted: Path) -> Path:
+    """`--input`: a Parquet file with every column the contenders read is measured where it is. A CSV, or a file
+    without the optional `sex` and `birth_date`, is first written to `converted` (not timed), a CSV as Parquet
+    and absent columns as NULL, which `screen` reads as it reads them absent; `leukowatch screen` reads a CSV
+    itself too: time that directly."""
+    if not path.exists():
+        raise SystemExit(f"--input {path}: file not found")
+    import duckdb
+
+    reader = f"read_csv('{path}', header = true)" if path.suffix.lower() == ".csv" else f"read_parquet('{path}')"
+    names = {r[0] for r in duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+    absent = [f", NULL::{t} AS {c}" for c, t in (("sex", "VARCHAR"), ("birth_date", "DATE")) if c not in names]
+    if not absent and reader.startswith("read_parquet"):
+        return path
+    duckdb.execute(f"COPY (SELECT *{''.join(absent)} FROM {reader}) TO '{converted}' (FORMAT parquet)")
+    return converted
+
+
 def run_screen(file: Path, out: Path, engine: str) -> None:
     from leukowatch.population import screen
 
@@ -159,7 +177,7 @@ def run_pandas(file: Path, out: Path) -> None:
     from leukowatch.units import convert
 
     df = pd.read_parquet(file)
-    df["time"] = pd.to_datetime(df["time"])
+    df["time"] = pd.to_datetime(df["time"], utc=True).dt.tz_localize(None)  # naive UTC, whatever the file held
     factors, reasons = {}, {}
     for a, u in df[["analyte", "unit"]].drop_duplicates().itertuples(index=False):
         try:
@@ -187,8 +205,8 @@ def run_pandas(file: Path, out: Path) -> None:
         r = profile_range("standard", a, sx, None if pd.isna(age) else float(age))
         limits[(a, sx, age)] = (r.low.value if r.low else None, r.high.value if r.high else None)
     lh = [limits[k] for k in zip(df["analyte"], df["sex"], df["age"], strict=True)]
-    df["lln"] = [x[0] for x in lh]
-    df["uln"] = [x[1] for x in lh]
+    df["lln"] = np.array([x[0] for x in lh], dtype=float)  # no limit (an unknown sex): NaN, never compared true
+    df["uln"] = np.array([x[1] for x in lh], dtype=float)
     df["flag"] = "normal"
     df.loc[df["value"] < df["lln"], "flag"] = "low"
     df.loc[df["value"] > df["uln"], "flag"] = "high"
@@ -437,6 +455,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="differential",
                     help="the input generated: WBC and a 4-part differential, a third of draws in percent "
                          "(default), or WBC, neutrophils and lymphocytes as absolute counts only")
+    ap.add_argument("--input", help="an observations file to measure on instead of a generated one (Parquet with "
+                    "the columns of docs/population.md; a CSV is converted to Parquet first, not timed)")
     ap.add_argument("--parts", action="store_true",
                     help="also time the parts any screen of these outputs must do, in bare DuckDB SQL")
     ap.add_argument("--run", nargs=3, metavar=("NAME", "FILE", "OUT"), help=argparse.SUPPRESS)
@@ -446,13 +466,19 @@ def main() -> None:
         return
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lw-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    import duckdb
+
     data = work / "observations.parquet"
     t0 = time.perf_counter()
-    rows = generate(data, args.rows, shape=args.shape)
-    print(f"generated {rows:,} rows ({args.shape} input) in {time.perf_counter() - t0:.1f} s "
-          f"({data.stat().st_size / 1e6:.0f} MB)")
+    if args.input:
+        data, shape = given_input(Path(args.input), data), f"given: {Path(args.input).name}"
+        rows = pq.ParquetFile(data).metadata.num_rows
+        print(f"{rows:,} rows from {args.input} ({data.stat().st_size / 1e6:.0f} MB)")
+    else:
+        rows, shape = generate(data, args.rows, shape=args.shape), args.shape
+        print(f"generated {rows:,} rows ({shape} input) in {time.perf_counter() - t0:.1f} s "
+              f"({data.stat().st_size / 1e6:.0f} MB)")
     sample = work / "sample.parquet"
-    import duckdb
 
     duckdb.execute(f"COPY (SELECT * FROM read_parquet('{data}') WHERE hash(patient_id) % 10 = 0) "
                    f"TO '{sample}' (FORMAT parquet)")
@@ -466,7 +492,13 @@ def main() -> None:
             continue
         spark = name.startswith("spark")
         n = (rows if args.spark_full else sample_rows) if spark else rows
-        r = measure(name, spark_file if spark else data, work / f"out-{name}")
+        try:
+            r = measure(name, spark_file if spark else data, work / f"out-{name}")
+        except RuntimeError as failed:  # a contender that cannot read a given input: said, the others still run
+            lines = str(failed).strip().splitlines()
+            why = next((x for x in reversed(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", x)), lines[-1])
+            print(f"{name:11s} failed: {why}", flush=True)
+            continue
         r["rows"] = n
         r["rows_per_s"] = n / r["seconds"]
         results[name] = r
@@ -483,7 +515,7 @@ def main() -> None:
               "spark_plain": f"(e) plain PySpark job: read, grade, episodes by a window, write{sampled}",
               "spark": f"(d) leukowatch screen, Spark local[2]{sampled}"}
     load = os.getloadavg()
-    summary = {"rows": rows, "shape": args.shape, "load": load[0], "results": results}
+    summary = {"rows": rows, "shape": shape, "load": load[0], "results": results}
     (work / "results.json").write_text(json.dumps(summary, indent=2))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM, "
