@@ -90,12 +90,16 @@ def test_output_is_read_back_with_the_schema_written(engine: Any, tmp_path: Path
 
 def test_session_compiles_huge_generated_methods(engine: Any) -> None:
     """The JVM is asked to compile methods over 8 kB of bytecode (the grading stage's one method is 12 kB;
-    left interpreted it cost twice the CPU)."""
+    left interpreted it cost twice the CPU), and to compile with C2 only code that stays hot."""
     from leukowatch.population.engines import SPARK_JVM_OPTIONS
 
     sc = engine.session.sparkContext
     driver_args = list(sc._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     assert "-XX:-DontCompileHugeMethods" in driver_args  # this JVM (local: the driver is the executor)
+    # and keeps the optimising compiler to the code that stays hot (it took more CPU than the tasks at 300k)
+    flags = sc._jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        sc._jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    assert int(flags.getVMOption("Tier4InvocationThreshold").getValue()) > 5000  # HotSpot's default
     assert SPARK_JVM_OPTIONS in sc.getConf().get("spark.executor.extraJavaOptions")  # a cluster's executors
 
 
