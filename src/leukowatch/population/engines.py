@@ -322,17 +322,18 @@ _LOOPBACK = ("local", "spark://127.0.0.1:", "spark://localhost:")
 #: that stage's task CPU 25 s -> 11 s with the flag (Spark's own fallback, codegen.hugeMethodLimit=8000, gave
 #: 15 s). The first option lets a JVM without the flag start anyway.
 #:
-#: The Tier4 thresholds (30 times HotSpot's defaults) keep C2, the optimising compiler, to the code that stays
+#: The Tier4 thresholds (10 times HotSpot's defaults) keep C2, the optimising compiler, to the code that stays
 #: hot: a screen plans and runs some sixty queries, and C2 compiled so much of Spark's analyser, optimiser and
 #: code generator on the way that at 300k rows its compiler threads took 24 CPU seconds beside 9 seconds of
 #: tasks, on two cores (-XX:+CITime: 2,427 methods, 40 s of C2). Measured on local[2] (JVM thread CPU from
-#: /proc): 300k rows, compiler 23.9 -> 12.7 s, whole screen 51.8 -> 40.9 CPU s; 3M rows, compiler 36.2 -> 22.5
-#: s, tasks 35.2 -> 38.9 s (hot loops reach C2 a little later). C1 alone (TieredStopAtLevel=1) cut the
-#: compiler to 3-5 s but made the 3M-row tasks 1.8 times slower (35 -> 62 s): slower at 3M, for both the
-#: screen and the plain PySpark job of bench/screen.py.
-SPARK_JVM_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions -XX:-DontCompileHugeMethods -XX:Tier4InvocationThreshold=150000 "
-                     "-XX:Tier4MinInvocationThreshold=18000 -XX:Tier4CompileThreshold=450000 "
-                     "-XX:Tier4BackEdgeThreshold=1200000")
+#: /proc, a loaded machine): 300k rows, compiler 23.9 -> 17.0 s, whole screen 51.8 -> 44.0 CPU s; 3M rows,
+#: compiler 36.2 -> 26.7 s, tasks 35.2 -> 36.2 s. Higher thresholds (30 times) saved more at 300k (12.7 s of
+#: compiler) but the hot loops of the 3M-row tasks reached C2 later (38.9 s of tasks; the screen about 3 s
+#: slower in two pairs of bench runs); C1 alone (TieredStopAtLevel=1) cut the compiler to 3-5 s and made the
+#: 3M-row tasks 1.8 times slower (62 s), for both the screen and the plain PySpark job of bench/screen.py.
+SPARK_JVM_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions -XX:-DontCompileHugeMethods -XX:Tier4InvocationThreshold=50000 "
+                     "-XX:Tier4MinInvocationThreshold=6000 -XX:Tier4CompileThreshold=150000 "
+                     "-XX:Tier4BackEdgeThreshold=400000")
 #: Heap of a local driver, which is also its executor: at Spark's default 1g the episode window over 3M rows
 #: spent 238 of its 266 task seconds collecting garbage beside the checkpointed draws; at 2g, 0.3 s.
 LOCAL_DRIVER_MEMORY = "2g"
