@@ -50,18 +50,11 @@ class Engine:
     #: Whether text values are parsed in column steps (inputs.with_numbers): DuckDB, where one inlined
     #: expression was evaluated hundreds of times per row; not Spark, whose plans of those steps are slow.
     parse_in_steps = True
-    #: Whether a screen of text input (a CSV, text values) parses it once into a Parquet file in its work
-    #: folder that every later query reads, rather than parsing it again in each. DuckDB: a 3M-row CSV was
-    #: parsed in the draws and in the graded query (see docs/population.md); a file, not a temporary
-    #: table, so that memory stays flat however large the input. Not measured on Spark.
-    parse_once = False
 
     def read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
         raise NotImplementedError
 
-    def read_csv(self, path: Path, once: bool = False) -> ir.Table:
-        """A CSV as text columns plus `_rn` (its row number). `once`: the caller reads the relation one time
-        (the observations a screen parses once into a table, `parse_once`)."""
+    def read_csv(self, path: Path) -> ir.Table:
         raise NotImplementedError
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
@@ -173,7 +166,6 @@ class DuckDBEngine(Engine):
     """
 
     name = "duckdb"
-    parse_once = True
 
     def __init__(self, memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: Path | None = None) -> None:
@@ -242,15 +234,12 @@ class DuckDBEngine(Engine):
                 f"FROM read_parquet({files}, file_row_number = true, filename = true, union_by_name = true)")
         return self._sql(f"SELECT * FROM read_parquet({files}, union_by_name = true)")
 
-    def read_csv(self, path: Path, once: bool = False) -> ir.Table:
-        """A CSV read several times is loaded into a temporary table as text; one read `once` is read where
-        it is, as loading it first held every row in memory once more."""
-        query = f"SELECT *, row_number() OVER () AS _rn FROM read_csv({_quote(path)}, all_varchar = true, header = true)"
-        if once:
-            return self._sql(query)
+    def read_csv(self, path: Path) -> ir.Table:
+        """A CSV is parsed once into a temporary table (the screen scans its input several times)."""
         self._views += 1
         name = f"lw_csv_{self._views}"
-        self.con.raw_sql(f"CREATE TEMP TABLE {name} AS {query}")
+        self.con.raw_sql(f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS _rn "
+                         f"FROM read_csv({_quote(path)}, all_varchar = true, header = true)")
         return self._table(name)
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:
@@ -480,7 +469,7 @@ class SparkEngine(Engine):
             df = df.withColumn("_rn", F.monotonically_increasing_id())
         return self._view(df)
 
-    def read_csv(self, path: Path, once: bool = False) -> ir.Table:
+    def read_csv(self, path: Path) -> ir.Table:
         """A CSV as RFC 4180 and DuckDB read it: a quoted field may hold line breaks (Spark's default split
         such a row in two, so a value with a trailing newline lost its row) and a quote inside quotes is
         doubled (Spark's default escape is a backslash). A file is then read by one task."""

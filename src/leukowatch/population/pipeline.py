@@ -102,14 +102,6 @@ def not_a_bound(given: ir.Value, parsed: ir.FloatingValue) -> ir.BooleanValue:
     return given.notnull() & (parsed.isnull() | parsed.isnan() | parsed.isinf())
 
 
-def with_parsed_numbers(raw: ir.Table, in_steps: bool = True) -> ir.Table:
-    """`raw` with its value and lab bounds as numbers (`number`, `low_n`, `high_n`) and the value's comparator
-    (`number_comparator`); a bound's comparator is dropped, as request._bound drops it. `validate` parses
-    them itself unless they are already there: a screen of text input parses once into a file
-    (`Engine.parse_once`) instead of once in every query that validates."""
-    return with_numbers(raw, {"value": "number", "low": "low_n", "high": "high_n"}, in_steps=in_steps)
-
-
 def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str], in_steps: bool = True) -> ir.Table:
     """Every raw row with its canonical analyte, value in canonical units, lab range, and `ok`; `in_steps`:
     how text values are parsed (`inputs.with_numbers`, `Engine.parse_in_steps`).
@@ -118,11 +110,11 @@ def validate(raw: ir.Table, codes: ir.Table, sexes: ir.Table, blank: list[str], 
     (`c_ok`, `c_max`) and sexes (`s_ok`), so each row costs a few comparisons; the reasons themselves are
     two CASE chains worked out in `rejects_of` for the few failing rows only, not for every row.
     """
-    if "number" not in raw.columns:  # not parsed ahead (`with_parsed_numbers`)
-        raw = with_parsed_numbers(raw, in_steps)
     k = raw.mutate(_ak=raw.analyte.fill_null(""), _ck=raw.loinc.fill_null(""), _uk=raw.unit.fill_null(""),
                    _sk=raw.sex.fill_null(""))
     j = k.left_join(codes, ["_ak", "_ck", "_uk"]).left_join(sexes, "_sk")
+    # a bound's comparator is dropped, as request._bound drops it
+    j = with_numbers(j, {"value": "number", "low": "low_n", "high": "high_n"}, in_steps=in_steps)
     j = j.mutate(comparator=j.number_comparator, analyte_c=j.c_analyte, percent=j.c_percent,
                  value_c=j.number * j.c_factor, lab_low=j.low_n * j.c_factor, lab_high=j.high_n * j.c_factor,
                  sex_c=j.s_sex)

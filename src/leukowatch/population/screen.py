@@ -302,10 +302,6 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
         with _Progress(progress, 5) as bar:
             with stage("reading inputs", bar):
                 src = open_sources(eng, inputs, work)
-                text = any(src.raw[c].type().is_string() for c in ("value", "low", "high"))
-                if text and eng.parse_once:  # what every later query reads, parsed once
-                    eng.to_parquet(pl.with_parsed_numbers(src.raw, eng.parse_in_steps), work / "parsed.parquet")
-                    src.raw = eng.read_parquet([work / "parsed.parquet"])
                 # one small query for every distinct spelling the rules are asked about (one job on Spark)
                 keys = eng.records(pl.distinct_keys(src.raw))
                 codes_rows = rel.code_rows(dict.fromkeys((k["analyte"], k["loinc"], k["unit"]) for k in keys))

@@ -18,13 +18,11 @@ from .inputs import Sources, _pick, classify_inputs, parse_date_col, parse_time,
 _MED_SCHEMA = {"patient_id": "string", "name": "string", "start": "date", "stop": "date"}
 
 
-def _read_any(engine: Engine, path: Path, workdir: Path, table: str | None = None, observations: bool = False
-              ) -> ir.Table:
-    """One input file or table; `observations`: the results, which the screen parses once (`Engine.parse_once`)."""
+def _read_any(engine: Engine, path: Path, workdir: Path, table: str | None = None) -> ir.Table:
     if table is not None:
         return engine.read_duckdb_table(path, table, workdir)
     if path.suffix.lower() == ".csv":
-        return engine.read_csv(path, once=observations and engine.parse_once)
+        return engine.read_csv(path)
     return engine.read_parquet([path], row_number=True)
 
 
@@ -70,7 +68,7 @@ def _concept_map(mapping: Any, concept: str, text: str) -> ir.Table:
 def _omop(engine: Engine, tables: dict[str, tuple[Path, str | None]], workdir: Path) -> Sources:
     """MEASUREMENT (+ PERSON, DRUG_EXPOSURE, CONCEPT) through knowledge/omop.toml, as io/omop.py reads it."""
     maps = omop_maps()
-    m = _read_any(engine, tables["measurement"][0], workdir, tables["measurement"][1], observations=True)
+    m = _read_any(engine, tables["measurement"][0], workdir, tables["measurement"][1])
     concept_map = _concept_map({k: v["loinc"] for k, v in maps["measurement"].items()}, "mc", "m_loinc")
     unit_map = _concept_map(maps["unit"], "uc", "m_unit")
     op_map = _concept_map(maps["operator"], "oc", "m_op")
@@ -181,7 +179,7 @@ def open_sources(engine: Engine, inputs: list[str], workdir: Path) -> Sources:
         parts.append(_omop(engine, found, workdir))  # type: ignore[arg-type]
     tabular: list[ir.Table] = []
     for f in groups["observations"]:
-        t = _read_any(engine, f, workdir, observations=True)
+        t = _read_any(engine, f, workdir)
         tabular.append(standardise(t, str(f), t._rn))
     meds = [_medications(_read_any(engine, f, workdir)) for f in groups["medications"]]
     temps = [_temperatures(_read_any(engine, f, workdir)) for f in groups["temperatures"]]
