@@ -370,6 +370,10 @@ def test_every_finding_is_sourced(counts: dict[str, float]) -> None:
     ({"observations": [{"analyte": "lymphocytes", "value": 120, "unit": "%"}]}, "observations[0].value"),
     ({"observations": [{"code": "6690-2", "value": 30, "unit": "%"}]}, "observations[0].unit"),
     ({"observations": [{"code": "1234-5", "value": 3, "unit": "K/uL"}]}, "observations[0].code"),
+    # an analyte and a LOINC code that disagree: neither is guessed (a WBC graded as an ANC, or back)
+    ({"observations": [{"analyte": "wbc", "code": "751-8", "value": 0.3, "unit": "K/uL"}]}, "observations[0].code"),
+    ({"observations": [*cbc(wbc=3), {"analyte": "neutrophils", "code": "770-8", "value": 30, "unit": "K/uL"}]},
+     "observations[1].unit"),
     ({"observations": [{"analyte": "wbc", "value": 3, "unit": "K/uL", "time": "yesterday"}]},
      "observations[0].time"),
     ({"observations": cbc(wbc=3), "patient": {"sex": "x"}}, "patient.sex"),
@@ -381,6 +385,12 @@ def test_bad_input_names_the_field(raw: dict, field: str) -> None:
     with pytest.raises(InputError) as e:
         assess(raw)
     assert e.value.field == field and e.value.problem
+
+
+def test_an_analyte_with_its_own_loinc_or_a_local_code_is_read() -> None:
+    same = assess({"observations": [{"analyte": "neutrophils", "code": "751-8", "value": 0.3, "unit": "K/uL"}]})
+    local = assess({"observations": [{"analyte": "ANC", "code": "LAB-ANC", "value": 0.3, "unit": "K/uL"}]})
+    assert same.counts["neutrophils"].value == local.counts["neutrophils"].value == 0.3
 
 
 def test_recovered_lows_are_acute_not_undetermined() -> None:

@@ -218,13 +218,27 @@ def _measured(name: Any, code: Any) -> tuple[str, bool | None]:
     if name is not None:
         if not isinstance(name, str):
             raise InputError(".analyte", "expected a string")
-        return canonical_analyte(name, ".analyte"), None
+        analyte = canonical_analyte(name, ".analyte")
+        return analyte, _agreeing_code(analyte, code)
     if code is not None:
         entry = loinc_lookup(str(code))
         if entry is None:
             raise InputError(".code", f"LOINC code {code!r} is not a blood count code leukowatch reads")
         return entry.analyte, entry.percent
     raise InputError("", "needs an 'analyte' or a LOINC 'code'")
+
+
+def _agreeing_code(analyte: str, code: Any) -> bool | None:
+    """For an observation that names both an analyte and a code: whether a LOINC code is the
+    percentage form (so its unit is checked too), None for a code leukowatch does not know (a lab's
+    local code rides along). A LOINC code of another analyte is an error, because guessing which of
+    the two the lab meant could grade a WBC as an ANC."""
+    entry = None if code is None else loinc_lookup(str(code))
+    if entry is None:
+        return None
+    if entry.analyte != analyte:
+        raise InputError(".code", f"LOINC {code} is {entry.analyte}, but the analyte is {analyte!r}")
+    return entry.percent
 
 
 def _converted(analyte: str, percent_code: bool | None, code: Any, unit: Any) -> _Kind:
