@@ -72,12 +72,24 @@ def test_future_dated_results_are_rejected_with_a_reason(tmp_path: Path) -> None
     body = json.dumps(cbc_bundle("future-1", [("2099-01-01T08:00:00Z", 2.0, 0.05), ("2026-01-01T08:00:00Z", 4.0, 2.0)]))
     with serve(create_app(Settings(db=db))) as url:
         answer = httpx.post(f"{url}/api/ingest", content=body, headers=FHIR | bearer(token)).json()
-    assert answer["stored"] == 2 and answer["rejected"] == 2
+    assert answer["stored"] == 2 and answer["rejected"] == 2 and answer["status"] == "stored"
+    # the sender is told which results were refused and why, not only how many
+    assert len(answer["rejects"]) == 2 and all("in the future" in r["reason"] for r in answer["rejects"])
     assert _observations(db, "future-1") == 2
     con = duckdb.connect(db, read_only=True)
     reasons = [r[0] for r in con.execute("SELECT reason FROM rejects").fetchall()]
     con.close()
     assert len(reasons) == 2 and all("in the future" in r for r in reasons)
+
+
+def test_a_message_whose_every_result_is_refused_is_not_answered_stored(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.duckdb")
+    token = make_token(db, "ingest")
+    body = json.dumps(cbc_bundle("future-2", [("2099-01-01T08:00:00Z", 2.0, 0.05)]))
+    with serve(create_app(Settings(db=db))) as url:
+        answer = httpx.post(f"{url}/api/ingest", content=body, headers=FHIR | bearer(token)).json()
+    assert (answer["status"], answer["stored"], answer["accepted"]) == ("nothing stored", 0, 0)
+    assert len(answer["rejects"]) == 2 and _observations(db, "future-2") == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +25,9 @@ from .auth import Actor, audited, require_role
 from .badinput import explained
 from .errors import ServiceError
 from .inputs import ACCEPTED_TYPES, HL7_TYPES, media_type, request_from_body
+
+if TYPE_CHECKING:
+    from ..io.store import IngestSummary
 
 router = APIRouter(prefix="/api", tags=["REST"])
 
@@ -262,10 +265,20 @@ async def api_ingest(request: Request, actor: Annotated[Actor, Depends(require_r
         return summary
 
     summary = await request.app.state.writer.run(store)
-    return {"format": fmt, "status": "already stored" if summary.skipped_file else "stored",
+    # the store's own rejects (no patient id, dated in the future) too, not only the reader's
+    rejects = result.rejects if summary.skipped_file else summary.rejects
+    return {"format": fmt, "status": ingest_status(summary),
             "read": summary.read, "accepted": summary.accepted, "rejected": summary.rejected,
             "stored": summary.stored, "already_ingested": summary.skipped_file,
-            "rejects": [{"locator": r.locator, "kind": r.kind, "reason": r.reason} for r in result.rejects]}
+            "rejects": [{"locator": r.locator, "kind": r.kind, "reason": r.reason} for r in rejects]}
+
+
+def ingest_status(summary: IngestSummary) -> str:
+    """What an ingest did, in one word a sender can branch on: "stored" only when results are now in
+    the store because of it, so a message whose every result was rejected is never called stored."""
+    if summary.skipped_file or (summary.accepted and not summary.stored):
+        return "already stored"
+    return "stored" if summary.stored else "nothing stored"
 
 
 def check_segments(text: str, limit: int) -> None:
