@@ -53,6 +53,16 @@ def test_ack_codes_and_msa2_good_bad_unparseable(tmp_path: Path) -> None:
     assert {r[0] for r in rows if r[1] == "error"} == {"BAD-PID", "BAD-OBX", "ADT-1", "", "OLD-1"}
 
 
+def test_a_message_without_a_control_id_is_rejected_not_stored(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    with listener(db) as (_, port):
+        nameless, after = exchange(port, [oru(""), oru("GOOD-3")])
+    # AA would tell the engine "stored" for an ACK it cannot match to any message it sent
+    assert nameless["code"] == "AR" and nameless["err"].startswith("ERR||MSH^1^10|101^")
+    assert (after["code"], after["control_id"]) == ("AA", "GOOD-3")
+    assert query(db, "SELECT control_id, status FROM feed_inbox ORDER BY inbox_id") == [("", "error"), ("GOOD-3", "stored")]
+
+
 def test_resent_message_is_acked_aa_and_stored_once(tmp_path: Path) -> None:
     db = tmp_path / "feed.duckdb"
     message = oru("DUP-1", patient="P9", anc=0.3)

@@ -113,6 +113,8 @@ def classify(raw: str, received_at: datetime | None = None, max_future: Any = FU
         return answer("AR", _error(_UNSUPPORTED_TYPE, "MSH", 9, f"expected ORU^R01, got {header.message_type!r}"))
     if event and event != "R01":
         return answer("AR", _error(_UNSUPPORTED_EVENT, "MSH", 9, f"expected ORU^R01, got {header.message_type!r}"))
+    if not header.control_id.strip():  # the sender could not match the ACK, and a resend could not be told apart
+        return answer("AR", _error(_REQUIRED_MISSING, "MSH", 10, "MSH-10: no message control id"))
     if text.count("\rMSH" + header.field_sep) > 0:
         return answer("AR", _error(_SEGMENT_SEQUENCE, "MSH", 0, "more than one message in one MLLP block"))
     try:
