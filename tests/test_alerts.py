@@ -208,6 +208,20 @@ def test_anc_below_1_falls_further_within_the_nadir_window_after_a_dose(last_dos
         assert "expected to fall below 0.5" in fn.message
 
 
+@pytest.mark.parametrize(("anc", "chemotherapy", "alert"), [
+    ("0.5", True, True), ("<=0.5", True, True), (0.51, True, False), (0.5, False, False), (0.49, False, True)])
+def test_anc_at_0_5_with_fever_on_anticancer_treatment_is_febrile_neutropenia(
+        anc: float | str, chemotherapy: bool, alert: bool) -> None:
+    """NICE CG151 counts ANC <= 0.5 with > 38 °C in a person having anticancer treatment as neutropenic
+    sepsis, so exactly 0.5 on chemotherapy is the emergency; off treatment IDSA's strict < 0.5 holds."""
+    r = _req(anc, temperature_c=38.5, chemotherapy={"active": chemotherapy})
+    a = assess(r)
+    fn = a.alert("febrile_neutropenia")
+    assert (fn is not None) is alert
+    if fn and chemotherapy and anc != 0.49:
+        assert fn.level == "critical" and a.verdict.startswith("EMERGENCY") and "NICE CG151" in fn.message
+
+
 def test_clozapine_agranulocytosis_tells_the_patient_once() -> None:
     a = assess(_req(0.3, medications=["clozapine 100 mg"]))
     assert {al.code for al in a.alerts} >= {"severe_neutropenia", "drug_agranulocytosis", "drug_monitoring"}

@@ -23,6 +23,10 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
                         anc_comparator: str | None = None) -> tuple[Alert | None, str | None]:
     """The febrile-neutropenia alert (IDSA, NICE CG151), or a note saying what would make it one.
 
+    The ANC qualifies below 0.5 (IDSA), at or below 0.5 in a person on anticancer treatment (NICE
+    CG151 counts ANC <= 0.5 there, so a chemotherapy patient exactly at 0.5 with a fever is not left
+    without an alert), or below 1.0 when it is expected to fall (NCCN).
+
     Any measured temperature >= the sustained limit (38.0 °C) with a qualifying ANC is an alert:
     "confirmed" when IDSA's criteria hold (>= 38.3 °C once or >= 38.0 °C over 1 h), else "possible"
     (re-measure now; NICE already counts > 38 °C), never "below the threshold". A fever reported as
@@ -32,7 +36,8 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
         return None, None
     fn = _rules()["febrile_neutropenia"]
     below = anc < fn["anc_below"]
-    if not (below or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])):
+    at_nice_limit = not below and chemotherapy and anc <= fn["anc_at_most_on_anticancer_treatment"]
+    if not (below or at_nice_limit or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])):
         return None, None
     anc_text = count_text("ANC", anc, anc_comparator)
     if temperature_c is None and not fever_reported:
@@ -45,7 +50,8 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
         variant = "possible"
     else:
         return None, fn["note_not_febrile"].format_map({**fn, "temperature": f"{temperature_c:.1f} °C"})
-    how = "" if below else f", expected to fall below {fn['anc_below']:g}"
+    how = "" if below else (f", the NICE CG151 limit on anticancer treatment (ANC <= {fn['anc_at_most_on_anticancer_treatment']:g})"
+                            if at_nice_limit else f", expected to fall below {fn['anc_below']:g}")
     temperature = "" if temperature_c is None else f"{temperature_c:.1f} °C"
     return make_alert("febrile_neutropenia", variant, anc=anc_text, how=how, temperature=temperature,
                       where=urgent_care(chemotherapy)), None
