@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 from conftest import cbc, request
 from hypothesis import given
@@ -385,6 +387,28 @@ def test_bad_input_names_the_field(raw: dict, field: str) -> None:
     with pytest.raises(InputError) as e:
         assess(raw)
     assert e.value.field == field and e.value.problem
+
+
+def test_a_birth_date_sets_the_age_of_an_undated_result() -> None:
+    """A 2-year-old's WBC 5.2 is low (2-4 y: 5.5-15.5), not an adult's normal, with or without a time."""
+    born = date.today() - timedelta(days=2 * 365 + 100)
+    undated = {"patient": {"sex": "male", "birth_date": born.isoformat()},
+               "observations": [{"analyte": "wbc", "value": 5.2, "unit": "10*9/L"}]}
+    a = assess(undated)
+    assert "leukopenia" in codes(a) and a.counts["wbc"].reference_range.low == 5.5
+    assert not [w for w in a.warnings if "age not given" in w]
+
+
+@pytest.mark.parametrize(("birth", "time", "field"), [
+    ("2099-01-01", None, "patient.birth_date"),
+    ("2026-06-01", "2026-01-01T08:00:00Z", "observations[0].time"),
+])
+def test_a_birth_date_after_the_result_is_an_error(birth: str, time: str | None, field: str) -> None:
+    """Never a negative age, which matches no age band and so was judged as an adult's."""
+    obs = {"analyte": "wbc", "value": 8.0, "unit": "10*9/L"} | ({"time": time} if time else {})
+    with pytest.raises(InputError) as err:
+        assess({"patient": {"birth_date": birth}, "observations": [obs]})
+    assert err.value.field == field
 
 
 def test_an_analyte_with_its_own_loinc_or_a_local_code_is_read() -> None:

@@ -107,9 +107,10 @@ class Patient:
     duffy_null: bool = False
 
     def age_at(self, when: datetime | None) -> float | None:
-        """Age in years at `when` from the birth date (preferred), else the stated age."""
-        if self.birth_date is not None and when is not None:
-            days = (when.date() - self.birth_date).days
+        """Age in years at `when` from the birth date (preferred), else the stated age. An undated
+        result is read as today's, so a child's birth date still picks the child's ranges."""
+        if self.birth_date is not None:
+            days = ((when.date() if when is not None else date.today()) - self.birth_date).days
             return days / 365.25
         return self.age_years
 

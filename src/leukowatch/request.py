@@ -12,7 +12,7 @@ every path of every good field cost more than checking the fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from math import isfinite
 from typing import Any, TypeVar
 
@@ -358,6 +358,24 @@ def parse_temperature(celsius: Any, fahrenheit: Any) -> float | None:
     raise InputError(field, problem)
 
 
+#: A birth date may be this far past today's UTC date (a birth today, east of UTC).
+_BIRTH_SKEW = timedelta(days=1)
+
+
+def check_born(patient: Patient, observations: list[Observation]) -> None:
+    """A birth date in the future, or after a result, is an error: the age it gives is negative, and
+    no age band matches a negative age, so the count would silently be judged as an adult's."""
+    birth = patient.birth_date
+    if birth is None:
+        return
+    if birth > datetime.now(UTC).date() + _BIRTH_SKEW:
+        raise InputError("patient.birth_date", f"{birth.isoformat()} is in the future")
+    for i, obs in enumerate(observations):
+        if obs.time is not None and obs.time.date() < birth:
+            raise InputError(f"observations[{i}].time",
+                             f"{obs.time.date().isoformat()} is before the patient's birth_date {birth.isoformat()}")
+
+
 def parse_request(raw: Any) -> Request:
     """Validate a request dict; raises InputError naming the first bad field."""
     if not isinstance(raw, dict):
@@ -370,6 +388,7 @@ def parse_request(raw: Any) -> Request:
     if not isinstance(obs_raw, list) or not obs_raw:
         raise InputError("observations", "expected a non-empty list of observations")
     observations = _each(obs_raw, _observation, "observations")
+    check_born(patient, observations)
     if patient.id is not None:  # set here rather than passed to each: a closure per item costs more
         for obs in observations:
             obs.patient_id = patient.id
