@@ -146,6 +146,17 @@ def test_differential_sum_warning() -> None:
     assert any("add up to 123%" in w for w in assess(r).warnings)
 
 
+@pytest.mark.parametrize(("parts", "warned"), [
+    ((("neutrophils", 80), ("bands", 31)), True),  # an ANC of 1.11 x the WBC it is a share of
+    ((("neutrophils", 70), ("lymphocytes", 45)), True),
+    ((("neutrophils", 60), ("lymphocytes", 30)), False),  # a partial differential short of 100 % is fine
+])
+def test_a_partial_differential_above_the_tolerance_is_warned(parts: tuple, warned: bool) -> None:
+    r = request(wbc=3.0)
+    r["observations"] += [{"analyte": a, "value": v, "unit": "%"} for a, v in parts]
+    assert any("add up to" in w and "check the differential" in w for w in assess(r).warnings) is warned
+
+
 # --- Profiles: Duffy-null, never race -----------------------------------------------------------
 
 def test_duffy_null_profile() -> None:

@@ -115,18 +115,29 @@ def derive_draw(observations: list[Observation]) -> DerivedDraw:
         else:
             warnings.append(f"{analyte}: {pct:g}% given without a WBC, so no absolute count can be derived")
 
-    if ("neutrophils" in percent or "segmented_neutrophils" in percent) and percent.keys() >= _FIVE_PART_REST:
-        neut_pct = (percent["neutrophils"].value if "neutrophils" in percent
-                    else percent["segmented_neutrophils"].value) + (percent["bands"].value if "bands" in percent else 0.0)
-        rest = 0.0  # added in FIVE_PART's order, as sum() would, without a comprehension per draw
-        for analyte in _FIVE_PART_REST_ORDER:
-            rest += percent[analyte].value
-        total = neut_pct + rest
-        if not limits["differential_sum_low"] <= total <= limits["differential_sum_high"]:
-            warnings.append(f"differential percentages add up to {total:g}% (expected "
-                            f"{limits['differential_sum_low']:g}-{limits['differential_sum_high']:g}%); "
-                            "check the differential")
+    if percent and (problem := _sum_problem(percent, limits)) is not None:
+        warnings.append(problem)
     return DerivedDraw(values, warnings)
+
+
+def _sum_problem(percent: dict[str, Observation], limits: dict[str, float]) -> str | None:
+    """The warning owed when the differential percentages cannot be right: a five-part differential
+    outside 90-110 %, or any part of one already above 110 % (then a derived count exceeds the WBC it
+    is a share of, e.g. neutrophils 80 % + bands 30 % gave an ANC of 1.1 x WBC without a word)."""
+    neut = percent.get("neutrophils") or percent.get("segmented_neutrophils")
+    total = (neut.value if neut is not None else 0.0) + (percent["bands"].value if "bands" in percent else 0.0)
+    for analyte in _FIVE_PART_REST_ORDER:  # added in FIVE_PART's order, as sum() would
+        obs = percent.get(analyte)
+        if obs is not None:
+            total += obs.value
+    low, high = limits["differential_sum_low"], limits["differential_sum_high"]
+    if neut is not None and percent.keys() >= _FIVE_PART_REST:
+        if not low <= total <= high:
+            return f"differential percentages add up to {total:g}% (expected {low:g}-{high:g}%); check the differential"
+    elif total > high:
+        return (f"the differential percentages given add up to {total:g}%, more than {high:g}% of the WBC; "
+                "check the differential")
+    return None
 
 
 def _derive_anc(absolute: dict[str, Observation], percent: dict[str, Observation],
