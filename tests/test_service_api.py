@@ -130,3 +130,14 @@ def test_openapi_and_docs(base: str) -> None:
 def test_unknown_route_is_json_404(base: str) -> None:
     resp = httpx.get(f"{base}/api/nope")
     assert resp.status_code == 404 and resp.json()["error"]["problem"]
+
+
+@pytest.mark.parametrize("path", ["/", "/result.pdf"])
+def test_the_form_and_its_pdf_answer_a_bad_field_with_the_form(base: str, path: str) -> None:
+    """A field the form's own checks pass but the assessment refuses (a temperature in Fahrenheit)
+    comes back as the form with the message next to it, from the PDF button as from the result."""
+    resp = httpx.post(f"{base}{path}", data={"wbc": "3", "neutrophils": "0.3", "temperature_c": "101"})
+    assert resp.status_code == 422 and resp.headers["content-type"].startswith("text/html")
+    assert "looks like degrees Fahrenheit" in resp.text
+    ok = httpx.post(f"{base}{path}", data={"wbc": "3", "neutrophils": "0.3", "temperature_c": "38.5"}, timeout=60)
+    assert ok.status_code == 200

@@ -208,15 +208,23 @@ async def form_page(request: Request) -> HTMLResponse:
 @router.post("/", response_class=HTMLResponse)
 async def submit(request: Request) -> HTMLResponse:
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    parsed, a = assessed_form(form)
+    if a is None:
+        return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
+    return _page(request, "result.html", _result_context(a, parsed.request) | {"form": form})
+
+
+def assessed_form(form: dict[str, str]) -> tuple[FormResult, Assessment | None]:
+    """The form's request and its assessment, or None with every problem put next to its field (the
+    result page and its PDF both answer a bad field with the form, never a bare JSON error)."""
     parsed = request_from_form(form)
-    if not parsed.errors:
-        try:
-            a = assess(parsed.request)
-        except InputError as exc:
-            parsed.errors[parsed.form_field(exc.field)] = exc.problem
-        else:
-            return _page(request, "result.html", _result_context(a, parsed.request) | {"form": form})
-    return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
+    if parsed.errors:
+        return parsed, None
+    try:
+        return parsed, assess(parsed.request)
+    except InputError as exc:
+        parsed.errors[parsed.form_field(exc.field)] = exc.problem
+        return parsed, None
 
 
 @router.get("/knowledge", response_class=HTMLResponse)
@@ -234,10 +242,10 @@ async def result_pdf(request: Request) -> Response:
     from ..render.report import render_pdf
 
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    parsed = request_from_form(form)
-    if parsed.errors:
+    parsed, a = assessed_form(form)
+    if a is None:
         return _page(request, "form.html", _form_context(form, parsed.errors), status=422)
-    pdf = render_pdf(build_history(parsed.request), assess(parsed.request))
+    pdf = render_pdf(build_history(parsed.request), a)
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": 'attachment; filename="leukowatch-result.pdf"'})
 
