@@ -205,7 +205,8 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
-        draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds, plan.person), "draws", work)
+        draws = pl.draws_of(obs, plan.present, plan.bounds, plan.person,
+                            keep=lambda d: eng.materialize(d, "draws", work))
         found = eng.materialize(pl.patients_of(draws), "patients", work)
         patients = found
         if plan.persons is not None:
@@ -217,15 +218,18 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             ).drop("k_pid", "k_age", "k_n")
             patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
         persons = patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile))
-        n_checked = int(eng.scalar(found.n_results.sum()) or 0)
+        # the accepted rows and the draws holding a duplicate, in one query (each is a job on Spark)
+        sizes = eng.records(draws.aggregate(n=pl.int64_sum(draws.n), dups=draws.has_dup.cast("int64").sum()))[0]
+        n_checked = int(sizes["n"] or 0)
     n_dups = 0
     with _step(steps, "duplicates (ranked only when a draw has one)"):
-        if _count(eng, draws.filter(draws.has_dup)):
+        if sizes["dups"]:
             # rare: rank the draws with duplicates, drop the earlier rows, aggregate the draws again
             superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
             n_dups = _count(eng, superseded)
             obs = pl.without(obs, superseded)
-            draws = eng.materialize(pl.draws_of(obs, plan.present, plan.bounds, plan.person), "draws_clean", work)
+            draws = pl.draws_of(obs, plan.present, plan.bounds, plan.person,
+                                keep=lambda d: eng.materialize(d, "draws_clean", work))
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
     clean = rows == n_checked and not n_dups
@@ -317,7 +321,7 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
                     person=frozenset(person),
                     bounds=src.raw.value.type().is_string(),
                     persons=src.patients, profile=profile, criteria=criteria)
-                read = _count(eng, src.raw)
+                read = sum(int(k["n"]) for k in keys)
                 buckets = eng.buckets(read)
                 rows_in = _bucket_rows(eng, src.raw, buckets, read)
             counts = {"checked": 0, "duplicates": 0}
