@@ -400,6 +400,22 @@ def test_bad_input_names_the_field(raw: dict, field: str) -> None:
     assert e.value.field == field and e.value.problem
 
 
+@pytest.mark.parametrize("value", ["1,500", "150,000", "<1,500"])
+def test_a_comma_that_may_group_thousands_is_an_error_not_a_decimal(value: str) -> None:
+    """"150,000" platelets /uL read as 150.0 /uL graded grade 4 thrombocytopenia, and an ANC of "1,500"
+    /uL raised a profound-neutropenia alert: the comma is never guessed."""
+    obs = {"analyte": "platelets", "value": value, "unit": "/uL"}
+    with pytest.raises(InputError) as err:
+        assess({"observations": [*cbc(wbc=6.0), obs]})
+    assert err.value.field == "observations[1].value" and "ambiguous" in err.value.problem
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2,1", 2.1), ("0,500", 0.5), ("<0,5", 0.5), ("12,50", 12.5)])
+def test_a_decimal_comma_is_read(value: str, expected: float) -> None:
+    a = assess({"observations": [{"analyte": "wbc", "value": value, "unit": "10*9/L"}]})
+    assert a.counts["wbc"].value == pytest.approx(expected)
+
+
 def test_a_birth_date_sets_the_age_of_an_undated_result() -> None:
     """A 2-year-old's WBC 5.2 is low (2-4 y: 5.5-15.5), not an adult's normal, with or without a time."""
     born = date.today() - timedelta(days=2 * 365 + 100)

@@ -11,6 +11,7 @@ every path of every good field cost more than checking the fields.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from math import isfinite
@@ -40,6 +41,9 @@ _SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "
 #: The comparators a value may start with, longest first (the population screen reads them alike).
 COMPARATORS = ("<=", ">=", "<", ">")
 _PLAIN_NUMBERS = (float, int)  # exact types, checked first; bool, an int subclass, is refused
+#: "1,500" or "150,000": a comma before exactly three digits may group thousands (as the article writes
+#: "5,000-10,000/uL") or mark decimals (a European "1,500" = 1.5); never guessed. "0,500" can only be a decimal.
+_THOUSANDS_OR_DECIMAL = re.compile(r"[1-9]\d{0,2},\d{3}")
 
 
 def parse_datetime(value: Any, field: str) -> datetime:
@@ -82,10 +86,16 @@ def parse_number(value: Any, field: str) -> tuple[float, str | None]:
     elif isinstance(value, bool):
         raise InputError(field, "expected a number, got true/false")
     elif isinstance(value, str):
-        text = value.strip().replace(",", ".") if value.count(",") == 1 and "." not in value else value.strip()
+        text = value.strip()
         comparator = next((c for c in COMPARATORS if text.startswith(c)), None)
         if comparator:
             text = text[len(comparator):].strip()
+        if text.count(",") == 1 and "." not in text:  # a decimal comma ("0,5"), unless it may group thousands
+            if _THOUSANDS_OR_DECIMAL.fullmatch(text):
+                raise InputError(field, f"{value!r} is ambiguous: the comma may separate thousands "
+                                        f"({text.replace(',', '')}) or decimals ({text.replace(',', '.')}); "
+                                        "send the number without a thousands separator, with a decimal point")
+            text = text.replace(",", ".")
         try:
             number = float(text)
         except ValueError:
