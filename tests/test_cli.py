@@ -92,3 +92,30 @@ def test_help_prints(command: str) -> None:
     p = run(command, "--help")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"usage: leukowatch {command}")
+
+
+@pytest.mark.parametrize("args", [("serve", "--port", "99999"), ("listen", "--port", "70000"),
+                                  ("serve", "--mllp-port", "-1")])
+def test_a_port_out_of_range_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Was a traceback from bind() (listen) or a server announcing port 99999 (serve)."""
+    p = run(*args, "--db", str(tmp_path / "s.duckdb"))
+    assert p.returncode == 2 and "is not a TCP port (0-65535)" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("flag", ["--port", "--mllp-port"])
+def test_serve_on_a_port_in_use_exits_2_naming_the_flag(flag: str, tmp_path: Path) -> None:
+    """Was uvicorn's log line (or a lifespan traceback for the MLLP port) and exit code 3."""
+    import socket
+
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free.bind(("127.0.0.1", 0))
+        ports = {"--port": str(free.getsockname()[1]), "--mllp-port": str(free.getsockname()[1])}
+        ports[flag] = str(taken.getsockname()[1])
+        free.close()
+        if flag == "--port":
+            ports["--mllp-port"] = "0"
+        p = run("serve", "--db", str(tmp_path / "s.duckdb"), "--port", ports["--port"], "--mllp-port", ports["--mllp-port"])
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"error: {flag}: cannot listen on 127.0.0.1:{ports[flag]}" in p.stderr

@@ -48,6 +48,18 @@ class UsageError(Exception):
     """Bad command line (not bad clinical input): argparse style, exit 2."""
 
 
+def _port(text: str) -> int:
+    """A TCP port for --port/--mllp-port: checked here, so 70000 is a usage error (exit 2), not a
+    traceback from bind() or a server announcing a port it cannot have."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
 def _read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -456,7 +468,7 @@ def _add_listen(sub: argparse._SubParsersAction) -> None:
                                    "against the person's history and put new alerts on the worklist.")
     p.add_argument("--db", help="DuckDB store (default: $LEUKOWATCH_DB or the user data directory)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=2575, help="MLLP port (default 2575; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=2575, help="MLLP port (default 2575; 0 picks a free one)")
     _add_feed_args(p)
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_listen)
@@ -467,7 +479,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                        description="Serve the web page, the REST API (/docs) and the CDS Hooks services.")
     p.add_argument("--db", help="DuckDB store for patient pages (default: $LEUKOWATCH_DB or the user data directory)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--public-url", help="external base URL clients call (CDS Hooks JWT aud); required beyond "
                                         "loopback; default on loopback: http://HOST:PORT")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
@@ -476,7 +488,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="DO NOT verify CDS Hooks JWTs and allow listening beyond loopback without tokens "
                         "(local sandboxes only; prints a loud warning)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    p.add_argument("--mllp-port", type=int, metavar="N", help="also run the lab feed's MLLP listener on port N "
+    p.add_argument("--mllp-port", type=_port, metavar="N", help="also run the lab feed's MLLP listener on port N "
                                                               "(same process, same store writer)")
     p.add_argument("--mllp-host", help="address of the MLLP listener (default: --host)")
     _add_feed_args(p)

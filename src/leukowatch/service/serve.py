@@ -67,6 +67,11 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
             return 2
         print(INSECURE_WARNING.replace("CDS Hooks JWTs are NOT verified", f"listening on {host} with NO tokens"),
               file=sys.stderr)
+    listeners = [("--port", host, port)] + ([("--mllp-port", lab_feed.host, lab_feed.port)] if lab_feed else [])
+    for flag, on_host, on_port in listeners:  # else uvicorn logs a traceback and exits 3
+        if (problem := cannot_bind(on_host, on_port)) is not None:
+            print(f"error: {flag}: cannot listen on {on_host}:{on_port}: {problem}", file=sys.stderr)
+            return 2
     base = (settings.public_url or f"http://{host if loopback else '127.0.0.1'}:{port}").rstrip("/")
     print(f"leukowatch: sign in at {base}/login?token={app.state.auth.startup_token()} (admin, valid 15 minutes)",
           file=sys.stderr)
@@ -78,6 +83,21 @@ def run(db: str | None = None, host: str = "127.0.0.1", port: int = 8000, insecu
     uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, server_header=False,
                 access_log=False)
     return 0
+
+
+def cannot_bind(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (in use, not an address of this machine), or None. Tried
+    with SO_REUSEADDR, as uvicorn binds, so a port in TIME_WAIT still counts as free."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def is_loopback(host: str) -> bool:
