@@ -94,12 +94,17 @@ def test_help_prints(command: str) -> None:
     assert p.stdout.startswith(f"usage: leukowatch {command}")
 
 
-@pytest.mark.parametrize("args", [("serve", "--port", "99999"), ("listen", "--port", "70000"),
-                                  ("serve", "--mllp-port", "-1")])
-def test_a_port_out_of_range_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
-    """Was a traceback from bind() (listen) or a server announcing port 99999 (serve)."""
+@pytest.mark.parametrize(("args", "problem"), [
+    (("serve", "--port", "99999"), "is not a TCP port (0-65535)"),
+    (("listen", "--port", "70000"), "is not a TCP port (0-65535)"),
+    (("serve", "--mllp-port", "-1"), "is not a TCP port (0-65535)"),
+    (("listen", "--max-message-bytes", "0"), "must be at least 1"),
+])
+def test_a_listener_setting_out_of_range_is_a_usage_error(args: tuple[str, ...], problem: str, tmp_path: Path) -> None:
+    """Was a traceback from bind() (listen), a server announcing port 99999 (serve), or a listener
+    that closed every connection without an ACK (a message limit of 0)."""
     p = run(*args, "--db", str(tmp_path / "s.duckdb"))
-    assert p.returncode == 2 and "is not a TCP port (0-65535)" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and problem in p.stderr and "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("flag", ["--port", "--mllp-port"])

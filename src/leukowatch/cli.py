@@ -48,16 +48,28 @@ class UsageError(Exception):
     """Bad command line (not bad clinical input): argparse style, exit 2."""
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _port(text: str) -> int:
     """A TCP port for --port/--mllp-port: checked here, so 70000 is a usage error (exit 2), not a
     traceback from bind() or a server announcing a port it cannot have."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    port = _whole_number(text)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
     return port
+
+
+def _byte_limit(text: str) -> int:
+    """--max-message-bytes: at least 1 (with 0 or less the listener dropped every connection unanswered)."""
+    limit = _whole_number(text)
+    if limit < 1:
+        raise argparse.ArgumentTypeError(f"{limit} bytes: a message limit must be at least 1")
+    return limit
 
 
 def _read_text(path: str) -> str:
@@ -437,7 +449,7 @@ def _feed_options(args: argparse.Namespace, port: int | None) -> Any:
 def _add_feed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mllp-tls-cert", metavar="PEM", help="TLS certificate for the MLLP listener (with --mllp-tls-key)")
     p.add_argument("--mllp-tls-key", metavar="PEM", help="TLS private key for the MLLP listener")
-    p.add_argument("--max-message-bytes", type=int, default=1_000_000, metavar="N",
+    p.add_argument("--max-message-bytes", type=_byte_limit, default=1_000_000, metavar="N",
                    help="largest HL7 message accepted (default 1000000); a larger one is answered AR")
     p.add_argument("--notify-url", metavar="URL", help="webhook for new critical worklist items (HMAC-signed with "
                                                        "$LEUKOWATCH_NOTIFY_SECRET; retried, then dead-lettered)")
