@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any, get_args
 
 import ibis
-import ibis.expr.datatypes as dt
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
@@ -55,7 +54,7 @@ def days_between(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.Integer
 _BLANK = "^[ \t\n\r\x0b\x0c]*$"
 
 
-#: The person's columns a draw carries to `patients_of` besides the sex, when the input has them.
+#: The person's columns `persons_of` aggregates besides the sex, when the input has them.
 PERSON_COLUMNS: tuple[str, ...] = ("birth_date", "age_years", "duffy_null")
 
 
@@ -203,22 +202,22 @@ def _sex_of_rank(rank: ir.IntegerValue) -> ir.StringValue:
     return ibis.cases(*[(rank == i, sex) for i, sex in enumerate(STATED_SEXES)], else_="unknown")
 
 
-def int64_sum(x: ir.IntegerValue) -> ir.IntegerScalar:
-    """The sum of 64-bit integers as a 64-bit integer on every engine. DuckDB sums them into a 128-bit integer,
-    which its Parquet writer stores as a double (persons.n_results was a float on DuckDB, an integer on
-    Spark); Ibis types the sum as 64-bit already and drops a cast to it as a no-op, so the cast is built
-    as an operation of its own."""
-    return ops.Cast(x.sum(), to=dt.int64).to_expr()
+def persons_of(obs: ir.Table, person: frozenset[str]) -> ir.Table:
+    """One row per person from the accepted rows: a stated sex wins over 'unknown'; birth date, age and Duffy
+    status if any row has them (`person` names the columns the input has: the others are constants, not
+    aggregates); `n_results` (accepted rows) lets the reconciliation add up without another pass.
 
-
-def patients_of(draws: ir.Table) -> ir.Table:
-    """One row per person from the person columns of `draws_of`: a stated sex wins over 'unknown'; birth
-    date, age and Duffy status if any row has them; `n_results` (accepted rows) lets the reconciliation add
-    up without another pass over the data. Aggregating the draws, not the rows, saves a pass."""
-    d = draws
-    return d.group_by("patient_id").agg(
-        sex=_sex_of_rank(d.known_sex.max()), birth_date=d.birth_date.max(), age_years=d.age_years.max(),
-        duffy_null=d.duffy_null.max(), n_results=int64_sum(d.n))
+    From the rows, not from the draws: this hash table has one small entry per person, and carrying the
+    person's columns on every draw made the draws' table, one entry per draw, spill at 30M rows under a
+    2GB limit (measured: 6M draws spilled 1.6 GB and took 22 CPU s; with this extra scan the two took
+    11 CPU s, and the screen 45 -> 31 s on a loaded machine)."""
+    known = ibis.cases(*[(obs.sex == sex, rank) for rank, sex in enumerate(STATED_SEXES)], else_=ibis.null("int64"))
+    held = {"sex": (_sex_of_rank(known.max()), ibis.literal("unknown")),
+            "birth_date": (obs.birth_date.max(), ibis.null("date")),
+            "age_years": (obs.age_years.max(), ibis.null("float64")),
+            "duffy_null": (obs.duffy_null.fill_null(False).max(), ibis.literal(False))}
+    return obs.group_by("patient_id").agg(
+        **{name: agg if name in person else absent for name, (agg, absent) in held.items()}, n_results=obs.count())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,29 +225,24 @@ def patients_of(draws: ir.Table) -> ir.Table:
 
 
 def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False,
-             person: frozenset[str] = frozenset((*PERSON_COLUMNS, "sex")),
              keep: Callable[[ir.Table], ir.Table] | None = None) -> ir.Table:
-    """One hash aggregation per draw (patient, time) instead of a sort of every result.
+    """The draws (patient, time) with a derivation to do or a duplicate to settle, by one hash aggregation
+    per draw instead of a sort of every result; `keep` is how the screen keeps them (it materialises them).
 
     `has_dup`: some (analyte, percent) occurs twice in the draw. Each accepted result carries the bit of
     its slot (an accepted code always has one), so the draw has fewer distinct bits in their OR than
-    results exactly when a slot is filled twice.
+    results exactly when a slot is filled twice. `derives`: the draw has a derivation to do (a
+    percentage, or absolute segments). No other draw is used later (the persons come from the rows,
+    `persons_of`), so no other is kept: a third of the draws of the benchmark's input.
     The other columns are what rules.differential.derive_draw reads: which absolute counts were
     measured (`mask`), the WBC, segments, bands and every percentage. They are plain maxima, right only
     where each slot holds one result: when `has_dup` is found, the screen removes the superseded rows
     (`superseded_of`) and aggregates again. `present` holds the slot bits the input uses (from the
-    distinct codes and units): an absent slot is a NULL column, not an aggregate over every row.
-    `derives`: the draw has a derivation to do (a percentage, or absolute segments). The person's
-    columns (known sex, birth date, age, Duffy status, number of rows) ride along for `patients_of`.
-    With `bounds` (the values are text, so some may be reported as '<x' or '>x'), each slot's
-    `bound_code` too, for the direction of a count derived from it. A WBC unit slip is no WBC here.
-    `person` names the person columns the input has (PERSON_COLUMNS, and "sex" when some sex is stated):
-    the others are NULL, not aggregates. Each aggregate is state in a hash table of one entry per draw,
-    and at 30M rows under a 2GB limit that table is what spills: measured, the draws of a 30M-row input
-    took 24.7 s with every aggregate and 14.4 s without the bit sum and the two person columns the input
-    lacked. `keep` is how the screen keeps the aggregate (it materialises it): the columns that are constant
-    for this input (absent slots and person columns) and the two flags are added after it, so they are
-    never stored (at 30M rows, 6M draws with seven columns of NULLs held 0.3 GB of a 1.5 GB budget).
+    distinct codes and units): an absent slot is a constant NULL, not an aggregate over every row, and
+    is added after `keep`, so it is never stored. With `bounds` (the values are text, so some may be
+    reported as '<x' or '>x'), each slot's `bound_code` too, for the direction of a count derived from
+    it. A WBC unit slip is no WBC here. Each aggregate is state in a hash table of one entry per draw,
+    and at 30M rows under a 2GB limit that table is what spills (docs/population.md has the measurements).
     """
     def value(analyte: str, percent: bool, column: str = "value") -> Any:
         bit = rel.slot_bit(analyte, percent)
@@ -266,21 +260,15 @@ def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False,
         aggs.update({"b_wbc": value("wbc", False, "bound"), "b_segs": value("segmented_neutrophils", False, "bound"),
                      "b_bands": value("bands", False, "bound")})
         aggs.update({f"bp_{a}": value(a, True, "bound") for a in DIFFERENTIAL_ANALYTES})
-    known = ibis.cases(*[(obs.sex == sex, rank) for rank, sex in enumerate(STATED_SEXES)], else_=ibis.null("int64"))
-    # (aggregate, what it gives when every row lacks the column, column)
-    held = {"known_sex": (known.max(), ibis.null("int64"), "sex"),
-            "birth_date": (obs.birth_date.max(), ibis.null("date"), "birth_date"),
-            "age_years": (obs.age_years.max(), ibis.null("float64"), "age_years"),
-            "duffy_null": (obs.duffy_null.fill_null(False).max(), ibis.literal(False), "duffy_null")}
-    for name, (agg, absent, column) in held.items():
-        aggs[name] = agg if column in person else absent
     aggs["n"] = obs.count()
     constant = {name: v for name, v in aggs.items() if isinstance(v.op(), ops.Literal)}
     d = obs.group_by(["patient_id", "time"]).agg(**{n: v for n, v in aggs.items() if n not in constant})
-    d = (keep or (lambda t: t))(d)
-    d = (d.mutate(**constant) if constant else d).select("patient_id", "time", *aggs)  # one column order
-    return d.mutate(has_dup=bit_count(d.mask) != d.n,
-                    derives=((d.mask & percent_bits) != 0) | d.abs_segs.notnull())
+    derives = (d.mask & percent_bits) != 0
+    if "abs_segs" not in constant:
+        derives = derives | d.abs_segs.notnull()
+    d = d.mutate(has_dup=bit_count(d.mask) != d.n, derives=derives)
+    d = (keep or (lambda t: t))(d.filter(d.has_dup | d.derives))
+    return (d.mutate(**constant) if constant else d).select("patient_id", "time", *aggs, "has_dup", "derives")
 
 
 @ibis.udf.scalar.builtin

@@ -176,7 +176,7 @@ class _Plan:
     sexes: ir.Table
     blank: list[str]
     present: frozenset[int]
-    person: frozenset[str]  # the person columns rows carry (pipeline.draws_of)
+    person: frozenset[str]  # the person columns rows carry (pipeline.persons_of)
     bounds: bool  # values are text: some may be bounds ('<0.5'), whose direction derived counts inherit
     persons: ir.Table | None  # PERSON / the store's patients table, when the source has one
     profile: str | None
@@ -205,9 +205,8 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
-        draws = pl.draws_of(obs, plan.present, plan.bounds, plan.person,
-                            keep=lambda d: eng.materialize(d, "draws", work))
-        found = eng.materialize(pl.patients_of(draws), "patients", work)
+        found = eng.materialize(pl.persons_of(obs, plan.person), "patients", work)
+        draws = pl.draws_of(obs, plan.present, plan.bounds, keep=lambda d: eng.materialize(d, "draws", work))
         patients = found
         if plan.persons is not None:
             p = plan.persons if buckets == 1 else plan.persons.filter(
@@ -219,7 +218,8 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             patients = eng.materialize(patients.union(found.anti_join(p, "patient_id")), "bucket_persons", work)
         persons = patients.mutate(profile=pl.profile_of(patients.duffy_null, plan.profile))
         # the accepted rows and the draws holding a duplicate, in one query (each is a job on Spark)
-        sizes = eng.records(draws.aggregate(n=pl.int64_sum(draws.n), dups=draws.has_dup.cast("int64").sum()))[0]
+        sizes = eng.records(found.aggregate(n=found.n_results.sum()).cross_join(
+            draws.aggregate(dups=draws.has_dup.cast("int64").sum())))[0]
         n_checked = int(sizes["n"] or 0)
     n_dups = 0
     with _step(steps, "duplicates (ranked only when a draw has one)"):
@@ -228,8 +228,7 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
             n_dups = _count(eng, superseded)
             obs = pl.without(obs, superseded)
-            draws = pl.draws_of(obs, plan.present, plan.bounds, plan.person,
-                                keep=lambda d: eng.materialize(d, "draws_clean", work))
+            draws = pl.draws_of(obs, plan.present, plan.bounds, keep=lambda d: eng.materialize(d, "draws_clean", work))
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
     clean = rows == n_checked and not n_dups
