@@ -124,3 +124,14 @@ def test_serve_on_a_port_in_use_exits_2_naming_the_flag(flag: str, tmp_path: Pat
         p = run("serve", "--db", str(tmp_path / "s.duckdb"), "--port", ports["--port"], "--mllp-port", ports["--mllp-port"])
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"error: {flag}: cannot listen on 127.0.0.1:{ports[flag]}" in p.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [("LEUKOWATCH_MAX_BODY_BYTES", "0"), ("LEUKOWATCH_MAX_BODY_BYTES", "abc"),
+                                             ("LEUKOWATCH_MAX_RESULTS", "-5"), ("LEUKOWATCH_FHIR_TIMEOUT_S", "nan")])
+def test_serve_refuses_a_limit_in_the_environment_that_is_not_positive(name: str, value: str, tmp_path: Path) -> None:
+    """0 or -5 started a service that answered every request 413; 'abc' stopped it without naming the setting."""
+    import os
+
+    p = subprocess.run([sys.executable, "-m", "leukowatch.cli", "serve", "--db", str(tmp_path / "s.duckdb"), "--port", "0"],
+                       env=os.environ | {name: value}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and f"{name}: expected a positive" in p.stderr and repr(value) in p.stderr

@@ -125,22 +125,37 @@ class Settings:
             db=env.get(ENV_DB) or None,
             public_url=env.get(ENV_PUBLIC_URL) or None,
             insecure_dev=_truthy(env.get(ENV_INSECURE_DEV)),
-            max_body_bytes=int(env.get(ENV_MAX_BODY) or DEFAULT_MAX_BODY),
+            max_body_bytes=_positive(env, ENV_MAX_BODY, DEFAULT_MAX_BODY),
             cds_issuers=_csv(env.get(ENV_ISSUERS)),
             cds_jwks=jwks,
             cds_jku_allowlist=_csv(env.get(ENV_JKU_ALLOWLIST)),
-            cds_lookback_days=int(env.get(ENV_LOOKBACK_DAYS) or DEFAULT_LOOKBACK_DAYS),
-            fhir_timeout_s=float(env.get(ENV_FHIR_TIMEOUT) or DEFAULT_FHIR_TIMEOUT_S),
+            cds_lookback_days=_positive(env, ENV_LOOKBACK_DAYS, DEFAULT_LOOKBACK_DAYS),
+            fhir_timeout_s=_positive(env, ENV_FHIR_TIMEOUT, DEFAULT_FHIR_TIMEOUT_S, float),
             cds_fhir_servers=_csv(env.get(ENV_CDS_FHIR_SERVERS)),
             cds_trust=_load_trust(env.get(ENV_CDS_TRUST)),
             allowed_hosts=_csv(env.get(ENV_ALLOWED_HOSTS)),
             oidc_issuer=env.get(ENV_OIDC_ISSUER) or None,
             oidc_audience=env.get(ENV_OIDC_AUDIENCE) or None,
             oidc_jwks_url=env.get(ENV_OIDC_JWKS_URL) or None,
-            max_segments=int(env.get(ENV_MAX_SEGMENTS) or DEFAULT_MAX_SEGMENTS),
-            max_results=int(env.get(ENV_MAX_RESULTS) or DEFAULT_MAX_RESULTS),
+            max_segments=_positive(env, ENV_MAX_SEGMENTS, DEFAULT_MAX_SEGMENTS),
+            max_results=_positive(env, ENV_MAX_RESULTS, DEFAULT_MAX_RESULTS),
             open_stateless=_truthy(env.get(ENV_OPEN_STATELESS) or "1"),
         )
+
+
+def _positive(env: dict[str, str], name: str, default: Any, cast: Any = int) -> Any:
+    """A limit from the environment, named when it is wrong: 'abc' used to stop start-up with Python's
+    own words, and 0 or -5 started a service that refused every request (413) or every hook."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise ValueError(f"{name}: expected a positive {'whole ' if cast is int else ''}number, got {raw!r}")
+    return value
 
 
 def _load_trust(path: str | None) -> dict[str, dict[str, Any]]:
