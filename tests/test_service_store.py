@@ -101,3 +101,22 @@ def test_cds_card_links_to_the_stored_patient(base: str) -> None:
                          "medications": searchset([]), "conditions": searchset([])}}
     cards = httpx.post(f"{base}/cds-services/leukowatch-patient-view", json=body).json()["cards"]
     assert any(link["url"] == f"{base}/patients/{PID}" for link in cards[0]["links"])
+
+
+def test_the_patient_csv_never_carries_a_formula(tmp_path) -> None:
+    """A lab's patient id such as =HYPERLINK(...) is exported as text, not a live spreadsheet formula."""
+    import csv
+
+    db = str(tmp_path / "s.duckdb")
+    read, ingest = bearer(make_token(db, "read")), bearer(make_token(db, "ingest"))
+    evil = '=HYPERLINK("http://evil.example")'
+    message = "\r".join(["MSH|^~\\&|LAB|CITY|LW|WARD|20260301||ORU^R01|CSV-1|P|2.5",
+                         f"PID|1||{evil}^^^CITY^MR||DOE^ALEX||19700101|F", "OBR|1",
+                         "OBX|1|NM|751-8^ANC^LN||0.3|10*9/L|||||F|||20260301080000"])
+    with serve(create_app(Settings(db=db))) as url:
+        stored = httpx.post(f"{url}/api/ingest", content=message, timeout=30,
+                            headers={"Content-Type": "x-application/hl7-v2+er7"} | ingest).json()
+        assert stored["stored"] == 1, stored
+        text = httpx.get(f"{url}/patients.csv", headers=read).text
+    ids = [row["patient_id"] for row in csv.DictReader(io.StringIO(text))]
+    assert ids == ["'" + evil]

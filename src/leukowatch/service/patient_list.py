@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from ..render.spreadsheet import spreadsheet_row
 from .population import PersonFindings
 
 PAGE_SIZE = 50
@@ -156,5 +157,6 @@ def csv_text(rows: list[Row]) -> str:
     w = csv.writer(out)
     w.writerow(["patient_id", "sex", "results", "first", "last", "findings"])
     for r in rows:
-        w.writerow([r.patient_id, r.sex, r.n_observations, _iso(r.first), _iso(r.last), "; ".join(r.findings)])
+        w.writerow(spreadsheet_row([r.patient_id, r.sex, r.n_observations, _iso(r.first), _iso(r.last),
+                                    "; ".join(r.findings)]))
     return out.getvalue()
