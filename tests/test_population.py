@@ -323,8 +323,9 @@ def test_text_values_and_ranges_are_read_as_request_parse_number_reads_them(tmp_
     from leukowatch.model import InputError
     from leukowatch.request import parse_number
 
-    values = ["1,5", " 2.5 ", "<1,2", ">= 3", "< 0.5", "1,234,5", "nan", "abc", "\t0.9\n", "1.0,5"]
-    lows = ["", " 3,5", "abc", "inf", "<4"]
+    values = ["1,5", " 2.5 ", "<1,2", ">= 3", "< 0.5", "1,234,5", "nan", "abc", "\t0.9\n", "1.0,5", "1,500",
+              "< 150,000", "0,500", "12,3456"]
+    lows = ["", " 3,5", "abc", "inf", "<4", "1,500"]
     path = tmp_path / "observations.csv"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -336,11 +337,13 @@ def test_text_values_and_ranges_are_read_as_request_parse_number_reads_them(tmp_
     r = screen([str(path)], tmp_path / "out", engine=engine)
     graded = {g["patient_id"]: g for g in r.table("graded").to_pylist()}
     rejects = {x["patient_id"]: x["reason_code"] for x in r.table("rejects").to_pylist()}
+    reasons = {x["patient_id"]: x["reason"] for x in r.table("rejects").to_pylist()}
     for i, v in enumerate(values):
         try:
             number, comparator = parse_number(v, "value")
-        except InputError:
+        except InputError as e:
             assert rejects[f"V{i}"] == "bad_value", v
+            assert ("ambiguous" in reasons[f"V{i}"]) == ("ambiguous" in e.problem), (v, reasons[f"V{i}"])
             continue
         g = graded[f"V{i}"]
         assert g["comparator"] == comparator and math.isclose(g["value"], number, rel_tol=1e-12), (v, g)

@@ -24,6 +24,7 @@ import ibis
 import ibis.expr.types as ir
 
 from ..model import InputError
+from ..request import _THOUSANDS_OR_DECIMAL as THOUSANDS_OR_DECIMAL
 from ..request import COMPARATORS
 
 #: OMOP standard concepts -> LOINC / UCUM (docs/clinical-reference.md §10). Used when no CONCEPT table is
@@ -140,9 +141,18 @@ def standardise(t: ir.Table, src: str, row: ir.IntegerValue) -> ir.Table:
 
 
 def _decimal_point(text: ir.StringValue) -> ir.StringValue:
-    """request.parse_number: one comma and no point is a decimal comma."""
+    """request.parse_number: one comma and no point is a decimal comma, unless it stands before exactly three
+    digits ('1,500': thousands or decimals, never guessed): that text keeps its comma, so it is not a number
+    and its row is rejected. The pattern is tested only on the text with one comma (a nested CASE)."""
     one_comma = text.contains(",") & ~text.contains(".") & ((text.length() - text.replace(",", "").length()) == 1)
-    return ibis.cases((one_comma, text.replace(",", ".")), else_=text)
+    return ibis.cases((one_comma, ibis.cases((ambiguous_comma(text), text), else_=text.replace(",", "."))),
+                      else_=text)
+
+
+def ambiguous_comma(text: ir.StringValue) -> ir.BooleanValue:
+    """request.parse_number's ambiguous comma ('1,500', '< 150,000'), on stripped text that may start with a
+    comparator."""
+    return text.re_search(_LEADING_COMPARATOR + "?[ \t\n\r\x0b\x0c]*" + THOUSANDS_OR_DECIMAL.pattern + "$")
 
 
 def _comparator(text: ir.StringValue) -> ir.StringValue:

@@ -29,7 +29,7 @@ from ..rules.ranges import profile_for, profile_names
 from ..rules.timeline import chronic_rule
 from ..units import plausibility
 from . import relations as rel
-from .inputs import ABOVE_WHITESPACE, with_numbers
+from .inputs import ABOVE_WHITESPACE, ambiguous_comma, strip_text, with_numbers
 
 #: A percentage is parts per hundred (rules.differential derives WBC x % / 100).
 PERCENT = 100
@@ -83,6 +83,9 @@ def _checks(j: ir.Table, blank: list[str]) -> list[tuple[Any, Any, Any]]:
         (missing_id, "missing patient_id", "missing_patient"),
         (code_problem, j.c_reason, j.c_reason_code),
         (j.value.isnull(), "missing value", "missing_value"),
+        *([(ambiguous_comma(strip_text(j.value)), "value is ambiguous: the comma may separate thousands or "
+            "decimals; send the number without a thousands separator, with a decimal point", "bad_value")]
+          if j.value.type().is_string() else []),
         (j.number.isnull(), "value is not a number", "bad_value"),
         (j.c_reason.notnull(), j.c_reason, j.c_reason_code),
         (j.number.isnan() | j.number.isinf(), "value is not a finite number", "bad_value"),
