@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import duckdb
 import httpx
 import pytest
 from service_helpers import bearer, make_token, medication_request, patient_resource, serve
@@ -110,13 +111,38 @@ def test_the_patient_csv_never_carries_a_formula(tmp_path) -> None:
     db = str(tmp_path / "s.duckdb")
     read, ingest = bearer(make_token(db, "read")), bearer(make_token(db, "ingest"))
     evil = '=HYPERLINK("http://evil.example")'
-    message = "\r".join(["MSH|^~\\&|LAB|CITY|LW|WARD|20260301||ORU^R01|CSV-1|P|2.5",
-                         f"PID|1||{evil}^^^CITY^MR||DOE^ALEX||19700101|F", "OBR|1",
-                         "OBX|1|NM|751-8^ANC^LN||0.3|10*9/L|||||F|||20260301080000"])
     with serve(create_app(Settings(db=db))) as url:
-        stored = httpx.post(f"{url}/api/ingest", content=message, timeout=30,
+        stored = httpx.post(f"{url}/api/ingest", content=_hl7_for(evil, "CSV-1"), timeout=30,
                             headers={"Content-Type": "x-application/hl7-v2+er7"} | ingest).json()
         assert stored["stored"] == 1, stored
         text = httpx.get(f"{url}/patients.csv", headers=read).text
     ids = [row["patient_id"] for row in csv.DictReader(io.StringIO(text))]
     assert ids == ["'" + evil]
+
+
+def _hl7_for(patient: str, control_id: str) -> str:
+    return "\r".join([f"MSH|^~\\&|LAB|CITY|LW|WARD|20260301||ORU^R01|{control_id}|P|2.5",
+                      f"PID|1||{patient}^^^CITY^MR||DOE^ALEX||19700101|F", "OBR|1",
+                      "OBX|1|NM|751-8^ANC^LN||0.3|10*9/L|||||F|||20260301080000"])
+
+
+def test_a_patient_id_with_a_slash_has_its_pages(tmp_path) -> None:
+    """An MRN such as 12/3456 was stored and listed, but its page, plot, history and report were 404."""
+    from urllib.parse import quote
+
+    db = str(tmp_path / "s.duckdb")
+    read, ingest = bearer(make_token(db, "read")), bearer(make_token(db, "ingest"))
+    pid = "12/3456"
+    with serve(create_app(Settings(db=db))) as url:
+        assert httpx.post(f"{url}/api/ingest", content=_hl7_for(pid, "SLASH-1"), timeout=30,
+                          headers={"Content-Type": "x-application/hl7-v2+er7"} | ingest).json()["stored"] == 1
+        for path in (f"/patients/{quote(pid, safe='')}", f"/patients/{pid}/plot.png",
+                     f"/api/patients/{pid}/history", f"/api/patients/{quote(pid, safe='')}/report.pdf"):
+            assert httpx.get(f"{url}{path}", headers=read, timeout=60).status_code == 200, path
+        assert httpx.get(f"{url}/api/patients/{pid}/history", headers=read).json()["patient"]["id"] == pid
+        assert httpx.get(f"{url}/api/patients/12/999/history", headers=read).status_code == 404
+    con = duckdb.connect(db, read_only=True)
+    endpoints = {r[0] for r in con.execute("SELECT endpoint FROM audit WHERE patient_id = ?", [pid]).fetchall()}
+    con.close()
+    # the audit names the route template as before, never the converter or the id
+    assert "/api/patients/{patient_id}/history" in endpoints and not any(":path" in e for e in endpoints)

@@ -173,7 +173,7 @@ def stored_request(request: Request, patient_id: str) -> dict[str, Any]:
         cur.close()
 
 
-@router.get("/patients/{patient_id}/history", summary="A stored patient's timeline verdicts (role read)",
+@router.get("/patients/{patient_id:path}/history", summary="A stored patient's timeline verdicts (role read)",
             responses={404: _ERRORS[422] | {"description": "No such patient"}, **_AUTH_ERRORS})
 def api_history(request: Request, patient_id: str, actor: Actor = _READ) -> dict[str, Any]:
     from ..history import build_history
@@ -181,7 +181,7 @@ def api_history(request: Request, patient_id: str, actor: Actor = _READ) -> dict
     return build_history(stored_request(request, patient_id)).to_dict()
 
 
-@router.get("/patients/{patient_id}/report.pdf", summary="A stored patient's printable report (PDF, role read)",
+@router.get("/patients/{patient_id:path}/report.pdf", summary="A stored patient's printable report (PDF, role read)",
             response_class=Response,
             responses={200: {"content": {"application/pdf": {}}}, 404: {"description": "No such patient"},
                        **_AUTH_ERRORS})

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from .audit import DENIED, ERROR, NOT_FOUND, OK, REJECTED, Actor, record
-from .errors import ServiceError
+from .errors import ServiceError, route_template
 
 if TYPE_CHECKING:
     import duckdb
@@ -343,7 +343,7 @@ stored_page_guard = audited("read", page=True, prefixes=STORED_PAGE_PREFIXES)
 
 
 def _route(request: Request) -> str:
-    return str(getattr(request.scope.get("route"), "path", None) or "(no route)")
+    return route_template(request)
 
 
 def _route_action(request: Request) -> str:

@@ -8,6 +8,7 @@ server-side (type and traceback, never the request body) and answered with a bar
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from typing import Any
 from urllib.parse import quote
@@ -154,8 +155,17 @@ def log_unexpected(exc: BaseException, method: str | None, route: str) -> None:
 
 def route_template(request: Request) -> str:
     """`/api/patients/{patient_id}/history` rather than the path: safe to log (no patient id)."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", None) or "(no route)")
+    return scope_route(request.scope)
+
+
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+def scope_route(scope: Scope) -> str:
+    """The route template of a request's scope, without path converters (`{patient_id:path}` is
+    written `{patient_id}`, so the audit and the logs name a route the same way whatever it matches)."""
+    path = getattr(scope.get("route"), "path", None)
+    return _CONVERTER.sub(r"{\1}", path) if path else "(no route)"
 
 
 __all__ = ["BodySizeLimit", "ServiceError", "error_body", "install_error_handlers", "HTTPException"]

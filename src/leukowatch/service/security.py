@@ -21,7 +21,7 @@ import json
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body, log_unexpected
+from .errors import error_body, log_unexpected, scope_route
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -97,7 +97,7 @@ class BrowserBoundary:
         except Exception as exc:  # noqa: BLE001 - the last stop before the server's own traceback log
             # Starlette re-raises an unhandled exception after its 500 handler, and uvicorn then logs
             # it with its message, which may quote a value. Log it here without the message.
-            log_unexpected(exc, scope.get("method"), getattr(scope.get("route"), "path", None) or "(no route)")
+            log_unexpected(exc, scope.get("method"), scope_route(scope))
             if not started:
                 await _send_json(with_headers, 500, error_body(None, "internal error"))
 

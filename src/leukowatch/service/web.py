@@ -289,7 +289,19 @@ def patients_csv(request: Request) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="leukowatch-patients.csv"'})
 
 
-@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+@router.get("/patients/{patient_id:path}/plot.png")
+def patient_plot(request: Request, patient_id: str) -> Response:
+    """Before the page's route: a patient id may hold a '/' (an MRN such as 12/3456), so the page
+    matches any path, and this one must be tried first."""
+    from ..history import build_history
+    from ..render.plots import history_png
+    from .api import stored_request
+
+    png = history_png(build_history(stored_request(request, patient_id)), dpi=100)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/patients/{patient_id:path}", response_class=HTMLResponse)
 def patient_page(request: Request, patient_id: str) -> HTMLResponse:
     from ..history import build_history
     from ..render.summary import headline
@@ -305,16 +317,6 @@ def patient_page(request: Request, patient_id: str) -> HTMLResponse:
 @router.get("/favicon.ico", include_in_schema=False)
 async def favicon() -> RedirectResponse:
     return RedirectResponse("/static/favicon.svg", status_code=301)
-
-
-@router.get("/patients/{patient_id}/plot.png")
-def patient_plot(request: Request, patient_id: str) -> Response:
-    from ..history import build_history
-    from ..render.plots import history_png
-    from .api import stored_request
-
-    png = history_png(build_history(stored_request(request, patient_id)), dpi=100)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/population", response_class=HTMLResponse)
