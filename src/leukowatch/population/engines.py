@@ -80,6 +80,10 @@ class Engine:
         self.to_parquet(expr, path)
         return self.read_parquet([path])
 
+    def materialize_all(self, exprs: dict[str, ir.Table], workdir: Path) -> dict[str, ir.Table]:
+        """`materialize` of relations none of which reads another (name -> expr), one after another here."""
+        return {name: self.materialize(expr, name, workdir) for name, expr in exprs.items()}
+
     def buckets(self, rows: int) -> int:
         """Into how many buckets of persons to split `rows` input rows (Spark partitions by itself)."""
         return 1
@@ -536,13 +540,24 @@ class SparkEngine(Engine):
         adaptive execution turned into a broadcast only when the persons' shuffle finished first (when
         it did not, the 3M rows were shuffled too). Counting the checkpoint is one job over blocks in
         memory."""
+        return self._view(self._checkpoint(self._frame(expr)))
+
+    def materialize_all(self, exprs: dict[str, ir.Table], workdir: Path) -> dict[str, ir.Table]:
+        """The checkpoints as concurrent jobs, planned here, one thread each: the persons and the draws each
+        scan the input, whose few row groups leave a core idle at the end of each scan."""
+        frames = {name: self._frame(expr) for name, expr in exprs.items()}
+        with ThreadPoolExecutor(max_workers=len(frames) or 1, thread_name_prefix="lw-keep") as pool:
+            kept = {name: pool.submit(self._checkpoint, df) for name, df in frames.items()}
+            return {name: self._view(job.result()) for name, job in kept.items()}
+
+    @staticmethod
+    def _checkpoint(df: Any) -> Any:
         from pyspark.sql import functions as F
 
-        self.prepare(expr)
-        df = self.session.sql(self.con.compile(expr)).localCheckpoint(eager=True)
+        df = df.localCheckpoint(eager=True)
         if df.count() * df._jdf.schema().defaultSize() <= BROADCAST_BYTES:
             df = F.broadcast(df)
-        return self._view(df)
+        return df
 
     def execute(self, expr: ir.Expr) -> pd.DataFrame:
         self.prepare(expr)

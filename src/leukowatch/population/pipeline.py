@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, get_args
 
@@ -227,10 +227,23 @@ def persons_of(obs: ir.Table, person: frozenset[str]) -> ir.Table:
 # 2. grade: rules.counts.evaluate_draw + rules.findings over every draw
 
 
-def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False,
-             keep: Callable[[ir.Table], ir.Table] | None = None) -> ir.Table:
+@dataclass(frozen=True)
+class Draws:
+    """`draws_of` in two halves: `aggregate` is what the screen keeps (materialises), and `complete` adds to
+    what was kept the columns that are constant for this input (slots it lacks), which are never stored."""
+
+    aggregate: ir.Table
+    constant: dict[str, ir.Value]
+    columns: tuple[str, ...]
+
+    def complete(self, kept: ir.Table) -> ir.Table:
+        """The kept aggregate with every column of `draws_of`, in one order on every input."""
+        return (kept.mutate(**self.constant) if self.constant else kept).select("patient_id", "time", *self.columns)
+
+
+def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False) -> Draws:
     """The draws (patient, time) with a derivation to do or a duplicate to settle, by one hash aggregation
-    per draw instead of a sort of every result; `keep` is how the screen keeps them (it materialises them).
+    per draw instead of a sort of every result.
 
     `has_dup`: some (analyte, percent) occurs twice in the draw. Each accepted result carries the bit of
     its slot (an accepted code always has one), so the draw has fewer distinct bits in their OR than
@@ -242,7 +255,7 @@ def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False,
     where each slot holds one result: when `has_dup` is found, the screen removes the superseded rows
     (`superseded_of`) and aggregates again. `present` holds the slot bits the input uses (from the
     distinct codes and units): an absent slot is a constant NULL, not an aggregate over every row, and
-    is added after `keep`, so it is never stored. With `bounds` (the values are text, so some may be
+    is added by `Draws.complete` to what was kept, so it is never stored. With `bounds` (the values are text, so some may be
     reported as '<x' or '>x'), each slot's `bound_code` too, for the direction of a count derived from
     it. A WBC unit slip is no WBC here. Each aggregate is state in a hash table of one entry per draw,
     and at 30M rows under a 2GB limit that table is what spills (docs/population.md has the measurements).
@@ -270,8 +283,8 @@ def draws_of(obs: ir.Table, present: frozenset[int], bounds: bool = False,
     if "abs_segs" not in constant:
         derives = derives | d.abs_segs.notnull()
     d = d.mutate(has_dup=bit_count(d.mask) != d.n, derives=derives)
-    d = (keep or (lambda t: t))(d.filter(d.has_dup | d.derives))
-    return (d.mutate(**constant) if constant else d).select("patient_id", "time", *aggs, "has_dup", "derives")
+    return Draws(aggregate=d.filter(d.has_dup | d.derives), constant=constant,
+                 columns=(*aggs, "has_dup", "derives"))
 
 
 @ibis.udf.scalar.builtin

@@ -205,8 +205,10 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
     obs = pl.accepted_of(checked)
     rejects = pl.rejects_of(checked, plan.blank)
     with _step(steps, "validate, aggregate draws and persons"):
-        found = eng.materialize(pl.persons_of(obs, plan.person), "patients", work)
-        draws = pl.draws_of(obs, plan.present, plan.bounds, keep=lambda d: eng.materialize(d, "draws", work))
+        d = pl.draws_of(obs, plan.present, plan.bounds)
+        # two scans of the input that read nothing of each other (Spark runs them at once)
+        kept = eng.materialize_all({"patients": pl.persons_of(obs, plan.person), "draws": d.aggregate}, work)
+        found, draws = kept["patients"], d.complete(kept["draws"])
         patients = found
         if plan.persons is not None:
             p = plan.persons if buckets == 1 else plan.persons.filter(
@@ -228,7 +230,8 @@ def _screen_bucket(eng: Engine, raw: ir.Table, plan: _Plan, k: int, buckets: int
             superseded = eng.materialize(pl.superseded_of(obs, draws), "superseded", work)
             n_dups = _count(eng, superseded)
             obs = pl.without(obs, superseded)
-            draws = pl.draws_of(obs, plan.present, plan.bounds, keep=lambda d: eng.materialize(d, "draws_clean", work))
+            d = pl.draws_of(obs, plan.present, plan.bounds)
+            draws = d.complete(eng.materialize(d.aggregate, "draws_clean", work))
             rejects = rejects.union(pl.superseded_rejects(superseded).cast(rejects.schema()))
     # every row of the bucket accepted: no rejects, and no second validating scan of the input to find none
     clean = rows == n_checked and not n_dups
