@@ -167,3 +167,20 @@ def test_cli_ingest_rejects_future_dated_results(tmp_path, capsys):
         assert con.execute("SELECT count(*) FROM observations").fetchone()[0] == 1
     finally:
         con.close()
+
+
+def test_an_undated_result_is_not_stored_in_a_history(tmp_path, capsys):
+    """An undated ANC of 0.3 joined the latest draw (a normal 4.0 a week later), so the history said the
+    count was still low at the latest result; now it is a reject with its reason."""
+    undated, dated = tmp_path / "undated.csv", tmp_path / "dated.csv"
+    undated.write_text("patient_id,analyte,value,unit\nU1,neutrophils,0.3,10*9/L\n")
+    dated.write_text("patient_id,time,analyte,value,unit\nU1,2026-11-25T08:00:00Z,neutrophils,4.0,10*9/L\n")
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(undated), str(dated), "--db", str(db)]) == 0
+    assert "read 1 = accepted 0 + rejected 1" in capsys.readouterr().out
+    con = open_store(db, read_only=True)
+    try:
+        assert con.execute("SELECT value FROM observations").fetchall() == [(4.0,)]
+        assert "no observation time" in con.execute("SELECT reason FROM rejects").fetchone()[0]
+    finally:
+        con.close()

@@ -63,6 +63,16 @@ def test_a_message_without_a_control_id_is_rejected_not_stored(tmp_path: Path) -
     assert query(db, "SELECT control_id, status FROM feed_inbox ORDER BY inbox_id") == [("", "error"), ("GOOD-3", "stored")]
 
 
+def test_a_message_with_only_undated_results_is_ae_not_stored(tmp_path: Path) -> None:
+    db = tmp_path / "feed.duckdb"
+    undated = "\r".join(line.rsplit("|", 1)[0] + "|" if line.startswith(("OBX", "OBR")) else line
+                        for line in oru("UNDATED-1", patient="U9").split("\r"))
+    with listener(db) as (_, port):
+        (ack,) = exchange(port, [undated])
+    assert ack["code"] == "AE" and ack["err"].startswith("ERR||OBX^1^14|101^")
+    assert query(db, "SELECT count(*) FROM observations") == [(0,)]
+
+
 def test_resent_message_is_acked_aa_and_stored_once(tmp_path: Path) -> None:
     db = tmp_path / "feed.duckdb"
     message = oru("DUP-1", patient="P9", anc=0.3)

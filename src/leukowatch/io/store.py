@@ -338,8 +338,10 @@ def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, 
 def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
                                 fmt: str, reject_future: bool = False) -> IngestSummary:
     """`write_result` for a caller that has begun the transaction. Observations without a patient
-    id, and (with `reject_future`) those dated beyond `FUTURE_SKEW`, become rejects here (a store row must belong to
-    someone and have happened), so `read == accepted + rejected` still holds."""
+    id or without a time, and (with `reject_future`) those dated beyond `FUTURE_SKEW`, become rejects here (a store
+    row must belong to someone and have happened at a known time: an undated row in a history was read as
+    part of the latest draw, so an old low count showed as the current one), so `read == accepted + rejected`
+    still holds."""
     prior = con.execute("SELECT ingest_id FROM ingests WHERE sha256 = ?", [sha256]).fetchone()
     if prior:
         return IngestSummary(file, prior[0], fmt, result.read, result.accepted, result.rejected, 0, True)
@@ -355,7 +357,10 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
                                   "", "invalid"))
             continue
         when = item.observation.time
-        if reject_future and when is not None and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
+        if when is None:
+            rejects.append(Reject(item.locator, "no observation time: cannot place it in a history", "", "invalid"))
+            continue
+        if reject_future and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
             rejects.append(Reject(item.locator, f"dated {when.isoformat()}, in the future beyond the allowed "
                                                 f"clock skew of {int(FUTURE_SKEW.total_seconds())} s", "", "invalid"))
             continue

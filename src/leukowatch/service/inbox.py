@@ -130,12 +130,15 @@ def classify(raw: str, received_at: datetime | None = None, max_future: Any = FU
         return answer("AE", _error(_REQUIRED_MISSING, "PID", 3, "PID-3: no patient identifier"))
     limit = received + max_future
     usable = [i for i in result.items if i.observation.patient_id
-              and (i.observation.time is None or i.observation.time <= limit)]
+              and i.observation.time is not None and i.observation.time <= limit]
     if usable:
         return answer("AA", None, patient, result)
-    future = [i for i in result.items if i.observation.patient_id]
-    if future:
-        return answer("AE", _located(f"{future[0].locator}-14", "result dated in the future", _DATA_TYPE), patient)
+    named = [i for i in result.items if i.observation.patient_id]
+    if named:  # every readable result is undated or dated in the future: none can join a history
+        undated = named[0].observation.time is None
+        return answer("AE", _located(f"{named[0].locator}-14", "no observation time (OBX-14 or OBR-7)" if undated
+                                     else "result dated in the future", _REQUIRED_MISSING if undated else _DATA_TYPE),
+                      patient)
     rejects = [r for r in result.rejects if r.kind == "invalid"] or list(result.rejects)
     if not rejects:
         return answer("AE", _error(_SEGMENT_SEQUENCE, "OBX", 0, "no OBX result segment"), patient)

@@ -109,9 +109,10 @@ def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> History:
 
 
 def _storable(items: list[Item], received_at: datetime) -> list[Item]:
-    """The results the store will keep: with a patient, not dated beyond the clock-skew allowance."""
+    """The results the store will keep: with a patient and a time, not dated beyond the clock-skew allowance."""
     limit = received_at + FUTURE_SKEW
-    return [i for i in items if i.observation.patient_id and (i.observation.time is None or i.observation.time <= limit)]
+    return [i for i in items if i.observation.patient_id and i.observation.time is not None
+            and i.observation.time <= limit]
 
 
 def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], known: dict[str, History] | None = None,
