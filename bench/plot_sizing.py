@@ -19,6 +19,7 @@ SERIES: dict[str, str] = {
     "duckdb_plain": "plain DuckDB job",
     "spark": "leukowatch screen, Spark local[2]",
     "spark_plain": "plain PySpark job",
+    "spark_plain_all": "plain PySpark job grading every result",
 }
 
 

@@ -2,7 +2,7 @@
 
     python bench/screen.py                          # 30M observations (750k persons x 40 results)
     python bench/screen.py --rows 3000000           # smaller; Spark on a 1/10 sample (300k)
-    python bench/screen.py --rows 3000000 --spark-full --skip floor,copy,screen,pandas   # Spark on 3M
+    python bench/screen.py --rows 3000000 --spark-full --skip floor,copy,screen,pandas,duckdb_plain,duckdb_plain_all
 
 Times, on one generated Parquet file: (a) `screen` end to end on DuckDB (--memory-limit 2GB, which caps
 the whole process); (b) one DuckDB query grading ANC only with a CASE; (b2) the floor: every row copied
