@@ -218,9 +218,13 @@ def test_served_run_logs_no_patient_identifiers_names_or_values(tmp_path: Path) 
         bad = httpx.post(f"{url}/api/assess", json={"patient": {"id": pid, "sex": name},
                                                    "observations": [{"value": value, "unit": "furlong"}]})
         assert bad.status_code == 422
+        # an unreadable haemoglobin is left out of the assessment: the caller is told, the log is not
+        with_bad_hb = hl7 + "OBX|2|NM|718-7^HGB^LN||-13.7|g/dL|||||F|||20260201080000\r"
+        told = httpx.post(f"{url}/api/assess", content=with_bad_hb, headers={"Content-Type": "x-application/hl7-v2+er7"})
+        assert told.status_code == 200 and any("-13.7" in w and "left out" in w for w in told.json()["warnings"])
     text = log.read_text()
     assert "login?token=" in text  # the log is the real one
-    for secret in (pid, name, "Quintus", str(value), "2.11", "1980-05-01", "19800501"):
+    for secret in (pid, name, "Quintus", str(value), "2.11", "1980-05-01", "19800501", "-13.7"):
         assert secret not in text, f"{secret!r} in the service log"
 
 

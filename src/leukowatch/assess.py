@@ -224,7 +224,7 @@ def assess(request: Request | dict[str, Any], knowledge: Knowledge | None = None
     counts = current.counts
     findings = _findings(counts, criteria)
     codes = below_range_codes(findings, counts)  # a DAIDS grade within the range is no low count to alerts or advice
-    warnings = current.warnings + _patient_warnings(request, profile, current.time)
+    warnings = request.notes + current.warnings + _patient_warnings(request, profile, current.time)
     result_day = current.time.date() if current.time is not None else None  # None: today, looked up if needed
 
     all_meds = match_medications(request.medications)

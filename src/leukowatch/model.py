@@ -154,6 +154,9 @@ class Request:
     criteria: str = "ctcae-v5"
     mascc: dict[str, Any] = field(default_factory=dict)
     cisne: dict[str, Any] = field(default_factory=dict)
+    #: What the reader of a lab message left out (an unreadable haemoglobin), carried into the
+    #: Assessment's warnings so the caller is told, rather than a server log holding the value.
+    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ T = TypeVar("T")
 _TOP_LEVEL = {
     "patient", "observations", "medications", "conditions", "symptoms", "temperature_c", "temperature_f",
     "fever_sustained_1h", "anc_expected_to_fall", "recurrent_infections", "chemotherapy", "profile",
-    "criteria", "mascc", "cisne", "resourceType",
+    "criteria", "mascc", "cisne", "resourceType", "warnings",
 }
 _SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female",
           "unknown": "unknown", "u": "unknown", "other": "unknown", "": "unknown"}
@@ -424,4 +424,5 @@ def parse_request(raw: Any) -> Request:
         criteria=raw.get("criteria") or "ctcae-v5",
         mascc=raw.get("mascc") or {},
         cisne=raw.get("cisne") or {},
+        notes=_string_list(raw.get("warnings"), "warnings"),
     )

@@ -13,7 +13,6 @@ population screen, so `leukowatch read` and the screen count the same rows as du
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -22,8 +21,6 @@ from typing import Any, Literal
 from ..model import CONTEXT_ANALYTES, InputError, MedicationInput, Observation, Patient
 from ..request import parse_observation
 from ..units import canonical_analyte, loinc_lookup
-
-log = logging.getLogger("leukowatch.io")
 
 
 def lenient_date(value: Any) -> date | None:
@@ -305,12 +302,13 @@ def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, A
         raise InputError(result.source, f"holds results of {len(all_ids)} patients ({shown}); pick one with "
                                         "--patient ID (or `leukowatch ingest` it and use the store)")
     ids = set(result.patient_ids())
+    left_out: list[str] = []
     for r in result.rejects:
         if r.kind != "invalid":
             continue
         if r.analyte not in CONTEXT_ANALYTES:
             raise InputError(r.locator, r.reason)
-        log.warning("%s: %s (left out)", r.locator, r.reason)
+        left_out.append(f"{r.locator}: {r.reason} (left out)")  # told to the caller, never logged (it quotes values)
     if not result.items:
         why = result.rejects[0].reason if result.rejects else "no observations"
         raise InputError(result.source, f"no blood count results to assess (first record: {why})")
@@ -328,4 +326,6 @@ def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, A
                                    "stop": m.stop and m.stop.isoformat()} for _, m in result.medications]
     if result.conditions:
         request["conditions"] = [c for _, c in result.conditions]
+    if left_out:
+        request["warnings"] = left_out
     return request
