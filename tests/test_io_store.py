@@ -184,3 +184,20 @@ def test_an_undated_result_is_not_stored_in_a_history(tmp_path, capsys):
         assert "no observation time" in con.execute("SELECT reason FROM rejects").fetchone()[0]
     finally:
         con.close()
+
+
+def test_a_result_dated_before_the_birth_date_is_not_stored(tmp_path, capsys):
+    """Stored, it made every page of the patient a 422 (the assessment refuses a result before birth)."""
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,sex,birth_date,time,analyte,value,unit\n"
+                    "B1,female,2026-06-01,2026-01-20T08:00:00Z,neutrophils,0.3,10*9/L\n"
+                    "B1,female,2026-06-01,2026-07-20T08:00:00Z,neutrophils,2.0,10*9/L\n")
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(labs), "--db", str(db)]) == 0
+    assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
+    assert main(["history", "B1", "--db", str(db)]) == 0
+    con = open_store(db, read_only=True)
+    try:
+        assert "before the patient's birth date" in con.execute("SELECT reason FROM rejects").fetchone()[0]
+    finally:
+        con.close()

@@ -338,7 +338,8 @@ def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, 
 def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
                                 fmt: str, reject_future: bool = False) -> IngestSummary:
     """`write_result` for a caller that has begun the transaction. Observations without a patient
-    id or without a time, and (with `reject_future`) those dated beyond `FUTURE_SKEW`, become rejects here (a store
+    id or without a time, dated before the birth date the message gives, and (with `reject_future`) those dated
+    beyond `FUTURE_SKEW`, become rejects here (a store
     row must belong to someone and have happened at a known time: an undated row in a history was read as
     part of the latest draw, so an old low count showed as the current one), so `read == accepted + rejected`
     still holds."""
@@ -350,6 +351,7 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     now = datetime.now(UTC)
     ingest_id = hashlib.sha256(f"{sha256}\x1f{now.isoformat()}".encode()).hexdigest()[:16]
     rejects = list(result.rejects)
+    born = {p.id: p.birth_date for p in result.patients if p.id and p.birth_date}
     keep: list[tuple[Observation, str, str | None, int | None, str | None]] = []
     for item in result.items:
         if not item.observation.patient_id:
@@ -359,6 +361,11 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
         when = item.observation.time
         if when is None:
             rejects.append(Reject(item.locator, "no observation time: cannot place it in a history", "", "invalid"))
+            continue
+        birth = born.get(item.observation.patient_id)
+        if birth is not None and when.date() < birth:  # the history's assessment would refuse the whole patient
+            rejects.append(Reject(item.locator, f"dated {when.date().isoformat()}, before the patient's birth date "
+                                                f"{birth.isoformat()}", "", "invalid"))
             continue
         if reject_future and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
             rejects.append(Reject(item.locator, f"dated {when.isoformat()}, in the future beyond the allowed "
