@@ -178,7 +178,9 @@ def run_pandas(file: Path, out: Path) -> None:
     from leukowatch.units import convert
 
     df = pd.read_parquet(file)
-    df["time"] = pd.to_datetime(df["time"], utc=True).dt.tz_localize(None)  # naive UTC, whatever the file held
+    # naive UTC, whatever the file held (text from a CSV: ISO 8601, with or without a zone)
+    df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")  # text from a CSV: what is not a number is NaN
     factors, reasons = {}, {}
     for a, u in df[["analyte", "unit"]].drop_duplicates().itertuples(index=False):
         try:
@@ -190,6 +192,7 @@ def run_pandas(file: Path, out: Path) -> None:
     df["factor"] = [factors.get(k, (None, None))[0] for k in key]
     df["percent"] = [bool(factors.get(k, (None, False))[1]) for k in key]
     df["reason"] = [reasons.get(k) for k in key]
+    df.loc[df["reason"].isna() & df["value"].isna(), "reason"] = "value is not a number"
     df.loc[df["reason"].isna() & (df["value"] < 0), "reason"] = "value is negative"
     df.loc[df["reason"].isna() & df["time"].isna(), "reason"] = "missing or unparseable time"
     df[df["reason"].notna()].to_parquet(out / "rejects.parquet")
@@ -200,7 +203,8 @@ def run_pandas(file: Path, out: Path) -> None:
     df["derived"] = df["percent"]
     df.loc[df["percent"], "value"] = df["wbc"] * df["value"] / 100
     df = df[df["value"].notna()]
-    df["age"] = ((df["time"].dt.normalize() - pd.to_datetime(df["birth_date"])).dt.days // 365.25).astype("Int64")
+    born = pd.to_datetime(df["birth_date"], format="ISO8601", errors="coerce")
+    df["age"] = ((df["time"].dt.normalize() - born).dt.days // 365.25).astype("Int64")
     limits: dict[tuple[str, str, int], tuple[float | None, float | None]] = {}
     for a, sx, age in df[["analyte", "sex", "age"]].drop_duplicates().itertuples(index=False):
         r = profile_range("standard", a, sx, None if pd.isna(age) else float(age))
@@ -280,10 +284,10 @@ def run_spark_plain(file: Path, out: Path, derive: bool = False) -> None:
     factor = F.lit(None).cast("double")
     for u, f in factors.items():
         factor = F.when(F.col("unit") == u, F.lit(f)).otherwise(factor)
-    value = F.col("value") * factor
+    value = F.col("value").cast("double") * factor  # a text value (a CSV) that is not a number is NULL
     if derive and percent:
         wbc = F.max(F.when(F.col("analyte") == "wbc", value)).over(Window.partitionBy("patient_id", "time"))
-        value = F.when(F.col("unit").isin(percent), wbc * F.col("value") / 100).otherwise(value)
+        value = F.when(F.col("unit").isin(percent), wbc * F.col("value").cast("double") / 100).otherwise(value)
     df = df.withColumn("value", value).where(F.col("value").isNotNull())
     lln = F.lit(None).cast("double")
     for a in RESULTS_PER_DRAW:
@@ -325,10 +329,11 @@ def run_duckdb_plain(file: Path, out: Path, derive: bool = False) -> None:
     con.execute("SET preserve_insertion_order = false")
     src = f"read_parquet('{file}')"
     factors, percent = plain_units([u for (u,) in con.execute(f"SELECT DISTINCT unit FROM {src}").fetchall()])
-    value = f"value * CASE {' '.join(f'WHEN unit = {u!r} THEN {f!r}' for u, f in factors.items())} END"
+    number = "TRY_CAST(value AS DOUBLE)"  # a text value (a CSV) that is not a number is NULL
+    value = f"{number} * CASE {' '.join(f'WHEN unit = {u!r} THEN {f!r}' for u, f in factors.items())} END"
     if derive and percent:
         wbc = f"max(CASE WHEN analyte = 'wbc' THEN {value} END) OVER (PARTITION BY patient_id, time)"
-        value = f"CASE WHEN unit IN ({', '.join(map(repr, percent))}) THEN {wbc} * value / 100 ELSE {value} END"
+        value = f"CASE WHEN unit IN ({', '.join(map(repr, percent))}) THEN {wbc} * {number} / 100 ELSE {value} END"
     lln = [f"WHEN analyte = '{a}' AND sex = '{sx}' THEN {r.low.value!r}" for a in RESULTS_PER_DRAW
            for sx in ("male", "female") if (r := profile_range("standard", a, sx, 40.0)).low]
     grade = []
