@@ -228,3 +228,26 @@ def test_clozapine_agranulocytosis_tells_the_patient_once() -> None:
     assert [line for line in a.patient_summary if "clozapine" in line and "today" in line] == [
         a.alert("drug_agranulocytosis").patient_message]
     assert "Label: interrupt clozapine" in a.alert("drug_monitoring").message
+
+
+@pytest.mark.parametrize(("anc", "temperature_c", "warned"), [
+    (0.5, 38.3, True), (0.8, 38.9, True), (0.99, 38.0, True), (0.8, 37.9, False), (1.2, 38.9, True),
+    (3.5, 38.9, False)])
+def test_a_measured_fever_with_neutropenia_that_is_not_febrile_neutropenia_needs_a_doctor_today(
+        anc: float, temperature_c: float, warned: bool) -> None:
+    """ANC 0.5-1.5 with a fever and no sign the count is falling is not febrile neutropenia (IDSA, NCCN), but
+    a fever is the first of the article's signs of infection: the low-count infection warning fires with the
+    measured temperature, and below an ANC of 1.0 the neutropenia finding says what would make it febrile
+    neutropenia. A normal count with a fever raises no alert (it gets the fever advice only); below
+    38.0 °C is no fever."""
+    a = assess(_req(anc, wbc=max(anc * 2.5, 2.0) if anc < 1.5 else 7.0, temperature_c=temperature_c))
+    assert a.alert("febrile_neutropenia") is None
+    sign = a.alert("infection_symptoms")
+    assert (sign is not None) is warned, [al.code for al in a.alerts]
+    if warned:
+        assert sign.level == "warning" and sign.variant == "low_count" and f"{temperature_c:.1f} °C" in sign.message
+        assert any("today" in line for line in a.patient_summary), a.patient_summary
+        note = " ".join(next(f for f in a.findings if f.code == "neutropenia").notes)
+        assert ("expected to fall below 0.5 within 48 h" in note) is (anc < 1.0), note
+    if anc >= 1.5:
+        assert a.alerts == []

@@ -36,7 +36,7 @@ from .rules.escalation import (
 from .rules.findings import below_range_codes
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
-from .rules.infection import cisne, febrile_neutropenia, mascc
+from .rules.infection import celsius, cisne, febrile_neutropenia, mascc
 from .rules.ranges import adult_age, profile_for
 from .rules.treatment import chemotherapy_hold, drug_monitoring
 
@@ -204,10 +204,15 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     if (high := hyperleukocytosis(counts.get("wbc"))) is not None:
         alerts.append(high)
     alerts.extend(drug_agranulocytosis(anc_count, meds, febrile))
-    if symptoms:
-        low_white = "leukopenia" in codes or "neutropenia" in codes
+    signs = [s.label for s in symptoms]
+    low_white = "leukopenia" in codes or "neutropenia" in codes
+    if low_white and febrile and not fever_reported and fn_alert is None and request.temperature_c is not None:
+        # a measured fever is the first of the article's signs of infection: with a low count that is no
+        # febrile neutropenia (an ANC of 0.5 or more, not said to be falling) it still needs a doctor today
+        signs.insert(0, f"fever {celsius(request.temperature_c)}")
+    if signs:
         alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
-                                 symptoms=", ".join([s.label for s in symptoms])))
+                                 symptoms=", ".join(signs)))
     if (hold := chemotherapy_hold(request.chemotherapy, counts)) is not None:
         alerts.append(hold)
     taking = [m for m in meds if taking_at(m, result_day)]

@@ -18,6 +18,11 @@ def _rules() -> dict[str, Any]:
     return load_table("infection")
 
 
+def celsius(temperature_c: float) -> str:
+    """A temperature as every text shows it ("38.9 °C")."""
+    return f"{temperature_c:.1f} °C"
+
+
 def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustained_1h: bool,
                         anc_expected_to_fall: bool, *, fever_reported: bool = False, chemotherapy: bool = False,
                         anc_comparator: str | None = None) -> tuple[Alert | None, str | None]:
@@ -37,9 +42,14 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
     fn = _rules()["febrile_neutropenia"]
     below = anc < fn["anc_below"]
     at_nice_limit = not below and chemotherapy and anc <= fn["anc_at_most_on_anticancer_treatment"]
-    if not (below or at_nice_limit or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])):
-        return None, None
     anc_text = count_text("ANC", anc, anc_comparator)
+    if not (below or at_nice_limit or (anc_expected_to_fall and anc < fn["anc_below_if_falling"])):
+        if anc < fn["anc_below_if_falling"] and (fever_reported or (
+                temperature_c is not None and temperature_c >= fn["sustained_temp_c"])):
+            # a fever with an ANC under 1.0 not said to be falling: NCCN's criterion turns on the trend
+            fever = "fever reported" if temperature_c is None else f"temperature {celsius(temperature_c)}"
+            return None, fn["note_fever_if_falling"].format_map({**fn, "anc": anc_text, "fever": fever})
+        return None, None
     if temperature_c is None and not fever_reported:
         return None, fn["note_no_temperature"].format_map({**fn, "anc": anc_text})
     if temperature_c is None:
@@ -49,10 +59,10 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
     elif temperature_c >= fn["sustained_temp_c"]:
         variant = "possible"
     else:
-        return None, fn["note_not_febrile"].format_map({**fn, "temperature": f"{temperature_c:.1f} °C"})
+        return None, fn["note_not_febrile"].format_map({**fn, "temperature": celsius(temperature_c)})
     how = "" if below else (f", the NICE CG151 limit on anticancer treatment (ANC <= {fn['anc_at_most_on_anticancer_treatment']:g})"
                             if at_nice_limit else f", expected to fall below {fn['anc_below']:g}")
-    temperature = "" if temperature_c is None else f"{temperature_c:.1f} °C"
+    temperature = "" if temperature_c is None else celsius(temperature_c)
     return make_alert("febrile_neutropenia", variant, anc=anc_text, how=how, temperature=temperature,
                       where=urgent_care(chemotherapy)), None
 
