@@ -104,6 +104,32 @@ def test_cli_screen(tabular: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["screen", str(tabular), "-o", str(tmp_path / "o"), "--profile", "nope"]) == 2
 
 
+def test_cli_screen_names_an_unreadable_input_or_output_and_screens_an_empty_file(
+        tabular: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Binary data given as a CSV, a damaged Parquet file and an output folder that cannot be made are errors
+    naming the file or the option (exit 2, no traceback); a CSV with a header and no row screens to empty
+    outputs whose counts are 0."""
+    binary = tmp_path / "labs.csv"
+    binary.write_bytes(bytes(range(256)) * 12)
+    damaged = tmp_path / "observations.parquet"
+    damaged.write_bytes(b"PAR1" + bytes(200))
+    for path, kind in ((binary, "CSV"), (damaged, "Parquet")):
+        assert main(["screen", str(path), "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: cannot be read as {kind}") and "Traceback" not in err, err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main(["screen", str(tabular), "-o", str(blocked / "out")]) == 2
+    assert "error: outdir: cannot write the outputs to" in capsys.readouterr().err
+    empty = tmp_path / "empty" / "labs.csv"
+    empty.parent.mkdir()
+    empty.write_text("patient_id,time,analyte,value,unit\n")
+    assert main(["screen", str(empty), "-o", str(tmp_path / "e")]) == 0
+    assert "read 0 = graded 0 + rejected 0" in capsys.readouterr().out
+    s = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert s["persons"]["persons"] == 0 and s["persons"]["neutropenia"] == 0
+
+
 def test_omop_duckdb_and_store(tmp_path: Path) -> None:
     omop = tmp_path / "omop.duckdb"
     with duckdb.connect(str(omop)) as c:

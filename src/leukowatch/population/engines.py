@@ -13,8 +13,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,20 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2*
           "TIB": 2**40}
 
 
+@contextmanager
+def _unreadable(paths: Sequence[Path], kind: str) -> Iterator[None]:
+    """DuckDB's error on a file it cannot read (binary data given as CSV, a damaged Parquet footer) as an
+    InputError naming the file, with DuckDB's first line of explanation: the CLI says it and exits 2."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (or another of {len(paths)} files)"
+        raise InputError(where, f"cannot be read as {kind}: {first}") from None
+
+
 def parse_size(text: str, field: str = "memory_limit") -> int:
     """'2GB', '1.5 GiB', '500MB' -> bytes (a bare number is bytes)."""
     m = _SIZE.match(text)
@@ -226,6 +241,10 @@ class DuckDBEngine(Engine):
         return self._table(name)
 
     def _read_parquet(self, paths: list[Path], row_number: bool = False) -> ir.Table:
+        with _unreadable(paths, "Parquet"):
+            return self._parquet_view(paths, row_number)
+
+    def _parquet_view(self, paths: list[Path], row_number: bool) -> ir.Table:
         files = "[" + ", ".join(_quote(p) for p in paths) + "]"
         if row_number and len(paths) == 1:
             return self._sql(f"SELECT * EXCLUDE (file_row_number), file_row_number::BIGINT AS _rn "
@@ -242,8 +261,9 @@ class DuckDBEngine(Engine):
         """A CSV is parsed once into a temporary table (the screen scans its input several times)."""
         self._views += 1
         name = f"lw_csv_{self._views}"
-        self.con.raw_sql(f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS _rn "
-                         f"FROM read_csv({_quote(path)}, all_varchar = true, header = true)")
+        with _unreadable([path], "CSV"):
+            self.con.raw_sql(f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS _rn "
+                             f"FROM read_csv({_quote(path)}, all_varchar = true, header = true)")
         return self._table(name)
 
     def read_duckdb_table(self, path: Path, table: str, workdir: Path) -> ir.Table:

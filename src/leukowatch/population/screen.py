@@ -278,9 +278,12 @@ def screen(inputs: list[str] | str, outdir: str | Path, engine: str = "duckdb", 
         check_profile(profile)
     criteria = check_criteria(criteria or default_criteria())
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "_work").mkdir(exist_ok=True)
+    except OSError as err:
+        raise InputError("outdir", f"cannot write the outputs to {out}: {err.strerror or err}") from None
     work = out / "_work"
-    work.mkdir(exist_ok=True)
     eng = make_engine(engine, memory_limit=memory_limit, spark_master=spark_master,
                       spark_session_=spark_session, threads=threads)
     timings: dict[str, float] = {}
@@ -389,8 +392,9 @@ def build_summary(eng: Engine, graded: ir.Table, findings: ir.Table, episodes: i
         episodes=d.count(), persons=d.patient_id.nunique()).order_by(["finding", "drug_class"])
     r = rejects.group_by(["reason_code"]).agg(rows=rejects.count()).order_by("reason_code")
     fl = flags
-    persons = fl.aggregate(**{c: fl[c].cast("int64").sum() for c in fl.columns if c not in ("patient_id", "sex")},
-                           persons=fl.count())
+    # an input with no accepted row has no persons: every count is 0, not NULL
+    persons = fl.aggregate(**{c: fl[c].cast("int64").sum().fill_null(0) for c in fl.columns
+                              if c not in ("patient_id", "sex")}, persons=fl.count())
     e = episodes.group_by("finding").agg(episodes=episodes.count(), ongoing=episodes.ongoing.cast("int64").sum())
     c = chronic.group_by("finding").agg(persons=chronic.count())
 
