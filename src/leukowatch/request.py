@@ -343,6 +343,21 @@ def parse_chemotherapy(raw: Any, field: str = "chemotherapy") -> Chemotherapy:
     )
 
 
+def fahrenheit_to_celsius(fahrenheit: float) -> float:
+    """°F -> °C: one conversion for `--temp-f`/`temperature_f` and a [degF] temperature a lab file sends."""
+    return (fahrenheit - 32.0) * 5.0 / 9.0
+
+
+def body_temperature_problem(temperature_c: float, shown: str) -> str | None:
+    """Why a temperature (in °C, `shown` as sent) is no body temperature (units.toml plausibility),
+    or None when it is one. NaN compares false, so it is refused too."""
+    limits = plausibility()
+    low, high = limits["min_body_temp_c"], limits["max_body_temp_c"]
+    if low <= temperature_c <= high:
+        return None
+    return f"{shown} is not a body temperature (expected {low:g}-{high:g} °C)"
+
+
 def parse_temperature(celsius: Any, fahrenheit: Any) -> float | None:
     """A body temperature in °C from `temperature_c` or `temperature_f`; a value that is no body
     temperature is an error naming the field, and a "°C" of 90-110 is named as likely Fahrenheit
@@ -351,18 +366,16 @@ def parse_temperature(celsius: Any, fahrenheit: Any) -> float | None:
         return None
     if celsius is not None and fahrenheit is not None:
         raise InputError("temperature_f", "give temperature_c or temperature_f, not both")
-    limits = plausibility()
-    low, high = limits["min_body_temp_c"], limits["max_body_temp_c"]
     if celsius is not None:
         field, (value, _) = "temperature_c", parse_number(celsius, "temperature_c")
         temperature = value
     else:
         field, (value, _) = "temperature_f", parse_number(fahrenheit, "temperature_f")
-        temperature = (value - 32.0) * 5.0 / 9.0
-    if low <= temperature <= high:
+        temperature = fahrenheit_to_celsius(value)
+    problem = body_temperature_problem(temperature, f"{value:g} {'°C' if field == 'temperature_c' else '°F'}")
+    if problem is None:
         return temperature
-    problem = f"{value:g} {'°C' if field == 'temperature_c' else '°F'} is not a body temperature (expected " \
-              f"{low:g}-{high:g} °C)"
+    limits = plausibility()
     if field == "temperature_c" and limits["fahrenheit_low"] <= value <= limits["fahrenheit_high"]:
         problem += f"; {value:g} looks like degrees Fahrenheit: send it as temperature_f (or --temp-f)"
     raise InputError(field, problem)

@@ -199,3 +199,21 @@ def canonical_analyte(name: str, field: str) -> str:
     if analyte is None:
         raise InputError(field, f"unknown analyte {name!r}; known: {', '.join(sorted(_DIMENSION_OF))}")
     return analyte
+
+
+@derived
+def _temperature_units() -> dict[str, str]:
+    units = load_table("temperature")["units"]
+    return {spelling.strip().casefold(): scale for scale in ("celsius", "fahrenheit") for spelling in units[scale]}
+
+
+def body_temperature_code(code: str) -> str | None:
+    """What a LOINC body-temperature code measures ("Oral temperature"), or None when it is none
+    (knowledge/temperature.toml)."""
+    return load_table("temperature")["codes"].get(code.strip())
+
+
+def temperature_scale(unit: str | None) -> str | None:
+    """"celsius" or "fahrenheit" for a temperature unit as sent (Cel, [degF], °C, F...); None when
+    the unit is missing or no temperature unit (then the value is not used: the scale is never guessed)."""
+    return _temperature_units().get(unit.strip().casefold()) if unit else None

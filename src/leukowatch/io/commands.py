@@ -98,6 +98,8 @@ def run_read(args: Any, out: TextIO | None = None) -> int:
             "medications": [{"patient_id": pid, "name": m.name, "start": m.start and m.start.isoformat(),
                              "stop": m.stop and m.stop.isoformat()} for pid, m in result.medications],
             "conditions": [{"patient_id": pid, "name": c} for pid, c in result.conditions],
+            "temperatures": [{"patient_id": t.patient_id, "time": t.time.isoformat(), "temperature_c": t.celsius,
+                              "locator": t.locator} for t in result.temperatures],
             "rejects": [{"locator": r.locator, "kind": r.kind, "reason": r.reason} for r in result.rejects],
         }, out, indent=2, ensure_ascii=False)
         out.write("\n")

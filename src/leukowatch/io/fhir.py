@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..model import InputError, MedicationInput, Patient
-from ..units import canonical_analyte, loinc_lookup
+from ..units import body_temperature_code, canonical_analyte, loinc_lookup
 from .result import Collector, ReadResult, lenient_date, parse_range
 
 try:  # fhir.resources 8 keeps R4 (as R4B) in a sub-package; its top level is R5
@@ -265,6 +265,12 @@ class _Reader:
 
     def _value(self, holder: Any, path: str, rid: str, pid: str | None, time: str | None, parent: Any,
                raw: Any) -> None:
+        if _is_body_temperature(holder.code):
+            q = holder.valueQuantity
+            value = None if q is None or q.value is None else float(q.value)
+            self.col.temperature(f"{q.comparator}{value}" if q is not None and q.comparator else value,
+                                 None if q is None else _unit(q), time, path, patient_id=pid, raw=raw)
+            return
         mapping, how = _map_concept(holder.code)
         if mapping is None:
             self.col.skip(f"{path}.code", how, raw, pid)
@@ -275,8 +281,7 @@ class _Reader:
                 self.col.invalid(f"{path}.valueQuantity.value", "quantity without a value", raw, pid)
                 return
             value: Any = f"{q.comparator}{q.value}" if q.comparator else float(q.value)
-            unit = q.code if q.code and (q.system in (None, UCUM)) else q.unit
-            unit = unit or q.unit
+            unit = _unit(q)
         elif holder.valueString is not None:
             value, unit = holder.valueString, None
         elif getattr(holder, "valueInteger", None) is not None:
@@ -335,6 +340,18 @@ class _Reader:
         name = _concept_text(res.code)
         if name:
             self.col.result.conditions.append((self.patient_id(res.subject), name))
+
+
+def _unit(q: Any) -> str | None:
+    """A Quantity's unit: the UCUM `code` first (machine-readable), then the display `unit`."""
+    unit = q.code if q.code and (q.system in (None, UCUM)) else q.unit
+    return unit or q.unit
+
+
+def _is_body_temperature(code: Any) -> bool:
+    """A LOINC body-temperature coding (knowledge/temperature.toml): a vital sign, never a count."""
+    return any(c.system == LOINC and c.code and body_temperature_code(c.code)
+               for c in ((code.coding or []) if code is not None else []))
 
 
 def _map_concept(code: Any) -> tuple[dict[str, str] | None, str]:

@@ -19,8 +19,8 @@ import hl7.parser
 
 from ..knowledge import load_table
 from ..model import InputError, Patient
-from ..units import canonical_analyte, loinc_lookup
-from .result import Collector, ReadResult, parse_range
+from ..units import body_temperature_code, canonical_analyte, loinc_lookup
+from .result import TEMPERATURE, Collector, ReadResult, parse_range
 
 #: OBX-11 result statuses that are not results (HL7 table 0085).
 _NOT_RESULTS = {"X": "result cannot be obtained (OBX-11 X)", "D": "result deleted (OBX-11 D)",
@@ -169,6 +169,32 @@ def _map_code(msg: _Message, obx: list[str], aliases: dict[str, str]) -> tuple[d
     return None, f"OBX-3 {label!r} is not a blood count code leukowatch reads"
 
 
+def _read_temperature(col: Collector, msg: _Message, obx: list[str], locator: str, patient_id: str | None,
+                      obr_time: datetime | None, raw: str) -> None:
+    """A body-temperature OBX -> the Collector's temperatures, or a reject (as context: `assess`
+    goes on without it). Its time is OBX-14, else the OBR's, as for a count."""
+    status = msg.comp(obx, 11).upper() or None
+    value = _value(msg, obx, msg.comp(obx, 2).upper())
+    if not value and status in _PENDING:
+        col.skip(f"{locator}-5", f"no value yet: result {_PENDING[status]} (OBX-11 {status})", raw, patient_id)
+        return
+    try:
+        time = parse_ts(msg.comp(obx, 14), f"{locator}-14") or obr_time
+    except InputError as err:
+        col.invalid(err.field, err.problem, raw, patient_id, TEMPERATURE)
+        return
+    col.temperature(value or None, msg.comp(obx, 6, 1) or msg.comp(obx, 6, 2) or None, time, locator,
+                    patient_id=patient_id, raw=raw)
+
+
+def _is_body_temperature(msg: _Message, obx: list[str]) -> bool:
+    """OBX-3 is a LOINC body-temperature code (knowledge/temperature.toml): a vital sign sent in the
+    result message, read as the measured temperature rather than skipped as "not a blood count"."""
+    return any(sys in ("LN", "LOINC") and code and body_temperature_code(code) is not None
+               for code, sys in ((msg.comp(obx, 3, 1), msg.comp(obx, 3, 3).upper()),
+                                 (msg.comp(obx, 3, 4), msg.comp(obx, 3, 6).upper())))
+
+
 def _value(msg: _Message, obx: list[str], vtype: str) -> str:
     if vtype == "SN":  # comparator ^ num1 [^ separator ^ num2]
         comparator, number = msg.comp(obx, 5, 1), msg.comp(obx, 5, 2)
@@ -225,6 +251,9 @@ def _read_obx(col: Collector, msg: _Message, obx: list[str], locator: str, patie
     vtype = msg.comp(obx, 2).upper()
     if status in _NOT_RESULTS:
         col.skip(f"{locator}-11", _NOT_RESULTS[status], raw, patient_id)
+        return
+    if _is_body_temperature(msg, obx):
+        _read_temperature(col, msg, obx, locator, patient_id, obr_time, raw)
         return
     mapping, how = _map_code(msg, obx, aliases)
     if mapping is None:

@@ -15,12 +15,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import Any, Literal, NamedTuple
 
 from ..model import CONTEXT_ANALYTES, InputError, MedicationInput, Observation, Patient
-from ..request import parse_observation
-from ..units import canonical_analyte, loinc_lookup
+from ..request import (
+    body_temperature_problem,
+    fahrenheit_to_celsius,
+    parse_datetime,
+    parse_number,
+    parse_observation,
+)
+from ..units import canonical_analyte, loinc_lookup, temperature_scale
 
 
 def lenient_date(value: Any) -> date | None:
@@ -92,6 +98,22 @@ class Reject:
     patient_id: str | None = None  # when known: `assess --patient` ignores other people's rejects
 
 
+#: The `Reject.analyte` of a temperature that could not be used: context, like haemoglobin, so `assess`
+#: goes on without it (with a warning) rather than refusing the blood count beside it.
+TEMPERATURE = "temperature"
+
+
+class Temperature(NamedTuple):
+    """A measured body temperature a lab file or EHR sent beside the counts (knowledge/temperature.toml).
+    Not an observation: `to_request` makes the highest one on the day of the latest draw the request's
+    `temperature_c`, and the store keeps them in its `temperatures` table for the population screen."""
+
+    patient_id: str | None
+    time: datetime
+    celsius: float
+    locator: str
+
+
 @dataclass
 class Item:
     """An accepted observation and where it came from."""
@@ -115,6 +137,9 @@ class ReadResult:
     patients: list[Patient] = field(default_factory=list)
     medications: list[tuple[str | None, MedicationInput]] = field(default_factory=list)
     conditions: list[tuple[str | None, str]] = field(default_factory=list)
+    #: Like medications and conditions, accepted temperatures are facts beside the results: not counted in
+    #: `read`/`accepted`. One that cannot be used is a reject (counted in `read`), so the sums still hold.
+    temperatures: list[Temperature] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -135,8 +160,9 @@ class ReadResult:
         skipped = sum(r.kind == "skipped" for r in self.rejects)
         duplicates = sum(r.kind == "duplicate" for r in self.rejects)
         dup_text = f"{duplicates} duplicate, " if duplicates else ""
+        temps = f"; {len(self.temperatures)} body temperature(s) beside them" if self.temperatures else ""
         return (f"read {self.read} = accepted {self.accepted} + rejected {self.rejected} "
-                f"({skipped} skipped, {dup_text}{self.rejected - skipped - duplicates} invalid)")
+                f"({skipped} skipped, {dup_text}{self.rejected - skipped - duplicates} invalid){temps}")
 
     def patient_ids(self) -> list[str]:
         """Every patient id in the input, in order of first appearance (people and results)."""
@@ -154,6 +180,7 @@ class ReadResult:
         out.patients = [p for p in self.patients if p.id == patient_id]
         out.medications = [m for m in self.medications if m[0] == patient_id]
         out.conditions = [c for c in self.conditions if c[0] == patient_id]
+        out.temperatures = [t for t in self.temperatures if t.patient_id == patient_id]
         return out
 
     def extend(self, other: ReadResult) -> None:
@@ -163,6 +190,7 @@ class ReadResult:
         self.patients += other.patients
         self.medications += other.medications
         self.conditions += other.conditions
+        self.temperatures += other.temperatures
 
 
 def _raw_text(raw: Any) -> str:
@@ -211,9 +239,22 @@ class Collector:
         self.result.read += 1
         self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "skipped", patient_id=patient_id))
 
-    def invalid(self, locator: str, reason: str, raw: Any = "", patient_id: str | None = None) -> None:
+    def invalid(self, locator: str, reason: str, raw: Any = "", patient_id: str | None = None,
+                analyte: str | None = None) -> None:
         self.result.read += 1
-        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "invalid", patient_id=patient_id))
+        self.result.rejects.append(Reject(locator, reason, _raw_text(raw), "invalid", analyte, patient_id))
+
+    def temperature(self, value: Any, unit: str | None, time: Any, locator: str, *, patient_id: str | None,
+                    raw: Any = "") -> None:
+        """A body temperature as sent -> `result.temperatures` (in °C), or a reject with its reason: no
+        time (it is matched to the day of the draw), a comparator, a unit that is no temperature scale,
+        or a value no body has (units.toml plausibility)."""
+        try:
+            celsius, when = _temperature_c(value, unit, time, locator)
+        except InputError as err:
+            self.invalid(self.native(locator, err), err.problem, raw, patient_id, TEMPERATURE)
+            return
+        self.result.temperatures.append(Temperature(patient_id, when, celsius, locator))
 
     def first_seen(self, record_id: str, where: str) -> str | None:
         """Where the record with this id (FHIR Observation id, OMOP measurement_id) was first seen,
@@ -269,6 +310,26 @@ class Collector:
         self.result.items = keep
 
 
+def _temperature_c(value: Any, unit: str | None, time: Any, locator: str) -> tuple[float, datetime]:
+    """(°C, time) of one temperature as sent; InputError naming the locator and the problem."""
+    if time is None or time == "":
+        raise InputError(f"{locator}.time", "body temperature without a time: it is only used on the day of a "
+                                            "blood draw, so an undated one cannot be placed")
+    when = parse_datetime(time, f"{locator}.time")
+    number, comparator = parse_number(value, f"{locator}.value")
+    if comparator:
+        raise InputError(f"{locator}.value", f"body temperature {value!r} has a comparator: not a measured value")
+    scale = temperature_scale(unit)
+    if scale is None:
+        raise InputError(f"{locator}.unit", f"{unit!r} is not a temperature unit (Cel or [degF]); "
+                                            "the scale is never guessed")
+    celsius = fahrenheit_to_celsius(number) if scale == "fahrenheit" else number
+    problem = body_temperature_problem(celsius, f"{number:g} {'°F' if scale == 'fahrenheit' else '°C'}")
+    if problem is not None:
+        raise InputError(f"{locator}.value", problem)
+    return celsius, when
+
+
 def _analyte_of(obs: dict[str, Any]) -> str | None:
     try:
         if isinstance(obs.get("analyte"), str):
@@ -306,7 +367,7 @@ def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, A
     for r in result.rejects:
         if r.kind != "invalid":
             continue
-        if r.analyte not in CONTEXT_ANALYTES:
+        if r.analyte not in CONTEXT_ANALYTES and r.analyte != TEMPERATURE:
             raise InputError(r.locator, r.reason)
         left_out.append(f"{r.locator}: {r.reason} (left out)")  # told to the caller, never logged (it quotes values)
     if not result.items:
@@ -326,6 +387,36 @@ def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, A
                                    "stop": m.stop and m.stop.isoformat()} for _, m in result.medications]
     if result.conditions:
         request["conditions"] = [c for _, c in result.conditions]
+    left_out += use_draw_day_temperature(request, result)
     if left_out:
         request["warnings"] = left_out
     return request
+
+
+def _utc_day(when: datetime) -> date:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+
+def use_draw_day_temperature(request: dict[str, Any], result: ReadResult) -> list[str]:
+    """Set the request's `temperature_c` to the highest temperature taken on the calendar day (UTC) of
+    the latest blood draw, as the population screen and `demo validate` pair them; return the notes
+    for the caller (which temperature, when; or why none was used). A request that carries its own
+    temperature keeps it. The notes quote values, so they go to the caller only, never to a log."""
+    from ..rules.infection import celsius  # the one way every text shows a temperature
+
+    if not result.temperatures or "temperature_c" in request or "temperature_f" in request:
+        return []
+    draws = [i.observation.time for i in result.items if i.observation.time is not None]
+    if not draws:
+        return [f"{len(result.temperatures)} body temperature(s) given, but no blood draw has a time: not used"]
+    day = _utc_day(max(draws))
+    same_day = [t for t in result.temperatures if _utc_day(t.time) == day]
+    if not same_day:
+        latest = max(result.temperatures, key=lambda t: t.time)
+        return [f"body temperature {celsius(latest.celsius)} taken {latest.time.isoformat()} is not from "
+                f"{day.isoformat()}, the day of the latest blood draw: not used"]
+    highest = max(same_day, key=lambda t: (t.celsius, t.time))
+    request["temperature_c"] = highest.celsius
+    of = f"the highest of {len(same_day)} " if len(same_day) > 1 else ""
+    return [f"measured temperature used: {celsius(highest.celsius)} taken {highest.time.isoformat()} "
+            f"({highest.locator}), {of}on {day.isoformat()}, the day of the latest blood draw"]

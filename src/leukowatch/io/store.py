@@ -390,12 +390,18 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"],
                 [list(dose) for dose in _chemotherapy_doses(result)], file)
     _insert_new(con, "conditions", ["patient_id", "name"], [list(c) for c in result.conditions], file)
+    unowned = [t for t in result.temperatures if not t.patient_id]
+    rejects += [Reject(t.locator, "body temperature without a patient identifier: cannot store it", "", "invalid")
+                for t in unowned]  # read by the reader as a fact, not a record: counted as one read here
+    _insert_new(con, "temperatures", ["patient_id", "time", "temperature_c"],
+                [[t.patient_id, t.time, t.celsius] for t in result.temperatures if t.patient_id], file)
     con.execute("INSERT INTO ingests VALUES (?,?,?,?,?,?,?,?)",
-                [ingest_id, file, sha256, fmt, result.read, accepted, len(rejects), now])
+                [ingest_id, file, sha256, fmt, result.read + len(unowned), accepted, len(rejects), now])
     if rejects:
         con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
                         [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
-    return IngestSummary(file, ingest_id, fmt, result.read, accepted, len(rejects), stored, rejects=tuple(rejects))
+    return IngestSummary(file, ingest_id, fmt, result.read + len(unowned), accepted, len(rejects), stored,
+                         rejects=tuple(rejects))
 
 
 _OBSERVATION_COLUMNS = ["obs_id", "patient_id", "time", "analyte", "value", "unit", "percent", "comparator",

@@ -36,6 +36,7 @@ __all__ = [
 TABLES: tuple[str, ...] = (
     "profiles", "criteria", "severity", "infection", "treatment", "timeline",
     "drugs", "conditions", "advice", "symptoms", "loinc", "units", "omop", "alerts", "vocabulary",
+    "temperature",
 )
 
 #: The environment variable naming a site's overlay folder (the CLI's `--knowledge DIR` sets it).

@@ -263,9 +263,28 @@ def _numbers(c: _Check, section: str) -> None:
             raise c.fail(c.table[section], f"{section}.{key}", f"must be a number, not {v!r}")
 
 
+def _temperature(c: _Check) -> None:
+    """LOINC codes named, and each unit spelling in exactly one scale: a spelling listed as both
+    Celsius and Fahrenheit would make 100 read as 100 °C or 37.8 °C depending on dictionary order."""
+    codes = c.need(c.table, "codes", "", lambda v: isinstance(v, dict) and v, "a table of LOINC codes")
+    for code in codes:
+        c.text(codes, code, "codes")
+    units = c.need(c.table, "units", "", lambda v: isinstance(v, dict), "a table of unit spellings")
+    seen: dict[str, str] = {}
+    for scale in ("celsius", "fahrenheit"):
+        spellings = c.need(units, scale, "units", lambda v: isinstance(v, list) and v, "a list of spellings")
+        for i, spelling in enumerate(spellings):
+            at = f"units.{scale}[{i}]"
+            if not isinstance(spelling, str) or not spelling.strip():
+                raise c.fail(units, at, f"must be a non-empty string, not {spelling!r}")
+            key = spelling.strip().casefold()
+            if seen.setdefault(key, scale) != scale:
+                raise c.fail(units, at, f"{spelling!r} is listed as {seen[key]} too")
+
+
 _SPECIFIC: dict[str, Callable[[_Check], None]] = {
     "profiles": _profiles, "criteria": _criteria, "severity": _severity, "alerts": _alerts, "drugs": _drugs,
-    "treatment": _treatment, "vocabulary": _vocabulary,
+    "treatment": _treatment, "vocabulary": _vocabulary, "temperature": _temperature,
     "infection": lambda c: _numbers(c, "febrile_neutropenia"),
     "timeline": lambda c: [_numbers(c, s) for s in c.table],  # type: ignore[func-returns-value]
 }

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..assess import assess
+from ..knowledge import load_table
 from ..model import ANALYTES, InputError, MedicationMatch
 from ..rules.causes import match_medications
 from ..units import loinc_codes_for
@@ -50,11 +51,15 @@ def cbc_loinc_codes() -> list[str]:
 
 def prefetch_templates() -> dict[str, str]:
     """Patient; CBC Observations by LOINC (newest first; the service keeps the lookback window);
-    active MedicationRequests; active Conditions. CDS Hooks 2.0 prefetch tokens only."""
+    body temperatures (vital signs, knowledge/temperature.toml: the highest on the day of the latest
+    draw counts for febrile neutropenia); active MedicationRequests; active Conditions. CDS Hooks 2.0
+    prefetch tokens only."""
     codes = ",".join(f"http://loinc.org|{c}" for c in cbc_loinc_codes())
+    temperatures = ",".join(f"http://loinc.org|{c}" for c in load_table("temperature")["codes"])
     return {
         "patient": "Patient/{{context.patientId}}",
         "cbc": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=200",
+        "temperatures": f"Observation?patient={{{{context.patientId}}}}&code={temperatures}&_sort=-date&_count=50",
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
         "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
     }
@@ -135,7 +140,7 @@ async def _hook_body(request: Request, service_id: str) -> dict[str, Any]:
 
 def _fetch_query(key: str, template: str, patient_id: str, cutoff: datetime) -> str:
     query = template.replace("{{context.patientId}}", patient_id)
-    if key == "cbc":  # the service can say what the 2.0 tokens cannot: the lookback window
+    if key in ("cbc", "temperatures"):  # the service can say what the 2.0 tokens cannot: the lookback window
         query += f"&date=ge{cutoff.date().isoformat()}"
     return query
 
@@ -192,7 +197,7 @@ def request_from_fhir(data: dict[str, Any], cutoff: datetime) -> dict[str, Any] 
     None when no blood count is left to assess."""
     from ..io import read_text, to_request
 
-    resources = [r for key in ("patient", "cbc", "medications", "conditions")
+    resources = [r for key in ("patient", "cbc", "temperatures", "medications", "conditions")
                  for r in _resources(data.get(key), f"prefetch.{key}")]
     result = read_text(_bundle(resources), "fhir", "prefetch")
     result.items = [i for i in result.items if i.observation.time is None or i.observation.time >= cutoff]

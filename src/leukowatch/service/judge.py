@@ -172,6 +172,7 @@ def _merge(into: ReadResult, result: ReadResult) -> None:
     into.items += result.items
     into.rejects += result.rejects
     into.patients += result.patients
+    into.temperatures += result.temperatures  # stored for the population screen, as `leukowatch ingest` does
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, batch: JudgedBatch, notifier: Notifier | None = None) -> list[NewItem]:
