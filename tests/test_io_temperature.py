@@ -237,3 +237,37 @@ def test_a_unit_spelled_as_both_scales_fails_validation() -> None:
     tables["temperature"]["units"]["fahrenheit"] = ["[degF]", "cel"]
     with pytest.raises(KnowledgeError, match="listed as celsius too"):
         validate_tables(tables, "knowledge", {})
+
+
+def test_a_stored_patient_is_judged_with_the_stored_same_day_temperature(tmp_path: Path) -> None:
+    from leukowatch.io.store import load_patient_request, open_store, write_result
+
+    con = open_store(tmp_path / "s.duckdb")
+    write_result(con, read_path(BUNDLE), str(BUNDLE), "sha-bundle", "fhir")
+    request = load_patient_request(con, "fn-1")
+    con.close()
+    assert request["temperature_c"] == pytest.approx(38.9)
+    assert any("stored from fever_neutropenia.fhir.json" in w for w in request["warnings"])
+    assert [al.level for al in assess(request).alerts if al.code == "febrile_neutropenia"] == ["critical"]
+
+
+def test_the_lab_feed_judges_a_result_message_with_its_temperature(tmp_path: Path) -> None:
+    from feed_helpers import exchange, feed_service, oru, read, wait_judged
+
+    def fever(when: str) -> str:
+        return f"OBX|3|NM|8310-5^Body temperature^LN||38.9|Cel|||||F|||{when}"
+
+    db = tmp_path / "store.duckdb"
+    febrile = oru("TX-1", patient="TX", when="202611050800", wbc=1.1, anc=0.3) + "\r" + fever("202611050730")
+    next_day = oru("TX-2", patient="TX", when="202611060800", wbc=1.1, anc=0.3)  # no temperature that day
+    with feed_service(db) as (_, app, port):
+        assert [a["code"] for a in exchange(port, [febrile])] == ["AA"]
+        wait_judged(app)
+        items = read(app, "SELECT code, level FROM worklist WHERE patient_id = 'TX'")
+        assert [a["code"] for a in exchange(port, [next_day])] == ["AA"]
+        wait_judged(app)
+        state = read(app, "SELECT alerts FROM feed_alert_state WHERE patient_id = 'TX'")
+        stored = read(app, "SELECT temperature_c FROM temperatures WHERE patient_id = 'TX'")
+    assert ("febrile_neutropenia", "critical") in items
+    assert "febrile_neutropenia" not in state[0][0]  # yesterday's fever is not carried to today's count
+    assert stored == [(38.9,)]

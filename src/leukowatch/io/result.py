@@ -398,25 +398,36 @@ def _utc_day(when: datetime) -> date:
 
 
 def use_draw_day_temperature(request: dict[str, Any], result: ReadResult) -> list[str]:
-    """Set the request's `temperature_c` to the highest temperature taken on the calendar day (UTC) of
-    the latest blood draw, as the population screen and `demo validate` pair them; return the notes
-    for the caller (which temperature, when; or why none was used). A request that carries its own
-    temperature keeps it. The notes quote values, so they go to the caller only, never to a log."""
-    from ..rules.infection import celsius  # the one way every text shows a temperature
-
+    """Set the request's `temperature_c` from the result's temperatures (`draw_day_temperature`) and
+    return the notes for the caller. A request that carries its own temperature keeps it."""
     if not result.temperatures or "temperature_c" in request or "temperature_f" in request:
         return []
     draws = [i.observation.time for i in result.items if i.observation.time is not None]
+    temperature_c, notes = draw_day_temperature(draws, result.temperatures)
+    if temperature_c is not None:
+        request["temperature_c"] = temperature_c
+    return notes
+
+
+def draw_day_temperature(draws: list[datetime], temperatures: list[Temperature]) -> tuple[float | None, list[str]]:
+    """The highest temperature taken on the calendar day (UTC) of the latest blood draw, as the
+    population screen and `demo validate` pair them (None when there is none), with the notes for the
+    caller: which temperature, when; or why none was used. The notes quote values, so they go to the
+    caller only, never to a log."""
+    from ..rules.infection import celsius  # the one way every text shows a temperature
+
+    if not temperatures:
+        return None, []
     if not draws:
-        return [f"{len(result.temperatures)} body temperature(s) given, but no blood draw has a time: not used"]
+        return None, [f"{len(temperatures)} body temperature(s) given, but no blood draw has a time: not used"]
     day = _utc_day(max(draws))
-    same_day = [t for t in result.temperatures if _utc_day(t.time) == day]
+    same_day = [t for t in temperatures if _utc_day(t.time) == day]
     if not same_day:
-        latest = max(result.temperatures, key=lambda t: t.time)
-        return [f"body temperature {celsius(latest.celsius)} taken {latest.time.isoformat()} is not from "
-                f"{day.isoformat()}, the day of the latest blood draw: not used"]
+        latest = max(temperatures, key=lambda t: t.time)
+        return None, [f"body temperature {celsius(latest.celsius)} taken {latest.time.isoformat()} is not from "
+                      f"{day.isoformat()}, the day of the latest blood draw: not used"]
     highest = max(same_day, key=lambda t: (t.celsius, t.time))
-    request["temperature_c"] = highest.celsius
     of = f"the highest of {len(same_day)} " if len(same_day) > 1 else ""
-    return [f"measured temperature used: {celsius(highest.celsius)} taken {highest.time.isoformat()} "
-            f"({highest.locator}), {of}on {day.isoformat()}, the day of the latest blood draw"]
+    return highest.celsius, [f"measured temperature used: {celsius(highest.celsius)} taken "
+                             f"{highest.time.isoformat()} ({highest.locator}), {of}on {day.isoformat()}, "
+                             "the day of the latest blood draw"]

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..assess import assess
 from ..io.hl7v2 import read_hl7
-from ..io.result import Item, ReadResult
+from ..io.result import Item, ReadResult, Temperature, draw_day_temperature
 from ..io.store import FUTURE_SKEW, load_patient_request, write_result_in_transaction
-from ..model import InputError, Patient, Request
+from ..model import InputError, Observation, Patient, Request
 from ..request import parse_request
 from .background import Background
 from .inbox import STORED
@@ -164,7 +164,20 @@ def _with_results(request: Request | None, result: ReadResult, pid: str, items: 
     new = [i.observation for i in items]
     keys = {(o.analyte, o.percent, o.time) for o in new}
     kept = [o for o in request.observations if (o.analyte, o.percent, o.time) not in keys]
-    return replace(request, observations=[*kept, *new])
+    observations = [*kept, *new]
+    temps = [t for t in result.temperatures if t.patient_id == pid]
+    return replace(request, observations=observations, temperature_c=_draw_day_temperature_c(request, observations, temps))
+
+
+def _draw_day_temperature_c(before: Request, observations: list[Observation], temps: list[Temperature]) -> float | None:
+    """Keeps the invariant of a judged request (as `load_patient_request` sets it): `temperature_c` is
+    the highest temperature of the UTC day of its latest draw. The one the request held counts while
+    the latest draw stays on its day; a draw on a later day drops it (yesterday's fever is not today's)."""
+    earlier = [o.time for o in before.observations if o.time is not None]
+    if before.temperature_c is not None and earlier:
+        temps = [*temps, Temperature(before.patient.id, max(earlier), before.temperature_c, "history")]
+    temperature_c, _ = draw_day_temperature([o.time for o in observations if o.time is not None], temps)
+    return temperature_c
 
 
 def _merge(into: ReadResult, result: ReadResult) -> None:
