@@ -1,5 +1,5 @@
-"""What every reader returns: accepted observations, the people and medicines around them, and
-every input record that did not become an observation, with the reason.
+"""What every reader returns: accepted observations, the people, medicines and measured body
+temperatures around them, and every input record that did not become an observation, with the reason.
 
 Readers do not convert units or validate values themselves: each builds the project's JSON
 observation dict and hands it to `Collector.offer`, which runs the same
