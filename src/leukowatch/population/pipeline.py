@@ -210,10 +210,10 @@ def persons_of(obs: ir.Table, person: frozenset[str]) -> ir.Table:
     status if any row has them (`person` names the columns the input has: the others are constants, not
     aggregates); `n_results` (accepted rows) lets the reconciliation add up without another pass.
 
-    From the rows, not from the draws: this hash table has one small entry per person, and carrying the
-    person's columns on every draw made the draws' table, one entry per draw, spill at 30M rows under a
-    2GB limit (measured: 6M draws spilled 1.6 GB and took 22 CPU s; with this extra scan the two took
-    11 CPU s, and the screen 45 -> 31 s on a loaded machine)."""
+    From the rows, not from the draws: this hash table has one small entry per person, while the person's
+    columns carried on every draw grew the draws' table, one entry per draw, which spills at 30M rows
+    under a 2GB limit (measured on a quiet machine: persons and draws 10.6 -> 9.8 CPU s, 1.64 -> 1.26 GB
+    spilled; the screen about 5% faster at 30M, the same at 3M and 10M)."""
     known = ibis.cases(*[(obs.sex == sex, rank) for rank, sex in enumerate(STATED_SEXES)], else_=ibis.null("int64"))
     held = {"sex": (_sex_of_rank(known.max()), ibis.literal("unknown")),
             "birth_date": (obs.birth_date.max(), ibis.null("date")),
