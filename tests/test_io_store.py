@@ -151,6 +151,15 @@ def test_store_dates_are_dates(tmp_path):
     con.close()
 
 
+def _rows(db, sql):
+    """The rows of one query on the store, opened read-only and closed again."""
+    con = open_store(db, read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def test_cli_ingest_rejects_future_dated_results(tmp_path, capsys):
     """A result dated beyond the clock skew is a reject with its reason, as in the service and the feed."""
     csv = tmp_path / "future.csv"
@@ -162,11 +171,7 @@ def test_cli_ingest_rejects_future_dated_results(tmp_path, capsys):
     assert main(["ingest", str(csv), "--db", str(db), "--rejects", str(rejects)]) == 0
     assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
     assert "future" in rejects.read_text().lower()
-    con = open_store(db, read_only=True)
-    try:
-        assert con.execute("SELECT count(*) FROM observations").fetchone()[0] == 1
-    finally:
-        con.close()
+    assert _rows(db, "SELECT count(*) FROM observations") == [(1,)]
 
 
 def test_an_undated_result_is_not_stored_in_a_history(tmp_path, capsys):
@@ -178,12 +183,8 @@ def test_an_undated_result_is_not_stored_in_a_history(tmp_path, capsys):
     db = tmp_path / "s.duckdb"
     assert main(["ingest", str(undated), str(dated), "--db", str(db)]) == 0
     assert "read 1 = accepted 0 + rejected 1" in capsys.readouterr().out
-    con = open_store(db, read_only=True)
-    try:
-        assert con.execute("SELECT value FROM observations").fetchall() == [(4.0,)]
-        assert "no observation time" in con.execute("SELECT reason FROM rejects").fetchone()[0]
-    finally:
-        con.close()
+    assert _rows(db, "SELECT value FROM observations") == [(4.0,)]
+    assert "no observation time" in _rows(db, "SELECT reason FROM rejects")[0][0]
 
 
 def test_a_result_dated_before_the_birth_date_is_not_stored(tmp_path, capsys):
@@ -196,8 +197,4 @@ def test_a_result_dated_before_the_birth_date_is_not_stored(tmp_path, capsys):
     assert main(["ingest", str(labs), "--db", str(db)]) == 0
     assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
     assert main(["history", "B1", "--db", str(db)]) == 0
-    con = open_store(db, read_only=True)
-    try:
-        assert "before the patient's birth date" in con.execute("SELECT reason FROM rejects").fetchone()[0]
-    finally:
-        con.close()
+    assert "before the patient's birth date" in _rows(db, "SELECT reason FROM rejects")[0][0]
