@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from conftest import cbc, request
@@ -643,3 +643,19 @@ def test_grade_and_severity_words_never_contradict_in_one_line() -> None:
 def test_a_child_with_neutropenia_is_told_the_count_is_usually_repeated(age: float, anc: float, shown: bool) -> None:
     a = assess(request("male", age, neutrophils=anc))
     assert any("three to four weeks later" in line for line in a.advice.contact_doctor) is shown
+
+
+def test_a_latest_result_dated_in_the_future_is_warned_about() -> None:
+    """A mistyped year (2099 for 2025) makes a result the latest one: the verdict reads it, so the caller is
+    told to check its date (a store refuses such a result outright); a result within the clock skew is not."""
+    from leukowatch.request import FUTURE_SKEW
+
+    def warnings_for(when: datetime) -> list[str]:
+        r = {"patient": {"sex": "female", "age_years": 40},
+             "observations": [{"analyte": "neutrophils", "value": 0.4, "unit": "10*9/L", "time": when.isoformat()}]}
+        return [w for w in assess(r).warnings if "in the future" in w]
+
+    now = datetime.now(UTC)
+    assert warnings_for(now + timedelta(days=365 * 70)), "a result 70 years ahead"
+    assert warnings_for(now + FUTURE_SKEW / 2) == []
+    assert warnings_for(now - timedelta(days=3)) == []

@@ -14,7 +14,7 @@ from . import vocabulary
 from .knowledge import Knowledge, active, derived, load_table, use
 from .model import Advice, Alert, Assessment, Chronicity, Count, MedicationMatch, Request
 from .narrative import DISCLAIMER, clinician_lines, patient_lines, verdict_line
-from .request import parse_request
+from .request import in_the_future, parse_request
 from .rules.alerts import make_alert
 from .rules.causes import (
     SymptomMatch,
@@ -77,6 +77,9 @@ def _patient_warnings(request: Request, profile: str, when: datetime | None) -> 
     warnings = []
     if request.patient.sex == "unknown":
         warnings.append(load_table("profiles")["warnings"]["sex_unknown"])
+    if when is not None and in_the_future(when):
+        warnings.append(f"the latest result is dated {when.isoformat()}, in the future: check its date (it is read "
+                        "as the latest result here; a store refuses it)")
     age = request.patient.age_at(when)
     if age is None:
         warnings.append(load_table("profiles")["warnings"]["age_unknown"])

@@ -41,9 +41,18 @@ _SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "
 #: The comparators a value may start with, longest first (the population screen reads them alike).
 COMPARATORS = ("<=", ">=", "<", ">")
 _PLAIN_NUMBERS = (float, int)  # exact types, checked first; bool, an int subclass, is refused
+#: How far after the time of reading a result may be dated (clocks of lab systems drift a little): the stores
+#: refuse a later one, `assess` warns about it (a mistyped year would otherwise be read as the latest result).
+FUTURE_SKEW = timedelta(minutes=5)
 #: "1,500" or "150,000": a comma before exactly three digits may group thousands (as the article writes
 #: "5,000-10,000/uL") or mark decimals (a European "1,500" = 1.5); never guessed. "0,500" can only be a decimal.
 _THOUSANDS_OR_DECIMAL = re.compile(r"[1-9]\d{0,2},\d{3}")
+
+
+def in_the_future(when: datetime, now: datetime | None = None) -> bool:
+    """`when` (naive: UTC) is later than now by more than FUTURE_SKEW."""
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware > (now or datetime.now(UTC)) + FUTURE_SKEW
 
 
 def parse_datetime(value: Any, field: str) -> datetime:
