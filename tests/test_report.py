@@ -90,3 +90,23 @@ def test_plot_png_and_headline_for_a_low_latest_count() -> None:
     page = render_html(h, assess(req))
     assert ("Your latest blood count shows neutropenia (low ANC), and it has been low for at least three "
             "months (chronic).") in page
+
+
+def test_pdf_writes_a_character_its_font_lacks_as_its_code_point(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A patient id in CJK ideographs printed blank (DejaVu Sans has no such glyphs): a wrong-patient risk on
+    paper. The PDF writes each missing character as its code point; the HTML keeps the characters."""
+    db = tmp_path / "lw.duckdb"
+    con = open_store(db)
+    try:
+        store_request(con, {**hc.clozapine(), "patient": {"id": "患者-7", "sex": "male", "age_years": 40}}, "cjk")
+    finally:
+        con.close()
+    out = tmp_path / "report.pdf"
+    assert main(["report", "患者-7", "--db", str(db), "-o", str(out)]) == 0
+    capsys.readouterr()
+    text = " ".join(p.extract_text() for p in PdfReader(str(out)).pages)
+    assert "[U+60A3][U+8005]-7" in text
+    html_out = tmp_path / "report.html"
+    assert main(["report", "患者-7", "--db", str(db), "-o", str(html_out)]) == 0
+    assert "患者-7" in html_out.read_text(encoding="utf-8")

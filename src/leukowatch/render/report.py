@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +231,21 @@ def _fonts() -> tuple[str, str]:
     return "DejaVuSans", "DejaVuSans-Bold"
 
 
+def _printable(font: str) -> Callable[[str], str]:
+    """A function that writes each character `font` has no glyph for as its code point ("[U+60A3]").
+
+    The PDF embeds DejaVu Sans, which has no CJK ideographs and no emoji: such a character printed blank,
+    so a patient id of three ideographs came out empty on paper, a wrong-patient risk. A code point is
+    unambiguous and survives printing; the HTML report shows the characters themselves."""
+    from reportlab.pdfbase import pdfmetrics
+
+    has = pdfmetrics.getFont(font).face.charToGlyph
+
+    def printable(text: str) -> str:
+        return "".join(c if c.isascii() or ord(c) in has else f"[U+{ord(c):04X}]" for c in text)
+    return printable
+
+
 def render_pdf(h: History, a: Assessment, png: bytes | None = None) -> bytes:
     """The report as an A4 PDF (reportlab platypus; long tables split across pages)."""
     from reportlab.lib import colors
@@ -248,6 +264,7 @@ def render_pdf(h: History, a: Assessment, png: bytes | None = None) -> bytes:
     from reportlab.platypus import TableStyle as TS
 
     regular, bold = _fonts()
+    printable = _printable(regular)  # the bold face covers the same characters
     base = ParagraphStyle("base", fontName=regular, fontSize=9.5, leading=12.5)
     styles: dict[str, Any] = {
         "h1": ParagraphStyle("h1", parent=base, fontName=bold, fontSize=16, leading=20, spaceAfter=2),
@@ -263,14 +280,14 @@ def render_pdf(h: History, a: Assessment, png: bytes | None = None) -> bytes:
     story: list[Any] = []
     for b in report_blocks(h, a, png):
         if b.kind in styles:
-            story.append(Paragraph(b.text, styles[b.kind]))
+            story.append(Paragraph(printable(b.text), styles[b.kind]))
             if b.kind == "lead":
                 story.append(Spacer(1, 4))
         elif b.kind == "ul":
-            story.append(ListFlowable([ListItem(Paragraph(i, styles["p"]), leftIndent=10) for i in b.items],
+            story.append(ListFlowable([ListItem(Paragraph(printable(i), styles["p"]), leftIndent=10) for i in b.items],
                                       bulletType="bullet", start="•", leftIndent=10, bulletFontName=regular))
         elif b.kind == "table":
-            data = [[Paragraph(html.escape(c), styles["cell"]) for c in r] for r in b.rows]
+            data = [[Paragraph(printable(html.escape(c)), styles["cell"]) for c in r] for r in b.rows]
             t = LongTable(data, repeatRows=1, hAlign="LEFT")
             t.setStyle(TS([("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#bbbbbb")),
                            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
@@ -282,7 +299,7 @@ def render_pdf(h: History, a: Assessment, png: bytes | None = None) -> bytes:
             img.drawWidth, img.drawHeight = width, img.imageHeight * scale
             story.append(img)
     buf = io.BytesIO()
-    who = h.patient.id or "patient"
+    who = printable(h.patient.id or "patient")
     doc = SimpleDocTemplate(buf, pagesize=A4, leftMargin=1.8 * cm, rightMargin=1.8 * cm, topMargin=1.5 * cm,
                             bottomMargin=1.5 * cm, title=f"leukowatch report {who}", author="leukowatch")
     doc.build(story)
