@@ -287,3 +287,16 @@ def test_bad_hook_body_names_the_field(base: str, signer: Signer) -> None:
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "context.patientId"
     unknown = httpx.post(f"{base}/cds-services/nope", json=body, headers={"Authorization": f"Bearer {signer.token(url)}"})
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize(("value", "problem"), [("garbage", "got str"), ([1, 2], "got list"),
+                                                ({"entry": []}, "no resourceType")])
+def test_a_malformed_prefetch_value_names_its_key(base: str, signer: Signer, value: Any, problem: str) -> None:
+    """A prefetch value is a FHIR resource, a Bundle or null (the EHR could not fetch it); anything else was read
+    as no data at all, so the service answered an empty card list for a neutropenic patient."""
+    url = f"{base}/cds-services/{PATIENT_VIEW}"
+    resp = call(base, PATIENT_VIEW, hook_body("patient-view", prefetch={**prefetch(0.4), "cbc": value}),
+                signer.token(url))
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["field"] == "prefetch.cbc" and problem in error["problem"]

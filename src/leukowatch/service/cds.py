@@ -155,9 +155,13 @@ async def gather(request: Request, body: dict[str, Any], cutoff: datetime) -> di
     patient_id = body["context"]["patientId"]
     out: dict[str, Any] = {}
     for key, template in prefetch_templates().items():
-        if isinstance(prefetch.get(key), dict):
-            out[key] = prefetch[key]
+        given = prefetch.get(key)
+        if isinstance(given, dict):
+            out[key] = given
             continue
+        if given is not None:  # null means "the EHR could not prefetch it" (CDS Hooks); anything else is wrong
+            raise ServiceError(422, f"prefetch.{key}", f"expected a FHIR resource, a Bundle or null, got "
+                                                       f"{type(given).__name__}")
         if server is None:
             if key in REQUIRED_KEYS:
                 raise ServiceError(412, f"prefetch.{key}", "not prefetched and no fhirServer to fetch it from")
@@ -185,7 +189,9 @@ def _resources(data: Any, field: str) -> list[dict[str, Any]]:
         if not isinstance(entries, list):
             raise ServiceError(422, f"{field}.entry", "expected a list of Bundle entries")
         return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
-    return [data] if "resourceType" in data else []
+    if "resourceType" not in data:  # not silently an empty record: the card would say nothing was found
+        raise ServiceError(422, field, "expected a FHIR resource or a Bundle (no resourceType)")
+    return [data]
 
 
 def _bundle(resources: list[dict[str, Any]]) -> str:
@@ -236,7 +242,7 @@ def _links(request: Request, base: str, patient_id: str) -> list[dict[str, str]]
 
 
 def _unreadable_card(exc: InputError, source: dict[str, str]) -> dict[str, Any]:
-    return card("leukowatch could not read this patient's blood count", "info",
+    return card("leukowatch could not read this patient's data", "info",
                 f"`{exc.field}`: {exc.problem}", source, [])
 
 
