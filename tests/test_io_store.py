@@ -12,7 +12,7 @@ import pytest
 
 from leukowatch.assess import assess
 from leukowatch.cli import main
-from leukowatch.io import read_path
+from leukowatch.io import read_path, read_text
 from leukowatch.io.store import (
     SCHEMA_VERSION,
     default_db_path,
@@ -110,7 +110,8 @@ def test_a_failure_mid_file_leaves_nothing(tmp_path):
     db = tmp_path / "s.duckdb"
     con = open_store(db)
     result = read_path(DATA / "io_labs.csv")
-    result.patients.append(Patient(id="H9", birth_date="not a date"))  # type: ignore[arg-type]
+    # a person with results (a person without any is never written) and a fact no column can hold
+    result.patients.append(Patient(id="H1", age_years="not a number"))  # type: ignore[arg-type]
     with pytest.raises((duckdb.Error, pyarrow.ArrowException)):  # fails while writing patients
         write_result(con, result, "labs.csv", "sha-x", "csv")
     for table in ("observations", "patients", "ingests", "rejects"):
@@ -198,3 +199,24 @@ def test_a_result_dated_before_the_birth_date_is_not_stored(tmp_path, capsys):
     assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
     assert main(["history", "B1", "--db", str(db)]) == 0
     assert "before the patient's birth date" in _rows(db, "SELECT reason FROM rejects")[0][0]
+
+
+def test_a_file_whose_every_result_is_refused_creates_no_patient(tmp_path):
+    """`ingest` and `POST /api/ingest` write through here: the patient list holds only people with a
+    stored result or temperature, never an empty row for a file the store refused."""
+    message = "\r".join([
+        "MSH|^~\\&|LAB|CITY|LW|WARD|202611050800||ORU^R01|R-1|P|2.5.1",
+        "PID|1||RF1^^^CITY^MR||DOE^ALEX||19700101|F",
+        "OBR|1|O-1|F-1|58410-2^CBC^LN",  # no OBR-7: the counts below have no time
+        "OBX|1|NM|751-8^ANC^LN||0.3|10*9/L|||||F",
+        "OBX|2|NM|8310-5^Body temperature^LN||38.9|Cel|||||F|||203011050800",  # years in the future
+    ])
+    con = open_store(tmp_path / "s.duckdb")
+    summary = write_result(con, read_text(message, "hl7", "r.hl7"), "r.hl7", "sha-r", "hl7", reject_future=True)
+    assert (summary.read, summary.accepted, summary.rejected, summary.stored) == (2, 0, 2, 0)
+    reasons = sorted(r.reason for r in summary.rejects)
+    assert reasons[0].startswith("body temperature dated 2030-11-05T08:00:00+00:00, in the future")
+    assert reasons[1].startswith("no observation time")
+    assert list_patients(con) == []
+    assert con.execute("SELECT count(*) FROM temperatures").fetchone() == (0,)
+    con.close()

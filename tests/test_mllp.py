@@ -22,7 +22,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from feed_helpers import FEED_STREAM, ack_fields, exchange, listener, oru, query, send_all, wait_port
+from feed_helpers import (
+    FEED_STREAM,
+    ack_fields,
+    exchange,
+    feed_service,
+    listener,
+    oru,
+    query,
+    send_all,
+    token,
+    wait_judged,
+    wait_port,
+)
 from hl7.mllp import open_hl7_connection
 
 
@@ -71,6 +83,30 @@ def test_a_message_with_only_undated_results_is_ae_not_stored(tmp_path: Path) ->
         (ack,) = exchange(port, [undated])
     assert ack["code"] == "AE" and ack["err"].startswith("ERR||OBX^1^14|101^")
     assert query(db, "SELECT count(*) FROM observations") == [(0,)]
+
+
+def test_a_message_whose_every_result_is_refused_creates_no_patient(tmp_path: Path) -> None:
+    """The patient list (`/api/patients`, the `/patients` page) holds people with something stored:
+    a message none of whose results the store keeps is AE and leaves no empty patient behind."""
+    db = tmp_path / "feed.duckdb"
+    auth = {"Authorization": f"Bearer {token(db)}"}
+    before_birth = oru("BIRTH-1", patient="BB", when="196501010800", anc=0.3)  # PID-7 is 1970-01-01
+    undated = "\r".join(line.rsplit("|", 1)[0] + "|" if line.startswith(("OBX", "OBR")) else line
+                        for line in oru("UNDATED-2", patient="UD").split("\r"))
+    unreadable = oru("BADVAL-1", patient="UR").replace("|6.0|", "|six|").replace("|3.5|", "|lots|")
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    fever_later = "\r".join([*oru("FUTURE-T", patient="FT").split("\r")[:3],
+                             f"OBX|1|NM|8310-5^Body temperature^LN||38.9|Cel|||||F|||{future:%Y%m%d%H%M}"])
+    with feed_service(db) as (base, app, port):
+        acks = exchange(port, [before_birth, undated, unreadable, fever_later, oru("GOOD-4", patient="OK")])
+        wait_judged(app)
+        patients = httpx.get(f"{base}/api/patients", headers=auth, timeout=30).json()
+    assert [a["code"] for a in acks] == ["AE", "AE", "AE", "AE", "AA"]
+    assert acks[0]["err"].startswith("ERR||OBX^1^14|102^") and "before the patient's birth date" in acks[0]["err"]
+    assert acks[3]["err"].startswith("ERR||OBX^1^14|102^") and "in the future" in acks[3]["err"]
+    assert [p["patient_id"] for p in patients] == ["OK"]
+    assert query(db, "SELECT DISTINCT patient_id FROM observations") == [("OK",)]
+    assert query(db, "SELECT count(*) FROM worklist WHERE patient_id <> 'OK'") == [(0,)]
 
 
 def test_resent_message_is_acked_aa_and_stored_once(tmp_path: Path) -> None:

@@ -186,3 +186,57 @@ def test_a_corrected_result_replaces_the_one_it_corrects(tmp_path: Path) -> None
     # the low count was corrected to a normal one, so the next low count is new again
     assert sorted(i["result_time"][:10] for i in items) == ["2026-11-05", "2026-11-12"]
     assert state and state[0][0] != "[]"
+
+
+def _temperature(control_id: str, patient: str, when: str, celsius: float) -> str:
+    """An ORU^R01 with one body temperature and no count, as a vital-signs system sends it."""
+    return "\r".join([
+        f"MSH|^~\\&|VITALS|WARDSYS|LEUKOWATCH|WARD|{when}||ORU^R01^ORU_R01|{control_id}|P|2.5.1",
+        f"PID|1||{patient}^^^CITYLAB^MR||DOE^ALEX||19700101|F",
+        f"OBR|1|V-{control_id}|V-{control_id}|8716-3^Vital signs^LN|||{when}",
+        f"OBX|1|NM|8310-5^Body temperature^LN||{celsius}|Cel|||||F|||{when}",
+    ])
+
+
+def _febrile(app: Any, patient: str) -> list[tuple]:
+    return read(app, "SELECT level, result_time FROM worklist WHERE patient_id = ? AND code = 'febrile_neutropenia'",
+                [patient])
+
+
+def test_a_temperature_sent_after_the_counts_rejudges_their_draw(tmp_path: Path) -> None:
+    """Vitals come from another system, minutes after the counts: the stored draw of that day is
+    judged again with the temperature, once; another day's or a normal temperature raises nothing."""
+    db = tmp_path / "store.duckdb"
+    counts = {p: oru(f"{p}-1", patient=p, when="202611050800", wbc=1.1, anc=0.3) for p in ("FT", "FD", "FN")}
+    with feed_service(db) as (_, app, port):  # the counts are judged, then the service stops
+        assert [a["code"] for a in exchange(port, list(counts.values()))] == ["AA"] * 3
+        wait_judged(app)
+    with feed_service(db) as (_, app, port):  # so the judge reads the draw from the store, not its memory
+        acks = exchange(port, [_temperature("FT-T1", "FT", "202611050840", 38.9),
+                               _temperature("FD-T1", "FD", "202611060840", 38.9),  # the day after the draw
+                               _temperature("FN-T1", "FN", "202611050840", 37.2)])  # no fever
+        wait_judged(app)
+        first = _febrile(app, "FT")
+        # a second fever that day, the counts again (other content: a new message) and the first
+        # temperature resent add nothing: the draw already has the item
+        acks += exchange(port, [_temperature("FT-T2", "FT", "202611051200", 39.4),
+                                counts["FT"].replace("FT-1", "FT-1B"), _temperature("FT-T1", "FT", "202611050840", 38.9)])
+        wait_judged(app)
+        items = read(app, "SELECT patient_id, code, level FROM worklist ORDER BY item_id")
+        stored = read(app, "SELECT patient_id, temperature_c FROM temperatures ORDER BY patient_id, time")
+    assert [a["code"] for a in acks] == ["AA"] * 6 and not any("err" in a for a in acks)
+    assert [(level, when.isoformat()[:16]) for level, when in first] == [("critical", "2026-11-05T08:00")]
+    assert [i for i in items if i[1] == "febrile_neutropenia"] == [("FT", "febrile_neutropenia", "critical")]
+    assert stored == [("FD", 38.9), ("FN", 37.2), ("FT", 38.9), ("FT", 39.4)]
+
+
+def test_a_temperature_sent_before_the_counts_counts_for_their_draw(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    with feed_service(db) as (_, app, port):
+        acks = exchange(port, [_temperature("FB-T1", "FB", "202611050730", 38.9)])
+        wait_judged(app)  # judged alone: no count to judge it with yet
+        acks += exchange(port, [oru("FB-1", patient="FB", when="202611050800", wbc=1.1, anc=0.3)])
+        wait_judged(app)
+        febrile = _febrile(app, "FB")
+    assert [a["code"] for a in acks] == ["AA", "AA"]
+    assert [level for level, _ in febrile] == ["critical"]

@@ -393,7 +393,8 @@ def to_request(result: ReadResult, patient_id: str | None = None) -> dict[str, A
     return request
 
 
-def _utc_day(when: datetime) -> date:
+def utc_day(when: datetime) -> date:
+    """The calendar day (UTC) of a time, as draws and temperatures are paired (a naive time is UTC)."""
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).date()
 
 
@@ -420,8 +421,8 @@ def draw_day_temperature(draws: list[datetime], temperatures: list[Temperature])
         return None, []
     if not draws:
         return None, [f"{len(temperatures)} body temperature(s) given, but no blood draw has a time: not used"]
-    day = _utc_day(max(draws))
-    same_day = [t for t in temperatures if _utc_day(t.time) == day]
+    day = utc_day(max(draws))
+    same_day = [t for t in temperatures if utc_day(t.time) == day]
     if not same_day:
         latest = max(temperatures, key=lambda t: t.time)
         return None, [f"body temperature {celsius(latest.celsius)} taken {latest.time.isoformat()} is not from "

@@ -50,7 +50,7 @@ import duckdb
 from ..model import InputError, Observation
 
 if TYPE_CHECKING:
-    from .result import ReadResult
+    from .result import ReadResult, Reject, Temperature
 
 # ---------------------------------------------------------------------------------------------
 # Location
@@ -351,33 +351,27 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     now = datetime.now(UTC)
     ingest_id = hashlib.sha256(f"{sha256}\x1f{now.isoformat()}".encode()).hexdigest()[:16]
     rejects = list(result.rejects)
-    born = {p.id: p.birth_date for p in result.patients if p.id and p.birth_date}
+    born = birth_dates(result)
+    limit = now if reject_future else None
     keep: list[tuple[Observation, str, str | None, int | None, str | None]] = []
     for item in result.items:
-        if not item.observation.patient_id:
-            rejects.append(Reject(item.locator, "no patient identifier: cannot store it in a history",
-                                  "", "invalid"))
+        o = item.observation
+        reason = store_refusal(o.patient_id, o.time, born.get(o.patient_id or ""), limit)
+        if reason is not None:
+            rejects.append(Reject(item.locator, reason, "", "invalid"))
             continue
-        when = item.observation.time
-        if when is None:
-            rejects.append(Reject(item.locator, "no observation time: cannot place it in a history", "", "invalid"))
-            continue
-        birth = born.get(item.observation.patient_id)
-        if birth is not None and when.date() < birth:  # the history's assessment would refuse the whole patient
-            rejects.append(Reject(item.locator, f"dated {when.date().isoformat()}, before the patient's birth date "
-                                                f"{birth.isoformat()}", "", "invalid"))
-            continue
-        if reject_future and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
-            rejects.append(Reject(item.locator, f"dated {when.isoformat()}, in the future beyond the allowed "
-                                                f"clock skew of {int(FUTURE_SKEW.total_seconds())} s", "", "invalid"))
-            continue
-        keep.append((item.observation, item.source_key, item.source_id, item.line, item.status))
+        keep.append((o, item.source_key, item.source_id, item.line, item.status))
     accepted = len(keep)
+    temperatures, unusable = _storable_temperatures(result, born, limit)
+    rejects += unusable  # read by the reader as facts, not records: each refused one counted as one read here
     before = _count(con, "observations")
-    upserted = {p.id for p in result.patients if p.id}
-    _upsert_patients(con, [p for p in result.patients if p.id], file)
+    # A person is created (or their facts updated) only with something stored for them: a message whose
+    # every result was refused leaves no empty patient in the store's list.
+    owners = {str(o.patient_id) for o, *_ in keep} | {str(t.patient_id) for t in temperatures}
+    upserted = {p.id for p in result.patients if p.id in owners}
+    _upsert_patients(con, [p for p in result.patients if p.id in owners], file)
     _bulk_insert(con, "patients", ["patient_id", "source"],  # people named only by their results
-                 [[pid, file] for pid in dict.fromkeys(o.patient_id for o, *_ in keep) if pid not in upserted])
+                 [[pid, file] for pid in sorted(owners - upserted)])
     _bulk_insert(con, "observations", _OBSERVATION_COLUMNS,
                  [[observation_id(o, key), o.patient_id, o.time, o.analyte, o.value, o.unit, o.percent,
                    o.comparator, o.reference_range.low if o.reference_range else None,
@@ -390,18 +384,57 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     _insert_new(con, "chemotherapy", ["patient_id", "dose_date", "regimen"],
                 [list(dose) for dose in _chemotherapy_doses(result)], file)
     _insert_new(con, "conditions", ["patient_id", "name"], [list(c) for c in result.conditions], file)
-    unowned = [t for t in result.temperatures if not t.patient_id]
-    rejects += [Reject(t.locator, "body temperature without a patient identifier: cannot store it", "", "invalid")
-                for t in unowned]  # read by the reader as a fact, not a record: counted as one read here
     _insert_new(con, "temperatures", ["patient_id", "time", "temperature_c"],
-                [[t.patient_id, t.time, t.celsius] for t in result.temperatures if t.patient_id], file)
+                [[t.patient_id, t.time, t.celsius] for t in temperatures], file)
     con.execute("INSERT INTO ingests VALUES (?,?,?,?,?,?,?,?)",
-                [ingest_id, file, sha256, fmt, result.read + len(unowned), accepted, len(rejects), now])
+                [ingest_id, file, sha256, fmt, result.read + len(unusable), accepted, len(rejects), now])
     if rejects:
         con.executemany("INSERT INTO rejects VALUES (?,?,?,?,?)",
                         [[ingest_id, file, r.locator, r.reason, r.raw[:2000]] for r in rejects])
-    return IngestSummary(file, ingest_id, fmt, result.read + len(unowned), accepted, len(rejects), stored,
+    return IngestSummary(file, ingest_id, fmt, result.read + len(unusable), accepted, len(rejects), stored,
                          rejects=tuple(rejects))
+
+
+def birth_dates(result: ReadResult) -> dict[str, date]:
+    """The birth date each person of a read result gives (people without one left out)."""
+    return {p.id: p.birth_date for p in result.patients if p.id and p.birth_date}
+
+
+def store_refusal(patient_id: str | None, when: datetime | None, birth: date | None,
+                  now: datetime | None) -> str | None:
+    """Why the store will not keep a result or temperature (None: it keeps it). One rule for the
+    store, the lab feed's ACK and its judge, so what is acknowledged and judged is what is stored: it
+    must belong to someone, have happened at a known time, not before the person's birth (the
+    history's assessment would refuse the whole person) and, when `now` is given, not beyond
+    `FUTURE_SKEW` after it (a wrong clock or a forgery would sort after every real result)."""
+    if not patient_id:
+        return "no patient identifier: cannot store it in a history"
+    if when is None:
+        return "no observation time: cannot place it in a history"
+    if birth is not None and when.date() < birth:
+        return f"dated {when.date().isoformat()}, before the patient's birth date {birth.isoformat()}"
+    if now is not None and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
+        return (f"dated {when.isoformat()}, in the future beyond the allowed clock skew of "
+                f"{int(FUTURE_SKEW.total_seconds())} s")
+    return None
+
+
+def _storable_temperatures(result: ReadResult, born: dict[str, date],
+                           now: datetime | None) -> tuple[list[Temperature], list[Reject]]:
+    """The result's temperatures the store keeps (by `store_refusal`), and a reject for each other."""
+    from .result import Reject
+
+    kept: list[Temperature] = []
+    refused: list[Reject] = []
+    for t in result.temperatures:
+        if not t.patient_id:
+            refused.append(Reject(t.locator, "body temperature without a patient identifier: cannot store it", "",
+                                  "invalid"))
+        elif (problem := store_refusal(t.patient_id, t.time, born.get(t.patient_id), now)) is not None:
+            refused.append(Reject(t.locator, f"body temperature {problem}", "", "invalid"))
+        else:
+            kept.append(t)
+    return kept, refused
 
 
 _OBSERVATION_COLUMNS = ["obs_id", "patient_id", "time", "analyte", "value", "unit", "percent", "comparator",
@@ -651,13 +684,20 @@ def _stored_temperature(con: duckdb.DuckDBPyConnection, patient_id: str, draws: 
                         request: dict[str, Any]) -> None:
     """The stored patient's `temperature_c`: the highest stored temperature of the day of the latest
     draw, by the rule `assess FILE` uses (`io.result.draw_day_temperature`), with its note in `warnings`."""
-    from .result import Temperature, draw_day_temperature
+    from .result import draw_day_temperature
 
-    rows = con.execute("SELECT time, temperature_c, source FROM temperatures WHERE patient_id = ? ORDER BY time",
-                       [patient_id]).fetchall()
-    temps = [Temperature(patient_id, t, c, f"stored from {Path(src).name}" if src else "stored") for t, c, src in rows]
-    temperature_c, notes = draw_day_temperature(draws, temps)
+    temperature_c, notes = draw_day_temperature(draws, stored_temperatures(con, patient_id))
     if temperature_c is not None:
         request["temperature_c"] = temperature_c
     if notes:
         request["warnings"] = notes
+
+
+def stored_temperatures(con: duckdb.DuckDBPyConnection, patient_id: str) -> list[Temperature]:
+    """The person's stored body temperatures, oldest first (the lab feed's judge keeps them in memory
+    with the history, so a temperature that arrives after the counts re-judges their draw)."""
+    from .result import Temperature
+
+    rows = con.execute("SELECT time, temperature_c, source FROM temperatures WHERE patient_id = ? ORDER BY time",
+                       [patient_id]).fetchall()
+    return [Temperature(patient_id, t, c, f"stored from {Path(src).name}" if src else "stored") for t, c, src in rows]

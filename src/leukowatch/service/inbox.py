@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..io.hl7v2 import read_hl7, strip_framing
-from ..io.store import FUTURE_SKEW, StoreBusy, inbox_key
+from ..io.store import StoreBusy, birth_dates, inbox_key, store_refusal
 from ..model import InputError
 from .ack import AckError, Header, read_header
 from .background import Background
@@ -95,8 +95,10 @@ def _located(locator: str, problem: str, code: tuple[str, str]) -> AckError:
     return _error(code, m["seg"], int(m["field"] or 0), f"{locator}: {problem}", int(m["seq"] or 1))
 
 
-def classify(raw: str, received_at: datetime | None = None, max_future: Any = FUTURE_SKEW) -> Arrival:
-    """Read one message (the text of one MLLP block) and decide its acknowledgement."""
+def classify(raw: str, received_at: datetime | None = None) -> Arrival:
+    """Read one message (the text of one MLLP block) and decide its acknowledgement: AA when the
+    store will keep at least one of its results or body temperatures (`io.store.store_refusal`, the
+    store's own rule), so an AA'd message always adds something to the person's history."""
     text = strip_framing(raw).strip("\r")
     received = received_at or datetime.now(UTC)
     header = read_header(text)
@@ -128,17 +130,16 @@ def classify(raw: str, received_at: datetime | None = None, max_future: Any = FU
     patient = next((p.id for p in result.patients if p.id), None)
     if patient is None:
         return answer("AE", _error(_REQUIRED_MISSING, "PID", 3, "PID-3: no patient identifier"))
-    limit = received + max_future
-    usable = [i for i in result.items if i.observation.patient_id
-              and i.observation.time is not None and i.observation.time <= limit]
-    if usable:
+    born = birth_dates(result)
+    named = [(i.locator, i.observation.patient_id, i.observation.time) for i in result.items if i.observation.patient_id]
+    named += [(t.locator, t.patient_id, t.time) for t in result.temperatures if t.patient_id]
+    refusals = [(locator, when, store_refusal(pid, when, born.get(pid or ""), received)) for locator, pid, when in named]
+    if any(reason is None for *_, reason in refusals):  # a temperature alone is enough: it re-judges the draw
         return answer("AA", None, patient, result)
-    named = [i for i in result.items if i.observation.patient_id]
-    if named:  # every readable result is undated or dated in the future: none can join a history
-        undated = named[0].observation.time is None
-        return answer("AE", _located(f"{named[0].locator}-14", "no observation time (OBX-14 or OBR-7)" if undated
-                                     else "result dated in the future", _REQUIRED_MISSING if undated else _DATA_TYPE),
-                      patient)
+    if refusals:  # every readable result is undated, dated in the future or before birth: none can join a history
+        locator, when, reason = refusals[0]
+        return answer("AE", _located(f"{locator}-14", "no observation time (OBX-14 or OBR-7)" if when is None
+                                     else str(reason), _REQUIRED_MISSING if when is None else _DATA_TYPE), patient)
     rejects = [r for r in result.rejects if r.kind == "invalid"] or list(result.rejects)
     if not rejects:
         return answer("AE", _error(_SEGMENT_SEQUENCE, "OBX", 0, "no OBX result segment"), patient)

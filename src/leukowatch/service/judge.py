@@ -22,13 +22,19 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..assess import assess
 from ..io.hl7v2 import read_hl7
-from ..io.result import Item, ReadResult, Temperature, draw_day_temperature
-from ..io.store import FUTURE_SKEW, load_patient_request, write_result_in_transaction
-from ..model import InputError, Observation, Patient, Request
+from ..io.result import Item, ReadResult, Temperature, draw_day_temperature, utc_day
+from ..io.store import (
+    birth_dates,
+    load_patient_request,
+    store_refusal,
+    stored_temperatures,
+    write_result_in_transaction,
+)
+from ..model import InputError, Patient, Request
 from ..request import parse_request
 from .background import Background
 from .inbox import STORED
@@ -85,9 +91,14 @@ class JudgedBatch:
     histories: dict[str, History] = field(default_factory=dict)
 
 
-#: A person's history as the judge holds it: the parsed request (None before any result) and the
-#: alert set. Parsed once: each new message adds its already parsed observations to it.
-History = tuple[Request | None, set[tuple[str, str]]]
+class History(NamedTuple):
+    """A person's history as the judge holds it: the parsed request (None before any result), the
+    alert set, and the body temperatures that can still count (those from the day of the latest draw
+    on: a draw only moves later). Parsed once: each new message adds its parsed results to it."""
+
+    request: Request | None
+    alerts: set[tuple[str, str]]
+    temperatures: list[Temperature]
 
 
 def _alert_keys(alerts: list[Any]) -> dict[tuple[str, str], str]:
@@ -95,24 +106,30 @@ def _alert_keys(alerts: list[Any]) -> dict[tuple[str, str], str]:
 
 
 def _history(con: duckdb.DuckDBPyConnection, patient_id: str) -> History:
-    """The person's stored history (None when there is none) and their alert set at the latest
-    judged result; for a person known only from files (no feed message yet), the alert set of the
-    stored history's assessment."""
+    """The person's stored history (None when there is none), their alert set at the latest judged
+    result (for a person known only from files, no feed message yet: the alert set of the stored
+    history's assessment) and their stored temperatures."""
     try:
         request: Request | None = parse_request(load_patient_request(con, patient_id))
     except InputError:  # no stored results yet
         request = None
+    temperatures = _still_counting(request, stored_temperatures(con, patient_id))
     row = con.execute("SELECT alerts FROM feed_alert_state WHERE patient_id = ?", [patient_id]).fetchone()
     if row is not None:
-        return request, {(c, lv) for c, lv in json.loads(row[0])}
-    return request, (set(_alert_keys(assess(request).alerts)) if request else set())
+        return History(request, {(c, lv) for c, lv in json.loads(row[0])}, temperatures)
+    return History(request, set(_alert_keys(assess(request).alerts)) if request else set(), temperatures)
 
 
-def _storable(items: list[Item], received_at: datetime) -> list[Item]:
-    """The results the store will keep: with a patient and a time, not dated beyond the clock-skew allowance."""
-    limit = received_at + FUTURE_SKEW
-    return [i for i in items if i.observation.patient_id and i.observation.time is not None
-            and i.observation.time <= limit]
+def _storable(result: ReadResult, received_at: datetime) -> tuple[list[Item], list[Temperature]]:
+    """The results and temperatures the store will keep (`io.store.store_refusal`, the store's own
+    rule), so the judge never judges what the store refuses."""
+    born = birth_dates(result)
+
+    def kept(patient_id: str | None, when: datetime | None) -> bool:
+        return store_refusal(patient_id, when, born.get(patient_id or ""), received_at) is None
+
+    return ([i for i in result.items if kept(i.observation.patient_id, i.observation.time)],
+            [t for t in result.temperatures if kept(t.patient_id, t.time)])
 
 
 def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], known: dict[str, History] | None = None,
@@ -136,48 +153,65 @@ def judge_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], know
             batch.errors.append((inbox_id, f"{err.field}: {err.problem}"))
             continue
         _merge(batch.result, result)
-        storable = _storable(result.items, received_at)
-        for pid in dict.fromkeys(i.observation.patient_id for i in storable):
+        items, temperatures = _storable(result, received_at)
+        people = [i.observation.patient_id for i in items] + [t.patient_id for t in temperatures]
+        for pid in dict.fromkeys(str(p) for p in people):
             if pid not in histories:
                 histories[pid] = known[pid] if known and pid in known else _history(con, pid)
-            request, before = histories[pid]
-            mine = [i for i in storable if i.observation.patient_id == pid]
-            request = _with_results(request, result, pid, mine)
+            history = histories[pid]
+            mine = [i for i in items if i.observation.patient_id == pid]
+            temps = _still_counting(history.request, [*history.temperatures,
+                                                      *(t for t in temperatures if t.patient_id == pid)])
+            request = _with_results(history.request, result, pid, mine, temps)
+            if request is None:  # a temperature before any count: kept for the draw it may belong to
+                histories[pid] = History(None, history.alerts, temps)
+                continue
             current = _alert_keys(assess(request).alerts)
-            times = [i.observation.time for i in mine if i.observation.time]
+            result_time = _result_time(request, mine)
             for (code, level), message in current.items():
-                if (code, level) not in before and level in WORKLIST_LEVELS:
-                    batch.items.append((pid, code, level, message, max(times) if times else None, received_at,
-                                        inbox_id))
-            histories[pid] = (request, set(current))
+                if (code, level) not in history.alerts and level in WORKLIST_LEVELS:
+                    batch.items.append((pid, code, level, message, result_time, received_at, inbox_id))
+            histories[pid] = History(request, set(current), _still_counting(request, temps))
             batch.states[pid] = (sorted([c, lv] for c, lv in current), inbox_id)
     return batch
 
 
-def _with_results(request: Request | None, result: ReadResult, pid: str, items: list[Item]) -> Request:
-    """The person's request with this message's results added as the newest observations.
+def _with_results(request: Request | None, result: ReadResult, pid: str, items: list[Item],
+                  temperatures: list[Temperature]) -> Request | None:
+    """The person's request with this message's results added as the newest observations, and its
+    `temperature_c` the highest temperature of the UTC day of its latest draw (as `load_patient_request`
+    sets it; yesterday's fever is not today's). None for a person with no result yet.
 
-    A new result for the same analyte and draw time as a stored one replaces it (a corrected or
-    repeated result), as `load_patient_request` lets the latest ingest win among equals."""
+    A message with temperatures only re-judges the latest draw: same observations, its day's
+    temperature now known. A new result for the same analyte and draw time as a stored one replaces
+    it (a corrected or repeated result), as `load_patient_request` lets the latest ingest win among equals."""
     if request is None:
+        if not items:
+            return None
         request = Request(patient=next((p for p in result.patients if p.id == pid), Patient(id=pid)))
     new = [i.observation for i in items]
     keys = {(o.analyte, o.percent, o.time) for o in new}
-    kept = [o for o in request.observations if (o.analyte, o.percent, o.time) not in keys]
-    observations = [*kept, *new]
-    temps = [t for t in result.temperatures if t.patient_id == pid]
-    return replace(request, observations=observations, temperature_c=_draw_day_temperature_c(request, observations, temps))
+    observations = [*(o for o in request.observations if (o.analyte, o.percent, o.time) not in keys), *new]
+    temperature_c, _ = draw_day_temperature([o.time for o in observations if o.time is not None], temperatures)
+    return replace(request, observations=observations, temperature_c=temperature_c)
 
 
-def _draw_day_temperature_c(before: Request, observations: list[Observation], temps: list[Temperature]) -> float | None:
-    """Keeps the invariant of a judged request (as `load_patient_request` sets it): `temperature_c` is
-    the highest temperature of the UTC day of its latest draw. The one the request held counts while
-    the latest draw stays on its day; a draw on a later day drops it (yesterday's fever is not today's)."""
-    earlier = [o.time for o in before.observations if o.time is not None]
-    if before.temperature_c is not None and earlier:
-        temps = [*temps, Temperature(before.patient.id, max(earlier), before.temperature_c, "history")]
-    temperature_c, _ = draw_day_temperature([o.time for o in observations if o.time is not None], temps)
-    return temperature_c
+def _still_counting(request: Request | None, temperatures: list[Temperature]) -> list[Temperature]:
+    """The temperatures that may still be paired with a draw: those from the day of the latest draw
+    on (a later draw only moves that day forward), so the judge's memory of a person stays small."""
+    draws = [o.time for o in request.observations if o.time is not None] if request is not None else []
+    if not draws:
+        return temperatures
+    day = utc_day(max(draws))
+    return [t for t in temperatures if utc_day(t.time) >= day]
+
+
+def _result_time(request: Request, items: list[Item]) -> datetime | None:
+    """The time of the result an item is about: the message's latest result, or for a message of
+    temperatures only, the latest draw it re-judged."""
+    times = [i.observation.time for i in items if i.observation.time] or \
+        [o.time for o in request.observations if o.time is not None]
+    return max(times) if times else None
 
 
 def _merge(into: ReadResult, result: ReadResult) -> None:
