@@ -109,6 +109,25 @@ def test_a_message_whose_every_result_is_refused_creates_no_patient(tmp_path: Pa
     assert query(db, "SELECT count(*) FROM worklist WHERE patient_id <> 'OK'") == [(0,)]
 
 
+def test_an_accepted_message_warns_of_each_result_it_does_not_store(tmp_path: Path) -> None:
+    """AA with ERR severity W (v2.5+) for an unreadable and an undated OBX beside a good one: the
+    sender learns which results were not stored; v2.3 has no severity, so its AA carries no ERR."""
+    db = tmp_path / "feed.duckdb"
+    lines = oru("PART-1", patient="PW", anc=0.3).replace("|6.0|", "|six|").split("\r")
+    partly = "\r".join([*lines, "OBX|3|NM|26464-8^WBC^LN||5.0|10*9/L|||||F"])  # neither OBX-14 nor OBR-7...
+    partly = partly.replace("58410-2^CBC^LN|||202611010800", "58410-2^CBC^LN|||")  # ...so only OBX 2 is dated
+    old = oru("PART-2", patient="PW", version="2.3").replace("|6.0|", "|six|")
+    with listener(db) as (_, port):
+        warned, plain = asyncio.run(send_all(port, [partly, old]))
+    assert str(warned.segment("MSA")) == "MSA|AA|PART-1"  # no MSA-3: an engine that shows it takes it for an error
+    errs = [str(e) for e in warned.segments("ERR")]
+    assert len(errs) == 2 and all(e.split("|")[4] == "W" for e in errs)
+    assert errs[0].startswith("ERR||OBX^3^14|101^") and "no observation time" in errs[0]
+    assert errs[1].startswith("ERR||OBX^1^5|102^") and "not stored" in errs[1] and "six" in errs[1]
+    assert str(plain.segment("MSA")(1)) == "AA" and not [s for s in plain if str(s(0)) == "ERR"]
+    assert query(db, "SELECT analyte, value FROM observations ORDER BY value") == [("neutrophils", 0.3), ("neutrophils", 3.5)]
+
+
 def test_resent_message_is_acked_aa_and_stored_once(tmp_path: Path) -> None:
     db = tmp_path / "feed.duckdb"
     message = oru("DUP-1", patient="P9", anc=0.3)

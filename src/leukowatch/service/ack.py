@@ -6,7 +6,9 @@ The ACK follows HL7 v2 chapter 2: its MSH swaps sender and receiver, keeps the m
 separators, processing id and version; MSA-2 is always the message's MSH-10. Original mode answers
 AA/AE/AR; enhanced mode (MSH-15 or MSH-16 valued) answers the accept acknowledgement CA/CE/CR when
 MSH-15 asks for one, else the application acknowledgement when MSH-16 asks for one, else nothing.
-An error names its place in an ERR segment (ERR-1 for v2.3/2.4, ERR-2..4 and ERR-8 from v2.5).
+An error names its place in an ERR segment (ERR-1 for v2.3/2.4, ERR-2..4 and ERR-8 from v2.5). From
+v2.5 an AA also carries an ERR of severity W (warning) for each result of the message that will not be
+stored, so the sender learns of it; v2.3/2.4 have no severity, and an ERR there would read as an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -134,8 +137,11 @@ def new_control_id() -> str:
     return f"{_ID_PREFIX}{next(_ids)}"
 
 
-def build_ack(header: Header, code: str, error: AckError | None = None, now: datetime | None = None) -> str:
+def build_ack(header: Header, code: str, error: AckError | None = None, now: datetime | None = None,
+              warnings: Sequence[AckError] = ()) -> str:
     """The ACK for a message with `header`; `code` is the MSA-1 to send (AA/AE/AR/CA/CE/CR).
+    `warnings` (results of an accepted message that are not stored) go out only with an AA of v2.5
+    or later, as ERR segments of severity W after the MSA.
 
     Segments are separated by CR, as MLLP peers expect; the caller frames it.
     """
@@ -149,14 +155,22 @@ def build_ack(header: Header, code: str, error: AckError | None = None, now: dat
     text = _escape(error.message, header) if error else ""
     segments = [msh, f.join(["MSA", code, header.control_id, text] if text else ["MSA", code, header.control_id])]
     if error is not None:
-        location = c.join([error.segment, str(error.sequence), str(error.field) if error.field else ""])
-        code_cwe = c.join([error.code, _escape(error.code_text, header), "HL70357"])
-        if _version_tuple(version) >= (2, 5):
-            severity = "E" if code in ("AE", "CE", "AR", "CR") else "W"
-            segments.append(f.join(["ERR", "", location, code_cwe, severity, "", "", "", text]))
-        else:
-            sub = header.encoding[3:4] or "&"
-            eld = c.join([error.segment, str(error.sequence), str(error.field) if error.field else "",
-                          sub.join([error.code, _escape(error.code_text, header), "HL70357"])])
-            segments.append(f.join(["ERR", eld]))
+        segments.append(_err(error, header, version, "E" if code in ("AE", "CE", "AR", "CR") else "W"))
+    if code == "AA" and _version_tuple(version) >= (2, 5):
+        segments += [_err(w, header, version, "W") for w in warnings]
     return "\r".join(segments) + "\r"
+
+
+def _err(error: AckError, header: Header, version: str, severity: str) -> str:
+    """One ERR segment: ERR-2 location, ERR-3 code, ERR-4 severity and ERR-8 text from v2.5; ERR-1
+    (location and code, no severity) before."""
+    f, c = header.field_sep, header.component_sep
+    text = _escape(error.message, header)
+    field = str(error.field) if error.field else ""
+    if _version_tuple(version) >= (2, 5):
+        location = c.join([error.segment, str(error.sequence), field])
+        code_cwe = c.join([error.code, _escape(error.code_text, header), "HL70357"])
+        return f.join(["ERR", "", location, code_cwe, severity, "", "", "", text])
+    sub = header.encoding[3:4] or "&"
+    return f.join(["ERR", c.join([error.segment, str(error.sequence), field,
+                                  sub.join([error.code, _escape(error.code_text, header), "HL70357"])])])

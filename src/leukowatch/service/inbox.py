@@ -38,7 +38,7 @@ from .background import Background
 if TYPE_CHECKING:
     import duckdb
 
-    from ..io.result import ReadResult
+    from ..io.result import ReadResult, Reject
     from .writer import StoreWriter
 
 log = logging.getLogger("leukowatch.feed")
@@ -66,7 +66,8 @@ _INTERNAL = ("207", "Application internal error")
 
 @dataclass(frozen=True)
 class Arrival:
-    """One received message and what to answer: `code` AA (store and judge), AE or AR."""
+    """One received message and what to answer: `code` AA (store and judge), AE or AR; `warnings`,
+    the results of an AA'd message that will not be stored (sent as ERR segments of severity W)."""
 
     raw: str
     header: Header
@@ -76,6 +77,7 @@ class Arrival:
     content_sha256: str
     received_at: datetime
     result: ReadResult | None = None
+    warnings: tuple[AckError, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -104,9 +106,9 @@ def classify(raw: str, received_at: datetime | None = None) -> Arrival:
     header = read_header(text)
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
-    def answer(code: str, error: AckError | None, patient: str | None = None,
-               result: ReadResult | None = None) -> Arrival:
-        return Arrival(text, header, code, error, patient, digest, received, result)
+    def answer(code: str, error: AckError | None, patient: str | None = None, result: ReadResult | None = None,
+               warnings: tuple[AckError, ...] = ()) -> Arrival:
+        return Arrival(text, header, code, error, patient, digest, received, result, warnings)
 
     if not header.valid:
         return answer("AR", _error(_SEGMENT_SEQUENCE, "MSH", 1, "not an HL7 v2 message: no MSH segment first"))
@@ -135,17 +137,27 @@ def classify(raw: str, received_at: datetime | None = None) -> Arrival:
     named += [(t.locator, t.patient_id, t.time) for t in result.temperatures if t.patient_id]
     refusals = [(locator, when, store_refusal(pid, when, born.get(pid or ""), received)) for locator, pid, when in named]
     if any(reason is None for *_, reason in refusals):  # a temperature alone is enough: it re-judges the draw
-        return answer("AA", None, patient, result)
+        warnings = [_time_refused(*r) for r in refusals if r[2] is not None]
+        warnings += [_rejected(r, f"not stored: {r.reason}") for r in result.rejects if r.kind == "invalid"]
+        return answer("AA", None, patient, result, tuple(warnings))
     if refusals:  # every readable result is undated, dated in the future or before birth: none can join a history
-        locator, when, reason = refusals[0]
-        return answer("AE", _located(f"{locator}-14", "no observation time (OBX-14 or OBR-7)" if when is None
-                                     else str(reason), _REQUIRED_MISSING if when is None else _DATA_TYPE), patient)
+        return answer("AE", _time_refused(*refusals[0]), patient)
     rejects = [r for r in result.rejects if r.kind == "invalid"] or list(result.rejects)
     if not rejects:
         return answer("AE", _error(_SEGMENT_SEQUENCE, "OBX", 0, "no OBX result segment"), patient)
-    first = rejects[0]
-    code = _TABLE_VALUE if first.locator.endswith("-3") else _DATA_TYPE
-    return answer("AE", _located(first.locator, f"no result could be read ({first.reason})", code), patient)
+    return answer("AE", _rejected(rejects[0], f"no result could be read ({rejects[0].reason})"), patient)
+
+
+def _time_refused(locator: str, when: datetime | None, reason: str | None) -> AckError:
+    """The error for a result the store refuses for its time (OBX-14): none, in the future, before birth."""
+    if when is None:
+        return _located(f"{locator}-14", "no observation time (OBX-14 or OBR-7)", _REQUIRED_MISSING)
+    return _located(f"{locator}-14", str(reason), _DATA_TYPE)
+
+
+def _rejected(reject: Reject, problem: str) -> AckError:
+    """The error for a result the reader could not read, at its field (OBX-3: a code not in the table)."""
+    return _located(reject.locator, problem, _TABLE_VALUE if reject.locator.endswith("-3") else _DATA_TYPE)
 
 
 def not_stored(arrival: Arrival, exc: Exception) -> Arrival:

@@ -224,7 +224,7 @@ class LabFeed:
         code = ack_code_for(arrival.header, arrival.code)
         if code is None:
             return
-        ack = build_ack(arrival.header, code, arrival.error)
+        ack = build_ack(arrival.header, code, arrival.error, warnings=arrival.warnings)
         writer.writeblock(ack.encode(encoding, "replace"))
         await writer.drain()
 
