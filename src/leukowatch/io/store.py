@@ -41,13 +41,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from ..model import InputError, Observation
+from ..request import FUTURE_SKEW, in_the_future
 
 if TYPE_CHECKING:
     from .result import ReadResult, Reject, Temperature
@@ -317,9 +318,6 @@ class IngestSummary:
     rejects: tuple[Any, ...] = ()
 
 
-#: How far after the time of writing a result may be dated (clocks of lab systems drift a little);
-#: anything later is a reject, since a result from the future is a wrong clock or a forgery.
-FUTURE_SKEW = timedelta(minutes=5)
 
 
 def write_result(con: duckdb.DuckDBPyConnection, result: ReadResult, file: str, sha256: str,
@@ -413,7 +411,7 @@ def store_refusal(patient_id: str | None, when: datetime | None, birth: date | N
         return "no observation time: cannot place it in a history"
     if birth is not None and when.date() < birth:
         return f"dated {when.date().isoformat()}, before the patient's birth date {birth.isoformat()}"
-    if now is not None and (when if when.tzinfo else when.replace(tzinfo=UTC)) > now + FUTURE_SKEW:
+    if now is not None and in_the_future(when, now):
         return (f"dated {when.isoformat()}, in the future beyond the allowed clock skew of "
                 f"{int(FUTURE_SKEW.total_seconds())} s")
     return None
