@@ -232,6 +232,28 @@ def test_a_temperature_without_a_patient_is_a_store_reject(tmp_path: Path) -> No
     con.close()
 
 
+def test_a_temperature_alone_is_kept_without_listing_its_person(tmp_path: Path) -> None:
+    """A message holding only a temperature (vitals from another system, before any count) keeps it for the
+    person's draws but creates no patient: the list would show a person whose page has nothing to show.
+    Once a count is stored, the person is listed and judged with that day's temperature."""
+    from leukowatch.io.store import load_patient_request, open_store, write_result
+
+    data = json.loads(BUNDLE.read_text())
+    counts = copy.deepcopy(data)
+    data["entry"] = [e for e in data["entry"] if e["resource"]["resourceType"] != "Observation"
+                     or e["resource"]["code"]["coding"][0]["code"] == "8310-5"]
+    con = open_store(tmp_path / "s.duckdb")
+    try:
+        write_result(con, read_text(json.dumps(data), "fhir", "t"), "t", "sha-t", "fhir")
+        assert con.execute("SELECT count(*) FROM temperatures").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM patients").fetchone() == (0,)
+        write_result(con, read_text(json.dumps(counts), "fhir", "c"), "c", "sha-c", "fhir")
+        assert con.execute("SELECT patient_id FROM patients").fetchall() == [("fn-1",)]
+        assert load_patient_request(con, "fn-1")["temperature_c"] == pytest.approx(38.9)
+    finally:
+        con.close()
+
+
 def test_a_unit_spelled_as_both_scales_fails_validation() -> None:
     tables = {"temperature": thaw(load_table("temperature"))}
     tables["temperature"]["units"]["fahrenheit"] = ["[degF]", "cel"]

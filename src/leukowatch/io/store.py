@@ -363,9 +363,10 @@ def write_result_in_transaction(con: duckdb.DuckDBPyConnection, result: ReadResu
     temperatures, unusable = _storable_temperatures(result, born, limit)
     rejects += unusable  # read by the reader as facts, not records: each refused one counted as one read here
     before = _count(con, "observations")
-    # A person is created (or their facts updated) only with something stored for them: a message whose
-    # every result was refused leaves no empty patient in the store's list.
-    owners = {str(o.patient_id) for o, *_ in keep} | {str(t.patient_id) for t in temperatures}
+    # A person is created (or their facts updated) only with a result stored for them: a message whose every
+    # result was refused, or that holds only temperatures (kept for the person's draws, as medicines are),
+    # leaves no patient without results in the store's list, whose page would have nothing to show.
+    owners = {str(o.patient_id) for o, *_ in keep}
     upserted = {p.id for p in result.patients if p.id in owners}
     _upsert_patients(con, [p for p in result.patients if p.id in owners], file)
     _bulk_insert(con, "patients", ["patient_id", "source"],  # people named only by their results
