@@ -161,16 +161,21 @@ def _rows(db, sql):
         con.close()
 
 
+def _ingest_csv(tmp_path, capsys, text, *extra):
+    """`leukowatch ingest` of one CSV (its text) into a new store: the store and the summary line."""
+    labs, db = tmp_path / "labs.csv", tmp_path / "s.duckdb"
+    labs.write_text(text)
+    assert main(["ingest", str(labs), "--db", str(db), *extra]) == 0
+    return db, capsys.readouterr().out
+
+
 def test_cli_ingest_rejects_future_dated_results(tmp_path, capsys):
     """A result dated beyond the clock skew is a reject with its reason, as in the service and the feed."""
-    csv = tmp_path / "future.csv"
-    csv.write_text("patient_id,time,analyte,value,unit\n"
-                   "F1,2020-01-05T09:00:00Z,wbc,3.2,10*9/L\n"
-                   "F1,2999-01-05T09:00:00Z,wbc,2.2,10*9/L\n")
-    db = tmp_path / "s.duckdb"
     rejects = tmp_path / "rejects.csv"
-    assert main(["ingest", str(csv), "--db", str(db), "--rejects", str(rejects)]) == 0
-    assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
+    db, out = _ingest_csv(tmp_path, capsys, "patient_id,time,analyte,value,unit\n"
+                                            "F1,2020-01-05T09:00:00Z,wbc,3.2,10*9/L\n"
+                                            "F1,2999-01-05T09:00:00Z,wbc,2.2,10*9/L\n", "--rejects", str(rejects))
+    assert "read 2 = accepted 1 + rejected 1" in out
     assert "future" in rejects.read_text().lower()
     assert _rows(db, "SELECT count(*) FROM observations") == [(1,)]
 
@@ -190,13 +195,10 @@ def test_an_undated_result_is_not_stored_in_a_history(tmp_path, capsys):
 
 def test_a_result_dated_before_the_birth_date_is_not_stored(tmp_path, capsys):
     """Stored, it made every page of the patient a 422 (the assessment refuses a result before birth)."""
-    labs = tmp_path / "labs.csv"
-    labs.write_text("patient_id,sex,birth_date,time,analyte,value,unit\n"
-                    "B1,female,2026-06-01,2026-01-20T08:00:00Z,neutrophils,0.3,10*9/L\n"
-                    "B1,female,2026-06-01,2026-07-20T08:00:00Z,neutrophils,2.0,10*9/L\n")
-    db = tmp_path / "s.duckdb"
-    assert main(["ingest", str(labs), "--db", str(db)]) == 0
-    assert "read 2 = accepted 1 + rejected 1" in capsys.readouterr().out
+    db, out = _ingest_csv(tmp_path, capsys, "patient_id,sex,birth_date,time,analyte,value,unit\n"
+                                            "B1,female,2026-06-01,2026-01-20T08:00:00Z,neutrophils,0.3,10*9/L\n"
+                                            "B1,female,2026-06-01,2026-07-20T08:00:00Z,neutrophils,2.0,10*9/L\n")
+    assert "read 2 = accepted 1 + rejected 1" in out
     assert main(["history", "B1", "--db", str(db)]) == 0
     assert "before the patient's birth date" in _rows(db, "SELECT reason FROM rejects")[0][0]
 
