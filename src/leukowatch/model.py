@@ -205,7 +205,7 @@ class Finding:
     source: str
     term: str | None = None
     notes: list[str] = field(default_factory=list)
-    comparator: str | None = None  # the count was reported as a bound ("<0.5"): graded as just beyond it
+    comparator: str | None = None  # the count was reported as a bound (below or above x): graded as just beyond it
 
 
 @dataclass

@@ -198,8 +198,8 @@ class DuckDBEngine(Engine):
                     # ranges, codes) on the right, where DuckDB builds its hash table. DuckDB underestimates
                     # the filtered, unioned results and swapped the sides of `graded`'s join with the persons:
                     # it built on 3M results and probed with 75k persons, a one-row-group scan, so the whole
-                    # output streamed from one thread (3M absolute counts: graded 1.85 -> 1.14 s, screen
-                    # 4.5 -> 3.7 s without the swap; the differential input 4.1 -> 4.0 s; no step slower).
+                    # output streamed from one thread (3M absolute counts: graded from 1.85 to 1.14 s, screen
+                    # from 4.5 to 3.7 s without the swap; the differential input from 4.1 to 4.0 s; no step slower).
                     "disabled_optimizers": "build_side_probe_side"}
         if memory_limit:
             budget = parse_size(memory_limit)
@@ -339,15 +339,15 @@ _SPARK_SESSIONS: dict[str, Any] = {}
 _LOOPBACK = ("local", "spark://127.0.0.1:", "spark://localhost:")
 #: HotSpot compiles no method over 8,000 bytes of bytecode; the whole-stage generated method of the stage that
 #: grades every result (its CASE chains, about 12 kB) then ran interpreted. Measured at 3M rows on local[2]:
-#: that stage's task CPU 25 s -> 11 s with the flag (Spark's own fallback, codegen.hugeMethodLimit=8000, gave
+#: that stage's task CPU from 25 s to 11 s with the flag (Spark's own fallback, codegen.hugeMethodLimit=8000, gave
 #: 15 s). The first option lets a JVM without the flag start anyway.
 #:
 #: The Tier4 thresholds (10 times HotSpot's defaults) keep C2, the optimising compiler, to the code that stays
 #: hot: a screen plans and runs some sixty queries, and C2 compiled so much of Spark's analyser, optimiser and
 #: code generator on the way that at 300k rows its compiler threads took 24 CPU seconds beside 9 seconds of
 #: tasks, on two cores (-XX:+CITime: 2,427 methods, 40 s of C2). Measured on local[2] (JVM thread CPU from
-#: /proc, a loaded machine): 300k rows, compiler 23.9 -> 17.0 s, whole screen 51.8 -> 44.0 CPU s; 3M rows,
-#: compiler 36.2 -> 26.7 s, tasks 35.2 -> 36.2 s. Higher thresholds (30 times) saved more at 300k (12.7 s of
+#: /proc, a loaded machine): 300k rows, compiler from 23.9 to 17.0 s, whole screen from 51.8 to 44.0 CPU s; 3M rows,
+#: compiler from 36.2 to 26.7 s, tasks from 35.2 to 36.2 s. Higher thresholds (30 times) saved more at 300k (12.7 s of
 #: compiler) but the hot loops of the 3M-row tasks reached C2 later (38.9 s of tasks; the screen about 3 s
 #: slower in two pairs of bench runs); C1 alone (TieredStopAtLevel=1) cut the compiler to 3-5 s and made the
 #: 3M-row tasks 1.8 times slower (62 s), for both the screen and the plain PySpark job of bench/screen.py.

@@ -177,7 +177,7 @@ class _Plan:
     blank: list[str]
     present: frozenset[int]
     person: frozenset[str]  # the person columns rows carry (pipeline.persons_of)
-    bounds: bool  # values are text: some may be bounds ('<0.5'), whose direction derived counts inherit
+    bounds: bool  # values are text: some may be bounds (below or above x), whose direction derived counts inherit
     persons: ir.Table | None  # PERSON / the store's patients table, when the source has one
     profile: str | None
     criteria: str
