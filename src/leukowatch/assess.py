@@ -36,9 +36,10 @@ from .rules.escalation import (
 from .rules.findings import below_range_codes
 from .rules.findings import findings_from_counts as _findings
 from .rules.grading import check_criteria, criteria_for_age, criteria_label
-from .rules.infection import celsius, cisne, febrile_neutropenia, mascc
+from .rules.infection import cisne, febrile_neutropenia, mascc
 from .rules.ranges import adult_age, profile_for
 from .rules.treatment import chemotherapy_hold, drug_monitoring
+from .units import celsius_text
 
 #: Which low analyte the chronicity verdict speaks about, in order of clinical weight (the article
 #: defines chronic *neutropenia*; leukopenia and lymphocytopenia follow).
@@ -212,7 +213,7 @@ def _alerts(request: Request, counts: dict[str, Count], codes: set[str], meds: l
     if low_white and febrile and not fever_reported and fn_alert is None and request.temperature_c is not None:
         # a measured fever is the first of the article's signs of infection: with a low count that is no
         # febrile neutropenia (an ANC of 0.5 or more, not said to be falling) it still needs a doctor today
-        signs.insert(0, f"fever {celsius(request.temperature_c)}")
+        signs.insert(0, f"fever {celsius_text(request.temperature_c)}")
     if signs:
         alerts.append(make_alert("infection_symptoms", "low_count" if low_white else "normal_count",
                                  symptoms=", ".join(signs)))

@@ -27,7 +27,16 @@ from .model import (
     ReferenceRange,
     Request,
 )
-from .units import canonical_analyte, check_plausible, conversion, loinc_lookup, plausibility, plausible_range
+from .units import (
+    body_temperature_problem,
+    canonical_analyte,
+    check_plausible,
+    conversion,
+    fahrenheit_to_celsius,
+    loinc_lookup,
+    plausibility,
+    plausible_range,
+)
 
 T = TypeVar("T")
 
@@ -46,7 +55,7 @@ _PLAIN_NUMBERS = (float, int)  # exact types, checked first; bool, an int subcla
 FUTURE_SKEW = timedelta(minutes=5)
 #: "1,500" or "150,000": a comma before exactly three digits may group thousands (as the article writes
 #: "5,000-10,000/uL") or mark decimals (a European "1,500" = 1.5); never guessed. "0,500" can only be a decimal.
-_THOUSANDS_OR_DECIMAL = re.compile(r"[1-9]\d{0,2},\d{3}")
+THOUSANDS_OR_DECIMAL = re.compile(r"[1-9]\d{0,2},\d{3}")
 
 
 def in_the_future(when: datetime, now: datetime | None = None) -> bool:
@@ -100,7 +109,7 @@ def parse_number(value: Any, field: str) -> tuple[float, str | None]:
         if comparator:
             text = text[len(comparator):].strip()
         if text.count(",") == 1 and "." not in text:  # a decimal comma ("0,5"), unless it may group thousands
-            if _THOUSANDS_OR_DECIMAL.fullmatch(text):
+            if THOUSANDS_OR_DECIMAL.fullmatch(text):
                 raise InputError(field, f"{value!r} is ambiguous: the comma may separate thousands "
                                         f"({text.replace(',', '')}) or decimals ({text.replace(',', '.')}); "
                                         "send the number without a thousands separator, with a decimal point")
@@ -350,21 +359,6 @@ def parse_chemotherapy(raw: Any, field: str = "chemotherapy") -> Chemotherapy:
         dose_dates=[d for d in doses if d is not None],
         hold_thresholds=thresholds,
     )
-
-
-def fahrenheit_to_celsius(fahrenheit: float) -> float:
-    """°F -> °C: one conversion for `--temp-f`/`temperature_f` and a [degF] temperature a lab file sends."""
-    return (fahrenheit - 32.0) * 5.0 / 9.0
-
-
-def body_temperature_problem(temperature_c: float, shown: str) -> str | None:
-    """Why a temperature (in °C, `shown` as sent) is no body temperature (units.toml plausibility),
-    or None when it is one. NaN compares false, so it is refused too."""
-    limits = plausibility()
-    low, high = limits["min_body_temp_c"], limits["max_body_temp_c"]
-    if low <= temperature_c <= high:
-        return None
-    return f"{shown} is not a body temperature (expected {low:g}-{high:g} °C)"
 
 
 def parse_temperature(celsius: Any, fahrenheit: Any) -> float | None:

@@ -217,3 +217,23 @@ def temperature_scale(unit: str | None) -> str | None:
     """"celsius" or "fahrenheit" for a temperature unit as sent (Cel, [degF], °C, F...); None when
     the unit is missing or no temperature unit (then the value is not used: the scale is never guessed)."""
     return _temperature_units().get(unit.strip().casefold()) if unit else None
+
+
+def celsius_text(temperature_c: float) -> str:
+    """A temperature as every text shows it ("38.9 °C")."""
+    return f"{temperature_c:.1f} °C"
+
+
+def fahrenheit_to_celsius(fahrenheit: float) -> float:
+    """°F -> °C: one conversion for `--temp-f`/`temperature_f` and a [degF] temperature a lab file sends."""
+    return (fahrenheit - 32.0) * 5.0 / 9.0
+
+
+def body_temperature_problem(temperature_c: float, shown: str) -> str | None:
+    """Why a temperature (in °C, `shown` as sent) is no body temperature (units.toml plausibility),
+    or None when it is one. NaN compares false, so it is refused too."""
+    limits = plausibility()
+    low, high = limits["min_body_temp_c"], limits["max_body_temp_c"]
+    if low <= temperature_c <= high:
+        return None
+    return f"{shown} is not a body temperature (expected {low:g}-{high:g} °C)"

@@ -19,14 +19,15 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, NamedTuple
 
 from ..model import CONTEXT_ANALYTES, InputError, MedicationInput, Observation, Patient
-from ..request import (
+from ..request import parse_datetime, parse_number, parse_observation
+from ..units import (
     body_temperature_problem,
+    canonical_analyte,
+    celsius_text,
     fahrenheit_to_celsius,
-    parse_datetime,
-    parse_number,
-    parse_observation,
+    loinc_lookup,
+    temperature_scale,
 )
-from ..units import canonical_analyte, loinc_lookup, temperature_scale
 
 
 def lenient_date(value: Any) -> date | None:
@@ -415,8 +416,6 @@ def draw_day_temperature(draws: list[datetime], temperatures: list[Temperature])
     population screen and `demo validate` pair them (None when there is none), with the notes for the
     caller: which temperature, when; or why none was used. The notes quote values, so they go to the
     caller only, never to a log."""
-    from ..rules.infection import celsius  # the one way every text shows a temperature
-
     if not temperatures:
         return None, []
     if not draws:
@@ -425,10 +424,10 @@ def draw_day_temperature(draws: list[datetime], temperatures: list[Temperature])
     same_day = [t for t in temperatures if utc_day(t.time) == day]
     if not same_day:
         latest = max(temperatures, key=lambda t: t.time)
-        return None, [f"body temperature {celsius(latest.celsius)} taken {latest.time.isoformat()} is not from "
+        return None, [f"body temperature {celsius_text(latest.celsius)} taken {latest.time.isoformat()} is not from "
                       f"{day.isoformat()}, the day of the latest blood draw: not used"]
     highest = max(same_day, key=lambda t: (t.celsius, t.time))
     of = f"the highest of {len(same_day)} " if len(same_day) > 1 else ""
-    return highest.celsius, [f"measured temperature used: {celsius(highest.celsius)} taken "
+    return highest.celsius, [f"measured temperature used: {celsius_text(highest.celsius)} taken "
                              f"{highest.time.isoformat()} ({highest.locator}), {of}on {day.isoformat()}, "
                              "the day of the latest blood draw"]

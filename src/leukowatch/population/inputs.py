@@ -24,8 +24,7 @@ import ibis
 import ibis.expr.types as ir
 
 from ..model import InputError
-from ..request import _THOUSANDS_OR_DECIMAL as THOUSANDS_OR_DECIMAL
-from ..request import COMPARATORS
+from ..request import COMPARATORS, THOUSANDS_OR_DECIMAL
 
 #: OMOP standard concepts -> LOINC / UCUM (docs/clinical-reference.md §10). Used when no CONCEPT table is
 #: given; a CONCEPT table, when present, is preferred.

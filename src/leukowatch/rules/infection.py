@@ -10,17 +10,13 @@ from typing import Any
 
 from ..knowledge import derived, load_table
 from ..model import Alert, Score
+from ..units import celsius_text
 from .alerts import count_text, make_alert, urgent_care
 
 
 @derived
 def _rules() -> dict[str, Any]:
     return load_table("infection")
-
-
-def celsius(temperature_c: float) -> str:
-    """A temperature as every text shows it ("38.9 °C")."""
-    return f"{temperature_c:.1f} °C"
 
 
 def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustained_1h: bool,
@@ -47,7 +43,7 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
         if anc < fn["anc_below_if_falling"] and (fever_reported or (
                 temperature_c is not None and temperature_c >= fn["sustained_temp_c"])):
             # a fever with an ANC under 1.0 not said to be falling: NCCN's criterion turns on the trend
-            fever = "fever reported" if temperature_c is None else f"temperature {celsius(temperature_c)}"
+            fever = "fever reported" if temperature_c is None else f"temperature {celsius_text(temperature_c)}"
             return None, fn["note_fever_if_falling"].format_map({**fn, "anc": anc_text, "fever": fever})
         return None, None
     if temperature_c is None and not fever_reported:
@@ -59,10 +55,10 @@ def febrile_neutropenia(anc: float | None, temperature_c: float | None, sustaine
     elif temperature_c >= fn["sustained_temp_c"]:
         variant = "possible"
     else:
-        return None, fn["note_not_febrile"].format_map({**fn, "temperature": celsius(temperature_c)})
+        return None, fn["note_not_febrile"].format_map({**fn, "temperature": celsius_text(temperature_c)})
     how = "" if below else (f", the NICE CG151 limit on anticancer treatment (ANC <= {fn['anc_at_most_on_anticancer_treatment']:g})"
                             if at_nice_limit else f", expected to fall below {fn['anc_below']:g}")
-    temperature = "" if temperature_c is None else celsius(temperature_c)
+    temperature = "" if temperature_c is None else celsius_text(temperature_c)
     return make_alert("febrile_neutropenia", variant, anc=anc_text, how=how, temperature=temperature,
                       where=urgent_care(chemotherapy)), None
 
