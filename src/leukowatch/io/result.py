@@ -400,12 +400,18 @@ def utc_day(when: datetime) -> date:
 
 
 def use_draw_day_temperature(request: dict[str, Any], result: ReadResult) -> list[str]:
-    """Set the request's `temperature_c` from the result's temperatures (`draw_day_temperature`) and
-    return the notes for the caller. A request that carries its own temperature keeps it."""
-    if not result.temperatures or "temperature_c" in request or "temperature_f" in request:
-        return []
+    """`set_draw_day_temperature` with the result's draws and temperatures."""
     draws = [i.observation.time for i in result.items if i.observation.time is not None]
-    temperature_c, notes = draw_day_temperature(draws, result.temperatures)
+    return set_draw_day_temperature(request, draws, result.temperatures)
+
+
+def set_draw_day_temperature(request: dict[str, Any], draws: list[datetime], temperatures: list[Temperature]) -> list[str]:
+    """Set the request's `temperature_c` from `temperatures` (`draw_day_temperature`) and return the notes
+    for the caller: one rule for a lab file and for a stored patient. A request that carries its own
+    temperature keeps it."""
+    if not temperatures or "temperature_c" in request or "temperature_f" in request:
+        return []
+    temperature_c, notes = draw_day_temperature(draws, temperatures)
     if temperature_c is not None:
         request["temperature_c"] = temperature_c
     return notes

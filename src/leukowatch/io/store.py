@@ -672,24 +672,17 @@ def load_patient_request(con: duckdb.DuckDBPyConnection, patient_id: str) -> dic
         "medications": [{"name": n, "start": _iso(s), "stop": _iso(e)} for n, s, e in meds],
         "conditions": [c[0] for c in conds],
     }
-    _stored_temperature(con, patient_id, [r[7] for r in obs_rows if r[7] is not None], request)
+    from .result import set_draw_day_temperature
+
+    # the highest stored temperature of the latest draw's day, by the rule `assess FILE` uses
+    notes = set_draw_day_temperature(request, [r[7] for r in obs_rows if r[7] is not None],
+                                     stored_temperatures(con, patient_id))
+    if notes:
+        request["warnings"] = notes
     if doses:
         request["chemotherapy"] = {"dose_dates": [d[0].isoformat() for d in doses],
                                    "last_dose": doses[-1][0].isoformat(), "regimen": doses[-1][1]}
     return request
-
-
-def _stored_temperature(con: duckdb.DuckDBPyConnection, patient_id: str, draws: list[datetime],
-                        request: dict[str, Any]) -> None:
-    """The stored patient's `temperature_c`: the highest stored temperature of the day of the latest
-    draw, by the rule `assess FILE` uses (`io.result.draw_day_temperature`), with its note in `warnings`."""
-    from .result import draw_day_temperature
-
-    temperature_c, notes = draw_day_temperature(draws, stored_temperatures(con, patient_id))
-    if temperature_c is not None:
-        request["temperature_c"] = temperature_c
-    if notes:
-        request["warnings"] = notes
 
 
 def stored_temperatures(con: duckdb.DuckDBPyConnection, patient_id: str) -> list[Temperature]:
